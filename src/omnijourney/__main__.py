@@ -1,0 +1,5 @@
+import sys
+
+from omnijourney.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""A validated, compiled set of journeys, templates and policies: what the evaluator runs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from omnijourney.core import model as m
+from omnijourney.core.templates import MessageTemplate, compile_text
+from omnijourney.core.timeutil import ContactWindow, parse_duration, zone
+
+# Channels whose messages reach a person directly, so quiet hours apply.
+QUIET_HOURS_CHANNELS = frozenset({"email", "sms", "push"})
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    timezone: ZoneInfo
+    contact_window: ContactWindow
+    locale: str
+    consent: dict[str, str]
+    caps: dict[str, tuple[int, timedelta]]
+    transactional: frozenset[str]
+    deadlines: dict[str, timedelta]
+
+    @classmethod
+    def build(cls, d: m.PoliciesDef) -> Policies:
+        consent = dict(m.PoliciesDef().consent)
+        consent.update(d.consent)
+        deadlines = {k: parse_duration(str(v)) for k, v in m.PoliciesDef().deadlines.items()}
+        deadlines.update({k: parse_duration(str(v)) for k, v in d.deadlines.items()})
+        return cls(
+            timezone=zone(d.defaults.timezone, ZoneInfo("UTC")),
+            contact_window=ContactWindow.parse(d.defaults.contact_window),
+            locale=d.defaults.locale,
+            consent=consent,
+            caps={ch: (c.max, parse_duration(str(c.per))) for ch, c in d.frequency_caps.items()},
+            transactional=frozenset(d.transactional),
+            deadlines=deadlines,
+        )
+
+    @property
+    def longest_cap_window(self) -> timedelta:
+        return max((per for _, per in self.caps.values()), default=timedelta(0))
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledJourney:
+    defn: m.JourneyDef
+    steps: dict[str, m.Step]
+    following: dict[str, str | None]  # where a step without ``next`` continues
+    re_entry: str | timedelta  # "never", "always" or the minimum gap
+
+    @property
+    def id(self) -> str:
+        return self.defn.id
+
+    @property
+    def version(self) -> int:
+        return self.defn.version
+
+    @property
+    def first(self) -> str:
+        return self.defn.steps[0].id
+
+    def next_of(self, step: m.Step) -> str | None:
+        nxt = getattr(step, "next", None)
+        return nxt if nxt is not None else self.following[step.id]
+
+    @classmethod
+    def build(cls, d: m.JourneyDef) -> CompiledJourney:
+        ids = [s.id for s in d.steps]
+        following = {sid: (ids[i + 1] if i + 1 < len(ids) else None) for i, sid in enumerate(ids)}
+        raw = d.entry.re_entry
+        re_entry: str | timedelta = (
+            parse_duration(raw.removeprefix("after ").strip()) if raw.startswith("after ") else raw
+        )
+        return cls(d, {s.id: s for s in d.steps}, following, re_entry)
+
+
+@dataclass(frozen=True)
+class JourneySet:
+    """Everything the evaluator needs. Older versions stay loaded for pinned live instances."""
+
+    current: dict[str, CompiledJourney]
+    versions: dict[tuple[str, int], CompiledJourney]
+    templates: dict[str, MessageTemplate]
+    policies: Policies
+    by_trigger: dict[str, tuple[CompiledJourney, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, journeys: list[m.JourneyDef], templates: dict[str, m.TemplateDef],
+              policies: m.PoliciesDef | None = None) -> JourneySet:
+        versions = {(j.id, j.version): CompiledJourney.build(j) for j in journeys}
+        current: dict[str, CompiledJourney] = {}
+        for (jid, ver), cj in sorted(versions.items()):
+            if jid not in current or ver > current[jid].version:
+                current[jid] = cj
+        triggers: dict[str, list[CompiledJourney]] = defaultdict(list)
+        for jid in sorted(current):
+            triggers[current[jid].defn.trigger.event].append(current[jid])
+        return cls(
+            current=current,
+            versions=versions,
+            templates={name: compile_template(name, t) for name, t in templates.items()},
+            policies=Policies.build(policies or m.PoliciesDef()),
+            by_trigger={k: tuple(v) for k, v in triggers.items()},
+        )
+
+    def version(self, journey: str, version: int) -> CompiledJourney | None:
+        return self.versions.get((journey, version))
+
+
+def compile_template(name: str, t: m.TemplateDef) -> MessageTemplate:
+    return MessageTemplate(
+        name=name,
+        channel=t.channel,
+        default_locale=t.default_locale,
+        locales={loc: {part: compile_text(src) for part, src in parts.items()}
+                 for loc, parts in t.locales.items()},
+    )

@@ -1,0 +1,63 @@
+"""Intents out: channel-send commands.
+
+A ChannelCommand is exactly what lands on ``commands.<channel>`` (Avro schema
+schemas/channel_command.avsc) and what ``omnijourney simulate`` prints.
+``command_id`` is deterministic, so adapters can drop duplicates from at-least-once delivery.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from omnijourney.core.timeutil import format_instant
+
+CHANNELS = ("email", "sms", "push", "ads", "webhook")
+
+# Fixed namespace: changing it would change every command id ever issued.
+COMMAND_NAMESPACE = uuid.UUID("6f1c1a52-3b7e-5d8e-9a51-0e6a1f9b7c21")
+
+
+def command_id(*parts: str) -> str:
+    return str(uuid.uuid5(COMMAND_NAMESPACE, "\x1f".join(parts)))
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCommand:
+    command_id: str
+    journey: str
+    journey_version: str
+    step: str
+    channel: str
+    customer_id: str
+    send_at: datetime
+    deadline: datetime
+    template: str | None
+    to: str | None
+    content: dict[str, Any]
+    transactional: bool
+    trigger_event_id: str
+    instance_key: str
+    locale: str | None = None
+    data: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command_id": self.command_id,
+            "journey": self.journey,
+            "journey_version": self.journey_version,
+            "step": self.step,
+            "channel": self.channel,
+            "customer_id": self.customer_id,
+            "send_at": format_instant(self.send_at),
+            "deadline": format_instant(self.deadline),
+            "template": self.template,
+            "to": self.to,
+            "content": self.content,
+            "transactional": self.transactional,
+            "trigger_event_id": self.trigger_event_id,
+            "instance_key": self.instance_key,
+            "locale": self.locale,
+        }

@@ -1,0 +1,75 @@
+"""Conditions in CEL (Common Expression Language): safe, compiled, no ``eval``.
+
+Conditions see ``profile``, ``event`` (the trigger), ``last_event`` (the latest event that
+moved the instance), ``journey`` and ``now`` (the moment being evaluated, a timestamp).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import cel
+
+CONDITION_VARIABLES = ("profile", "event", "last_event", "journey", "now")
+_BINDER = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+
+
+class ExpressionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    source: str
+    program: Any  # cel.Program; the extension module ships no usable type
+
+    def evaluate(self, ctx: dict[str, Any]) -> tuple[bool, str | None]:
+        """(value, error). Errors (a missing field, a type mismatch) count as false."""
+        try:
+            value = self.program.execute(ctx)
+        except Exception as exc:  # noqa: BLE001 - CEL raises several types; all mean "false"
+            return False, _short_error(exc)
+        if not isinstance(value, bool):
+            return False, f"condition gave {type(value).__name__} {value!r}, not true/false"
+        return value, None
+
+
+_CACHE: dict[str, Condition] = {}
+
+
+def compile_condition(source: str) -> Condition:
+    """Compile once; raise ExpressionError with a readable message on bad syntax or names."""
+    cached = _CACHE.get(source)
+    if cached is not None:
+        return cached
+    try:
+        program = cel.compile(source)
+    except Exception as exc:  # noqa: BLE001 - the binding raises ValueError or RuntimeError
+        raise ExpressionError(_syntax_message(str(exc))) from None
+    bound = set(_BINDER.findall(source))
+    unknown = sorted(set(program.variables()) - set(CONDITION_VARIABLES) - bound)
+    if unknown:
+        raise ExpressionError(
+            f"unknown name(s) {', '.join(unknown)}; conditions can use "
+            + ", ".join(CONDITION_VARIABLES)
+        )
+    cond = Condition(source, program)
+    _CACHE[source] = cond
+    return cond
+
+
+def _syntax_message(raw: str) -> str:
+    # The binding's message repeats the source and a caret line; keep the parser's sentence.
+    for line in raw.splitlines():
+        if "ERROR:" in line:
+            return "CEL syntax error: " + line.split("ERROR:", 1)[1].strip().removeprefix("<input>:")
+    return f"CEL syntax error: {raw.splitlines()[0] if raw else 'unparseable'}"
+
+
+def _short_error(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"no such field {exc.args[0]!r}"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]

@@ -1,0 +1,96 @@
+"""Folding touchpoint events into the unified customer profile."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from omnijourney.core.catalog import Policies
+from omnijourney.core.commands import CHANNELS
+from omnijourney.core.events import Event
+from omnijourney.core.timeutil import format_instant
+
+TRAITS = ("email", "phone", "push_token", "first_name", "last_name", "locale", "timezone",
+          "contact_window", "country")
+OPT_INS = {"email_opt_in": "email", "sms_opt_in": "sms", "push_opt_in": "push",
+           "ads_opt_in": "ads"}
+TRAIT_EVENTS = frozenset({"customer.signed_up", "customer.updated"})
+
+
+def fold(profile: dict[str, Any], event: Event) -> None:
+    """Apply one event to a profile in place (the caller owns a fresh copy)."""
+    props = event.properties
+    if not profile:
+        profile.update(customer_id=event.customer_id, consent={}, attributes={}, counts={},
+                       first_seen_at=format_instant(event.occurred_at))
+    profile["last_seen_at"] = format_instant(event.occurred_at)
+    counts = profile["counts"]
+    counts[event.type] = counts.get(event.type, 0) + 1
+    if event.type in TRAIT_EVENTS:
+        for key, value in props.items():
+            if key in TRAITS:
+                if value is None:
+                    profile.pop(key, None)
+                else:
+                    profile[key] = value
+            elif key in OPT_INS:
+                profile["consent"][OPT_INS[key]] = bool(value)
+            else:
+                profile["attributes"][key] = value
+        if event.type == "customer.signed_up":
+            profile["signed_up_at"] = format_instant(event.occurred_at)
+    elif event.type == "consent.updated":
+        channel = props.get("channel")
+        if channel in CHANNELS and isinstance(props.get("granted"), bool):
+            profile["consent"][channel] = props["granted"]
+    elif event.type.endswith(".unsubscribed"):
+        channel = event.type.split(".", 1)[0]
+        if channel in CHANNELS:
+            profile["consent"][channel] = False
+
+
+def consent_ok(profile: dict[str, Any], channel: str, policies: Policies) -> bool:
+    mode = policies.consent.get(channel, "opt_in")
+    granted = profile.get("consent", {}).get(channel)
+    if mode == "opt_in":
+        return granted is True
+    if mode == "opt_out":
+        return granted is not False
+    return True
+
+
+def address(profile: dict[str, Any], channel: str) -> str | None:
+    """Where a message on ``channel`` goes, or None when the customer has no address there."""
+    if channel == "email":
+        return _nonblank(profile.get("email"))
+    if channel == "sms":
+        return _nonblank(profile.get("phone"))
+    if channel == "push":
+        return _nonblank(profile.get("push_token"))
+    if channel == "ads":
+        # Ad platforms match audiences on hashed identifiers, never the clear address.
+        email = _nonblank(profile.get("email"))
+        if email:
+            return "sha256:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()
+        phone = _nonblank(profile.get("phone"))
+        if phone:
+            digits = "".join(c for c in phone if c.isdigit() or c == "+")
+            return "sha256:" + hashlib.sha256(digits.encode()).hexdigest()
+        return None
+    return None
+
+
+def _nonblank(value: object) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def view(profile: dict[str, Any], policies: Policies) -> dict[str, Any]:
+    """The profile as conditions and templates see it: ``consent`` is the effective
+    permission per channel under the policies, ``reachable`` adds having an address."""
+    v = dict(profile)
+    consent = {ch: consent_ok(profile, ch, policies) for ch in CHANNELS if ch != "webhook"}
+    v["consent"] = consent
+    v["reachable"] = {ch: ok and address(profile, ch) is not None for ch, ok in consent.items()}
+    v.setdefault("attributes", {})
+    v.setdefault("counts", {})
+    return v

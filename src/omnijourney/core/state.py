@@ -1,0 +1,166 @@
+"""Per-customer state: unified profile, live journey instances, memory for rules.
+
+State is plain data with a JSON form (``to_dict``/``from_dict``) so the runtime can keep
+it in a changelog-backed table. The evaluator never mutates a state it was given: it
+works on ``clone()`` and returns the new one.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from omnijourney.core.events import Event, parse_event
+from omnijourney.core.timeutil import format_instant, parse_instant
+
+SEEN_EVENT_IDS = 256  # remembered per customer to drop redelivered events
+NEVER_ENTRIES_KEPT = 512  # per customer, for once-only journeys keyed by cart or order
+
+
+@dataclass(slots=True)
+class Instance:
+    """One customer's live run through one journey (per correlation key)."""
+
+    journey: str
+    version: int
+    key: str
+    instance_id: str
+    trigger: Event
+    last_event: Event
+    entered_at: datetime
+    step: str
+    status: str = "running"  # running | wait | wait_for | deferred
+    due_at: datetime | None = None
+    cohort: str | None = None
+    visits: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def slot(self) -> str:
+        return f"{self.journey}#{self.key}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "journey": self.journey, "version": self.version, "key": self.key,
+            "instance_id": self.instance_id, "trigger": self.trigger.to_dict(),
+            "last_event": self.last_event.to_dict(),
+            "entered_at": format_instant(self.entered_at), "step": self.step,
+            "status": self.status,
+            "due_at": format_instant(self.due_at) if self.due_at else None,
+            "cohort": self.cohort, "visits": dict(self.visits),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Instance:
+        return cls(
+            journey=d["journey"], version=d["version"], key=d["key"],
+            instance_id=d["instance_id"], trigger=parse_event(d["trigger"]),
+            last_event=parse_event(d["last_event"]),
+            entered_at=parse_instant(d["entered_at"]), step=d["step"], status=d["status"],
+            due_at=parse_instant(d["due_at"]) if d.get("due_at") else None,
+            cohort=d.get("cohort"), visits=dict(d.get("visits") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GoalWatch:
+    """A conversion window opened when a customer entered a journey with a goal."""
+
+    journey: str
+    version: int
+    key: str
+    instance_id: str
+    cohort: str | None
+    entered_at: datetime
+    deadline: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"journey": self.journey, "version": self.version, "key": self.key,
+                "instance_id": self.instance_id, "cohort": self.cohort,
+                "entered_at": format_instant(self.entered_at),
+                "deadline": format_instant(self.deadline)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GoalWatch:
+        return cls(d["journey"], d["version"], d["key"], d["instance_id"], d.get("cohort"),
+                   parse_instant(d["entered_at"]), parse_instant(d["deadline"]))
+
+
+@dataclass(slots=True)
+class CustomerState:
+    customer_id: str
+    profile: dict[str, Any] = field(default_factory=dict)
+    instances: dict[str, Instance] = field(default_factory=dict)
+    entries: dict[str, datetime] = field(default_factory=dict)  # slot -> last entered
+    goals: list[GoalWatch] = field(default_factory=list)
+    sent: dict[str, list[datetime]] = field(default_factory=dict)  # marketing sends per channel
+    seen: dict[str, None] = field(default_factory=dict)  # ordered set of recent event ids
+    clock: datetime | None = None  # latest moment this customer's state has reached
+
+    def clone(self) -> CustomerState:
+        return CustomerState(
+            customer_id=self.customer_id,
+            profile=_copy_profile(self.profile),
+            instances={k: _copy_instance(v) for k, v in self.instances.items()},
+            entries=dict(self.entries),
+            goals=list(self.goals),
+            sent={k: list(v) for k, v in self.sent.items()},
+            seen=dict(self.seen),
+            clock=self.clock,
+        )
+
+    def next_due(self) -> datetime | None:
+        """When this customer next needs a timer tick (the runtime indexes this)."""
+        dues = [i.due_at for i in self.instances.values() if i.due_at is not None]
+        return min(dues) if dues else None
+
+    def remember(self, event_id: str) -> bool:
+        """Record an event id; False if it was seen before (a redelivery)."""
+        if event_id in self.seen:
+            return False
+        self.seen[event_id] = None
+        if len(self.seen) > SEEN_EVENT_IDS:
+            del self.seen[next(iter(self.seen))]
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "profile": self.profile,
+            "instances": {k: v.to_dict() for k, v in self.instances.items()},
+            "entries": {k: format_instant(v) for k, v in self.entries.items()},
+            "goals": [g.to_dict() for g in self.goals],
+            "sent": {k: [format_instant(t) for t in v] for k, v in self.sent.items()},
+            "seen": list(self.seen),
+            "clock": format_instant(self.clock) if self.clock else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CustomerState:
+        return cls(
+            customer_id=d["customer_id"],
+            profile=d.get("profile") or {},
+            instances={k: Instance.from_dict(v) for k, v in (d.get("instances") or {}).items()},
+            entries={k: parse_instant(v) for k, v in (d.get("entries") or {}).items()},
+            goals=[GoalWatch.from_dict(g) for g in d.get("goals") or []],
+            sent={k: [parse_instant(t) for t in v] for k, v in (d.get("sent") or {}).items()},
+            seen=dict.fromkeys(d.get("seen") or []),
+            clock=parse_instant(d["clock"]) if d.get("clock") else None,
+        )
+
+
+def _copy_profile(p: dict[str, Any]) -> dict[str, Any]:
+    # Profile values are JSON scalars except these three maps; copying them is enough
+    # and several times cheaper than deepcopy on the hot path.
+    c = dict(p)
+    for key in ("consent", "attributes", "counts"):
+        if key in c:
+            c[key] = dict(c[key])
+    return c
+
+
+def _copy_instance(i: Instance) -> Instance:
+    c = copy.copy(i)
+    c.visits = dict(i.visits)
+    return c

@@ -1,0 +1,88 @@
+"""Message content in Liquid, per channel, with locale variants and fallback."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from liquid import Environment, FalsyStrictUndefined
+from liquid.exceptions import LiquidError
+
+# The parts each channel's template must define (email may add ``html``).
+REQUIRED_PARTS: dict[str, tuple[str, ...]] = {
+    "email": ("subject", "text"),
+    "sms": ("text",),
+    "push": ("title", "text"),
+    "webhook": ("body",),
+}
+OPTIONAL_PARTS: dict[str, tuple[str, ...]] = {"email": ("html", "preheader"), "push": ("url",)}
+TEMPLATE_CHANNELS = tuple(REQUIRED_PARTS)
+
+
+def _short_hash(value: object, salt: object = "") -> str:
+    """Deterministic 8-character code, e.g. a personal discount code."""
+    digest = hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()
+    return digest[:8].upper()
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def _make_env() -> Environment:
+    # Printing a missing value is an error (the send is skipped with the reason), while
+    # ``{% if x %}`` and ``{{ x | default: "there" }}`` work for optional fields.
+    env = Environment(undefined=FalsyStrictUndefined)
+    env.filters["short_hash"] = _short_hash
+    return env
+
+
+ENV = _make_env()
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """One compiled Liquid text."""
+
+    source: str
+    template: Any
+
+    def render(self, ctx: dict[str, Any]) -> str:
+        try:
+            return str(self.template.render(**ctx))
+        except LiquidError as exc:
+            raise TemplateError(_first_line(exc)) from None
+
+
+def compile_text(source: str) -> Text:
+    try:
+        return Text(source, ENV.from_string(str(source)))
+    except LiquidError as exc:
+        raise TemplateError(_first_line(exc)) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTemplate:
+    name: str
+    channel: str
+    default_locale: str
+    locales: dict[str, dict[str, Text]] = field(default_factory=dict)
+
+    def pick_locale(self, wanted: str | None) -> str:
+        """Exact locale, then its language (de-AT -> de), then the template's default."""
+        if wanted:
+            norm = wanted.replace("_", "-")
+            for cand in (norm, norm.split("-")[0]):
+                for have in self.locales:
+                    if have.lower() == cand.lower():
+                        return have
+        return self.default_locale
+
+    def render(self, locale: str | None, ctx: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        chosen = self.pick_locale(locale)
+        return chosen, {part: text.render(ctx) for part, text in self.locales[chosen].items()}

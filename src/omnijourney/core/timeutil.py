@@ -1,0 +1,145 @@
+"""Durations, local times of day and contact windows.
+
+Everything here takes the moment it reasons about as an argument; nothing reads a clock.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+_DURATION_PART = re.compile(r"(\d+)(w|d|h|m|s)")
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+DURATION_HINT = "write a duration like 30m, 2h, 7d, 1h30m or 2w"
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``1h30m``-style durations. Raises ValueError with a hint for marketers."""
+    s = str(text).strip().replace(" ", "")
+    if not s:
+        raise ValueError(f"empty duration; {DURATION_HINT}")
+    pos = 0
+    seconds = 0
+    for m in _DURATION_PART.finditer(s):
+        if m.start() != pos:
+            break
+        seconds += int(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s):
+        raise ValueError(f"'{text}' is not a duration; {DURATION_HINT}")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(td: timedelta) -> str:
+    total = int(td.total_seconds())
+    if total == 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, total = divmod(total, size)
+        if n:
+            out.append(f"{n}{unit}")
+    return "".join(out)
+
+
+def parse_time_of_day(text: str) -> time:
+    m = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", str(text).strip())
+    if not m:
+        raise ValueError(f"'{text}' is not a time of day; write HH:MM, e.g. 09:30")
+    return time(int(m.group(1)), int(m.group(2)))
+
+
+@dataclass(frozen=True, slots=True)
+class ContactWindow:
+    """Local hours in which marketing may reach a customer, e.g. 09:00-21:00.
+
+    A window whose end is before its start wraps midnight (22:00-06:00).
+    """
+
+    start: time
+    end: time
+
+    @classmethod
+    def parse(cls, text: str) -> ContactWindow:
+        parts = str(text).split("-")
+        if len(parts) != 2:
+            raise ValueError(f"'{text}' is not a contact window; write HH:MM-HH:MM, e.g. 09:00-21:00")
+        start, end = parse_time_of_day(parts[0]), parse_time_of_day(parts[1])
+        if start == end:
+            raise ValueError(f"contact window '{text}' is empty; start and end must differ")
+        return cls(start, end)
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+    def contains(self, local: time) -> bool:
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def next_open(self, at: datetime, tz: ZoneInfo) -> datetime | None:
+        """None if ``at`` is inside the window, else the UTC moment the window next opens."""
+        local = at.astimezone(tz)
+        if self.contains(local.time().replace(tzinfo=None)):
+            return None
+        return next_local_time(at, self.start, tz, inclusive=True)
+
+
+def next_local_time(at: datetime, tod: time, tz: ZoneInfo, *, inclusive: bool = False) -> datetime:
+    """The first moment at or after (or strictly after) ``at`` whose local time is ``tod``."""
+    local = at.astimezone(tz)
+    candidate = _localize(datetime.combine(local.date(), tod), tz)
+    if candidate < at or (candidate == at and not inclusive):
+        candidate = _localize(datetime.combine(local.date() + timedelta(days=1), tod), tz)
+    return candidate.astimezone(UTC)
+
+
+def _localize(naive: datetime, tz: ZoneInfo) -> datetime:
+    # A local time skipped by a DST jump does not exist; round-tripping through UTC
+    # moves it to the first real moment after the gap.
+    aware = naive.replace(tzinfo=tz)
+    return aware.astimezone(UTC).astimezone(tz)
+
+
+_TZ_CACHE: dict[str, ZoneInfo | None] = {}
+
+
+def zone(name: str | None, default: ZoneInfo) -> ZoneInfo:
+    """Resolve an IANA zone name; unknown or empty names fall back to ``default``."""
+    if not name:
+        return default
+    if name not in _TZ_CACHE:
+        try:
+            _TZ_CACHE[name] = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            _TZ_CACHE[name] = None
+    return _TZ_CACHE[name] or default
+
+
+def is_known_zone(name: str) -> bool:
+    return zone(name, ZoneInfo("UTC")) is not None and _TZ_CACHE.get(name) is not None
+
+
+def parse_instant(value: object) -> datetime:
+    """An RFC 3339 timestamp with offset (or an aware datetime) as an aware UTC datetime."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        s = value.strip()
+        if s.endswith(("Z", "z")):
+            s = s[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(s)
+        except ValueError:
+            raise ValueError(f"'{value}' is not an RFC 3339 timestamp") from None
+    else:
+        raise ValueError(f"expected an RFC 3339 timestamp, got {type(value).__name__}")
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(f"timestamp '{value}' has no UTC offset; add Z or +HH:MM")
+    return dt.astimezone(UTC)
+
+
+def format_instant(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")

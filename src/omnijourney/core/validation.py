@@ -1,0 +1,309 @@
+"""Graph and cross-reference rules for journeys: every violation, with file, line and step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from omnijourney.core import model as m
+from omnijourney.core.diagnostics import Violation, did_you_mean
+from omnijourney.core.events import EVENT_TYPE, KNOWN_EVENT_TYPES
+from omnijourney.core.expressions import ExpressionError, compile_condition
+from omnijourney.core.loader import Source
+from omnijourney.core.templates import OPTIONAL_PARTS, REQUIRED_PARTS, TemplateError, compile_text
+
+END = None  # successor meaning "the journey ends here"
+LineFn = Callable[..., int | None]
+
+
+@dataclass
+class _Report:
+    file: str
+    journey: str | None
+    out: list[Violation] = field(default_factory=list)
+
+    def __call__(self, msg: str, line: int | None, step: str | None = None,
+                 hint: str | None = None,
+                 severity: Literal["error", "warning"] = "error") -> None:
+        self.out.append(Violation(self.file, line, msg, severity, self.journey, step, hint))
+
+
+def successors(journey: m.JourneyDef) -> dict[str, list[tuple[str, str | None]]]:
+    """For each step, its outgoing edges as (label, target id or END)."""
+    ids = [s.id for s in journey.steps]
+    following = {sid: (ids[i + 1] if i + 1 < len(ids) else END) for i, sid in enumerate(ids)}
+    out: dict[str, list[tuple[str, str | None]]] = {}
+    for step in journey.steps:
+        fall = following[step.id]
+        match step:
+            case m.BranchStep():
+                edges = [(c.when, c.next) for c in step.branches]
+                edges.append(("else", step.else_ if step.else_ is not None else fall))
+            case m.SplitStep():
+                edges = [(f"{v.name} {v.percent}%", v.next) for v in step.variants]
+            case m.WaitForStep():
+                nxt = step.next or fall
+                awaited = step.event if isinstance(step.event, str) else " or ".join(step.event)
+                edges = [(awaited, nxt), ("timeout", step.on_timeout or nxt)]
+            case m.GotoStep():
+                edges = [("", step.next)]
+            case m.EndStep():
+                edges = []
+            case _:
+                edges = [("", getattr(step, "next", None) or fall)]
+        out[step.id] = edges
+    return out
+
+
+def validate_journey(
+    journey: m.JourneyDef,
+    src: Source,
+    templates: dict[str, m.TemplateDef],
+    template_files: dict[str, str] | None = None,
+) -> list[Violation]:
+    jid = journey.id
+    add = _Report(src.file, jid)
+    out = add.out
+    index = {id(s): i for i, s in enumerate(journey.steps)}
+
+    def cond(source: str | None, line: int | None, step: str | None, what: str) -> None:
+        if source is None:
+            return
+        try:
+            compile_condition(source)
+        except ExpressionError as exc:
+            add(f"{what}: {exc}", line, step, "conditions are CEL, e.g. profile.consent.sms == true")
+
+    def text(source: str | None, line: int | None, step: str | None, what: str) -> None:
+        if source is None:
+            return
+        try:
+            compile_text(source)
+        except TemplateError as exc:
+            add(f"{what}: Liquid error: {exc}", line, step)
+
+    def event_type(name: str, line: int | None, step: str | None = None) -> None:
+        if not EVENT_TYPE.match(name):
+            add(f"'{name}' is not an event type", line, step,
+                "event types look like noun.past_tense_verb, e.g. order.placed")
+        elif name not in KNOWN_EVENT_TYPES:
+            hint = did_you_mean(name, KNOWN_EVENT_TYPES)
+            if hint:
+                add(f"event type '{name}' is not one the engine knows", line, step, hint,
+                    severity="warning")
+
+    if jid != src.file.rsplit("/", 1)[-1].split(".")[0]:
+        add(f"journey id '{jid}' differs from its file name", src.line("id"),
+            hint="name the file after the id so people can find it", severity="warning")
+
+    event_type(journey.trigger.event, src.line("trigger", "event"))
+    cond(journey.trigger.when, src.line("trigger", "when"), None, "trigger.when")
+    cond(journey.entry.audience, src.line("entry", "audience"), None, "entry.audience")
+    for i, rule in enumerate(journey.exit_on):
+        event_type(rule.event, src.line("exit_on", i, "event"))
+        cond(rule.when, src.line("exit_on", i, "when"), None, "exit_on.when")
+    if journey.goal:
+        event_type(journey.goal.event, src.line("goal", "event"))
+        cond(journey.goal.when, src.line("goal", "when"), None, "goal.when")
+
+    seen: dict[str, int] = {}
+    for step in journey.steps:
+        i = index[id(step)]
+        if step.id in seen:
+            add(f"step id '{step.id}' is used twice (first at step #{seen[step.id] + 1})",
+                src.step_line(i, "id"), step.id, "give every step its own id")
+        seen.setdefault(step.id, i)
+    ids = set(seen)
+
+    for step in journey.steps:
+        i = index[id(step)]
+        sid = step.id
+
+        def line(field: str | None = None, *more: str | int, _i: int = i) -> int | None:
+            return src.line("steps", _i, field, *more) if field else src.step_line(_i)
+
+        for field, target in _targets(step):
+            if target is not None and target not in ids:
+                add(f"'{field}' points to undefined step '{target}'", line(*field.split(".")),
+                    sid, did_you_mean(target, ids) or f"steps are: {', '.join(sorted(ids))}")
+        match step:
+            case m.WaitStep():
+                chosen = [f for f in ("duration", "until_local_time", "until")
+                          if getattr(step, f) is not None]
+                if len(chosen) != 1:
+                    add("a wait needs exactly one of duration, until_local_time, until"
+                        + (f" (found {', '.join(chosen)})" if chosen else ""), line(), sid,
+                        "e.g. duration: 2h, or until_local_time: '10:00'")
+                if step.offset is not None and step.until is None:
+                    add("offset only goes with until", line("offset"), sid)
+                text(step.until, line("until"), sid, "until")
+            case m.WaitForStep():
+                for j, ev in enumerate([step.event] if isinstance(step.event, str) else step.event):
+                    event_type(ev, line("event", j) if isinstance(step.event, list)
+                               else line("event"), sid)
+                cond(step.when, line("when"), sid, "when")
+            case m.BranchStep():
+                for j, case in enumerate(step.branches):
+                    cond(case.when, line("branches", j, "when"), sid, "when")
+            case m.SplitStep():
+                total = sum(v.percent for v in step.variants) + step.holdout
+                if total != 100:
+                    add(f"variants and holdout add up to {total}%, not 100%", line(), sid,
+                        "adjust the percents so they sum to 100")
+                names = [v.name for v in step.variants]
+                if len(set(names)) != len(names):
+                    add("variant names must be unique", line("variants"), sid)
+            case m.SendStep():
+                _check_send(step, templates, add, line, template_files)
+                for key, value in step.data.items():
+                    text(value, line("data", key), sid, f"data.{key}")
+            case m.UpdateProfileStep():
+                for key, value in step.set.items():
+                    text(value, line("set", key), sid, f"set.{key}")
+            case m.WebhookStep():
+                text(step.url, line("url"), sid, "url")
+                text(step.body, line("body"), sid, "body")
+                for key, value in step.headers.items():
+                    text(value, line("headers", key), sid, f"headers.{key}")
+
+    if any(v.severity == "error" for v in out):
+        return out  # graph checks need every link to resolve
+    graph = successors(journey)
+    reachable = _reachable(journey.steps[0].id, graph)
+    for step in journey.steps:
+        if step.id not in reachable:
+            add(f"step '{step.id}' can never be reached", src.step_line(index[id(step)]),
+                step.id, "link to it with next, or remove it")
+    waiting = {s.id for s in journey.steps if s.type in m.WAITING_STEP_TYPES}
+    for loop in _waitless_loops(graph, waiting):
+        first = loop[0]
+        i = next(index[id(s)] for s in journey.steps if s.id == first)
+        add("loop without a wait: " + " -> ".join([*loop, first]), src.step_line(i), first,
+            "put a wait or wait_for inside the loop so it cannot spin")
+    return out
+
+
+def _targets(step: m.Step) -> Iterator[tuple[str, str | None]]:
+    match step:
+        case m.BranchStep():
+            for j, c in enumerate(step.branches):
+                yield f"branches.{j}.next", c.next
+            yield "else", step.else_
+        case m.SplitStep():
+            for j, v in enumerate(step.variants):
+                yield f"variants.{j}.next", v.next
+        case m.WaitForStep():
+            yield "next", step.next
+            yield "on_timeout", step.on_timeout
+        case m.EndStep():
+            return
+        case _:
+            yield "next", getattr(step, "next", None)
+
+
+def _check_send(step: m.SendStep, templates: dict[str, m.TemplateDef], report: _Report,
+                at: LineFn, template_files: dict[str, str] | None) -> None:
+    sid = step.id
+    if step.channel == "ads":
+        if not step.audience:
+            report("an ads send needs 'audience' (the audience to add to or remove from)",
+                   at(), sid, "e.g. audience: cart_abandoners")
+        if step.template:
+            report("ads sends take an audience, not a template", at("template"), sid)
+        return
+    if step.audience:
+        report("'audience' is only for channel ads", at("audience"), sid)
+    if not step.template:
+        report(f"a {step.channel} send needs a template", at(), sid,
+               f"add template: <name of a file in journeys/templates/>")
+        return
+    tmpl = templates.get(step.template)
+    if tmpl is None:
+        report(f"unknown template '{step.template}'", at("template"), sid,
+               did_you_mean(step.template, templates)
+               or f"templates are: {', '.join(sorted(templates)) or 'none'}")
+    elif tmpl.channel != step.channel:
+        where = (template_files or {}).get(step.template, "its file")
+        report(f"template '{step.template}' is for {tmpl.channel}, not {step.channel}",
+               at("template"), sid, f"see {where}")
+
+
+def _reachable(start: str, graph: dict[str, list[tuple[str, str | None]]]) -> set[str]:
+    seen = {start}
+    stack = [start]
+    while stack:
+        for _, nxt in graph.get(stack.pop(), []):
+            if nxt is not None and nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+def _waitless_loops(graph: dict[str, list[tuple[str, str | None]]],
+                    waiting: set[str]) -> list[list[str]]:
+    """Cycles made only of steps that do not wait (Tarjan's SCCs on the non-waiting subgraph)."""
+    nodes = [n for n in graph if n not in waiting]
+    adj = {n: [t for _, t in graph[n] if t is not None and t not in waiting] for n in nodes}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on: set[str] = set()
+    stack: list[str] = []
+    loops: list[list[str]] = []
+    counter = 0
+
+    def visit(v: str) -> None:
+        nonlocal counter
+        index[v] = low[v] = counter
+        counter += 1
+        stack.append(v)
+        on.add(v)
+        for w in adj[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in adj[v]:
+                loops.append([n for n in nodes if n in comp])
+
+    for n in nodes:
+        if n not in index:
+            visit(n)
+    return loops
+
+
+def check_template(name: str, tmpl: m.TemplateDef, src: Source) -> list[Violation]:
+    out: list[Violation] = []
+    required = REQUIRED_PARTS[tmpl.channel]
+    if tmpl.default_locale not in tmpl.locales:
+        out.append(Violation(src.file, src.line("default_locale"),
+                             f"default_locale '{tmpl.default_locale}' has no entry in locales",
+                             hint=f"locales are: {', '.join(tmpl.locales)}"))
+    allowed = set(required) | set(OPTIONAL_PARTS.get(tmpl.channel, ()))
+    for loc, parts in tmpl.locales.items():
+        for part in required:
+            if part not in parts:
+                out.append(Violation(src.file, src.line("locales", loc),
+                                     f"locale '{loc}' lacks '{part}' (needed for {tmpl.channel})"))
+        for part, body in parts.items():
+            if part not in allowed:
+                out.append(Violation(src.file, src.line("locales", loc, part),
+                                     f"'{part}' is not a part of {tmpl.channel} templates",
+                                     hint=did_you_mean(part, allowed)
+                                     or f"parts: {', '.join(sorted(allowed))}"))
+                continue
+            try:
+                compile_text(body)
+            except TemplateError as exc:
+                out.append(Violation(src.file, src.line("locales", loc, part),
+                                     f"{name} {loc}.{part}: Liquid error: {exc}"))
+    return out

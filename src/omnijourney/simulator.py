@@ -1,0 +1,148 @@
+"""Deterministic virtual-time runs of journeys over an event timeline.
+
+The simulator moves a virtual clock from event to event and from timer to timer and calls
+the same pure evaluator the Kafka runtime calls, so its output is the reference the live
+engine is tested against.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from omnijourney.core import TICK, ChannelCommand, CustomerState, Event, JourneySet, Tick, evaluate
+from omnijourney.core.evaluator import TraceEntry
+from omnijourney.core.events import InvalidEvent, parse_event
+
+DEFAULT_HORIZON = timedelta(days=90)
+MAX_TICKS_PER_CUSTOMER = 100_000
+
+
+@dataclass
+class BadLine:
+    line: int
+    reason: str
+
+
+@dataclass
+class SimulationResult:
+    commands: list[ChannelCommand] = field(default_factory=list)
+    trace: list[TraceEntry] = field(default_factory=list)
+    states: dict[str, CustomerState] = field(default_factory=dict)
+    until: datetime | None = None
+
+
+def read_events(lines: Iterable[str]) -> tuple[list[Event], list[BadLine]]:
+    """Parse JSON Lines; bad lines are reported with their number, never dropped silently."""
+    events: list[Event] = []
+    bad: list[BadLine] = []
+    for n, raw in enumerate(lines, 1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            events.append(parse_event(json.loads(text)))
+        except json.JSONDecodeError as exc:
+            bad.append(BadLine(n, f"not JSON: {exc.msg} at column {exc.colno}"))
+        except InvalidEvent as exc:
+            bad.append(BadLine(n, str(exc)))
+    return events, bad
+
+
+def simulate(journeys: JourneySet, events: Iterable[Event], until: datetime | None = None,
+             horizon: timedelta = DEFAULT_HORIZON) -> SimulationResult:
+    """Run every customer's timeline through the evaluator in virtual time.
+
+    Without ``until`` the run ends when no timer is pending within ``horizon`` of the last
+    event. Customers are independent, so each is run on its own, in customer-id order.
+    """
+    per_customer: dict[str, list[Event]] = defaultdict(list)
+    last: datetime | None = None
+    for ev in sorted(events, key=lambda e: e.occurred_at):  # stable: file order breaks ties
+        per_customer[ev.customer_id].append(ev)
+        last = ev.occurred_at if last is None or ev.occurred_at > last else last
+    result = SimulationResult()
+    if last is None:
+        return result
+    limit = until if until is not None else last + horizon
+    result.until = limit
+    for cid in sorted(per_customer):
+        state: CustomerState | None = None
+        for ev in per_customer[cid]:
+            if ev.occurred_at > limit:
+                break
+            state = _step(journeys, state, ev, ev.occurred_at, result)
+        for _ in range(MAX_TICKS_PER_CUSTOMER):
+            due = state.next_due() if state else None
+            if due is None or due > limit:
+                break
+            state = _step(journeys, state, TICK, due, result)
+        if state is not None:
+            result.states[cid] = state
+    result.commands.sort(key=lambda c: (c.send_at, c.customer_id, c.command_id))
+    return result
+
+
+def _step(js: JourneySet, state: CustomerState | None, inp: Event | Tick, now: datetime,
+          result: SimulationResult) -> CustomerState:
+    out = evaluate(js, state, inp, now)
+    result.commands.extend(out.commands)
+    result.trace.extend(out.trace)
+    return out.state
+
+
+def explain(result: SimulationResult) -> Iterator[str]:
+    """Per customer, why each step went the way it did."""
+    by_customer: dict[str, list[TraceEntry]] = defaultdict(list)
+    for t in result.trace:
+        by_customer[t.customer_id].append(t)
+    for cid in sorted(by_customer):
+        yield f"== customer {cid}"
+        for t in by_customer[cid]:
+            yield "  " + describe(t)
+
+
+def _events(e: str | list[str]) -> str:
+    return e if isinstance(e, str) else " or ".join(e)
+
+
+def describe(t: TraceEntry) -> str:
+    d = t.detail
+    where = t.journey or ""
+    if t.key:
+        where += f"[{t.key}]"
+    if t.step:
+        where += f".{t.step}"
+    at = t.at.strftime("%Y-%m-%d %H:%M")
+    k = t.kind
+    text = {
+        "entered": lambda: f"entered (v{d.get('version')}) on event {d.get('event_id')}",
+        "not_entered": lambda: f"not entered: {d.get('reason', '').replace('_', ' ')}"
+        + (f" (until {d['allowed_from']})" if "allowed_from" in d else ""),
+        "branch": lambda: (f"branch: {d['condition']} is true -> {d['next']}" if d.get("value")
+                           else f"branch: no condition true -> {d.get('next')}"),
+        "split": lambda: f"A/B split: cohort {d['cohort']} (bucket {d['bucket']}/10000)",
+        "wait": lambda: f"waiting until {d['until']}",
+        "wait_over": lambda: "wait over",
+        "wait_skipped": lambda: f"wait skipped: {d.get('reason')}",
+        "wait_for": lambda: f"waiting for {_events(d['event'])} until {d['until']}",
+        "wait_for_matched": lambda: f"{d['event']} arrived ({d['event_id']})",
+        "wait_for_ignored": lambda: f"{d['event']} did not meet the condition",
+        "timeout": lambda: "no matching event before the timeout",
+        "sent": lambda: f"SEND {d['channel']}"
+        + (" (transactional)" if d.get("transactional") else "") + f" {d['command_id']}",
+        "suppressed": lambda: f"NOT sent on {d['channel']}: {d['reason'].replace('_', ' ')}"
+        + (f" ({d['cap']})" if "cap" in d else "") + (f": {d['error']}" if "error" in d else ""),
+        "deferred": lambda: f"{d['channel']} deferred by quiet hours ({d['window']} "
+        f"{d['timezone']}) to {d['until']}",
+        "exited": lambda: f"exited on {d.get('event')}",
+        "goal": lambda: f"GOAL reached after {d.get('after')}"
+        + (f" (cohort {d['cohort']})" if d.get("cohort") else ""),
+        "condition_error": lambda: f"condition {d['condition']!r} failed: {d['error']} "
+        "(counted as false)",
+        "duplicate_event": lambda: f"duplicate event {d['event_id']} ignored",
+    }.get(k, lambda: f"{k} {json.dumps(d, default=str)}" if d else k)()
+    return f"{at}  {where:<40} {text}"
