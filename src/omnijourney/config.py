@@ -28,6 +28,7 @@ class Loaded:
     template_files: dict[str, str] = field(default_factory=dict)
     policies: m.PoliciesDef | None = None
     violations: list[Violation] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # unreadable files outside ``only``
     journey_set: JourneySet | None = None
 
     @property
@@ -80,9 +81,8 @@ def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
             out.violations += parsed_j.violations
         j, src = parsed_j.model, parsed_j.source
         if j is None or src is None:
-            if not report:
-                out.violations.append(Violation(_rel(path), None, "journey has errors",
-                                                hint=f"run omnijourney validate {_rel(path)}"))
+            if not report:  # still refuse to build a set that silently lacks this journey
+                out.skipped.append(_rel(path))
             continue
         problems = validate_journey(j, src, out.templates, out.template_files)
         if report:
@@ -97,7 +97,7 @@ def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
         out.journeys.append((j, src))
     if not out.journeys and wanted is None:
         out.violations.append(Violation(_rel(root), None, "no journey files (*.yaml) found"))
-    if out.ok:
+    if out.ok and not out.skipped:
         out.journey_set = JourneySet.build([j for j, _ in out.journeys], out.templates,
                                            out.policies)
     return out

@@ -64,7 +64,10 @@ def _syntax_message(raw: str) -> str:
     # The binding's message repeats the source and a caret line; keep the parser's sentence.
     for line in raw.splitlines():
         if "ERROR:" in line:
-            return "CEL syntax error: " + line.split("ERROR:", 1)[1].strip().removeprefix("<input>:")
+            msg = line.split("ERROR:", 1)[1].strip().removeprefix("<input>:")
+            if " expecting {" in msg:  # the parser lists every token it could take
+                msg = msg.split(" expecting {", 1)[0] + " (the condition looks incomplete)"
+            return "CEL syntax error at " + msg
     return f"CEL syntax error: {raw.splitlines()[0] if raw else 'unparseable'}"
 
 

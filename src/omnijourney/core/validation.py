@@ -125,7 +125,8 @@ def validate_journey(
 
         for field, target in _targets(step):
             if target is not None and target not in ids:
-                add(f"'{field}' points to undefined step '{target}'", line(*field.split(".")),
+                add(f"'{field}' points to undefined step '{target}'",
+                    line(*(int(p) if p.isdigit() else p for p in field.split("."))),
                     sid, did_you_mean(target, ids) or f"steps are: {', '.join(sorted(ids))}")
         match step:
             case m.WaitStep():

@@ -1,0 +1,68 @@
+"""The core must stay pure: no Kafka, no Faust, no logging framework, no clocks, no I/O."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import omnijourney.core
+
+CORE = Path(omnijourney.core.__file__).parent
+# Streaming, codec, logging and network client libraries must never load with the core.
+FORBIDDEN_MODULES = ["faust", "aiokafka", "kafka", "fastavro", "structlog", "requests", "httpx",
+                     "aiohttp", "urllib3"]
+# Our own core source must not import these either (python-liquid loads asyncio for its
+# async API, so this is checked on our source rather than on sys.modules).
+FORBIDDEN_IN_SOURCE = [*FORBIDDEN_MODULES, "socket", "asyncio", "random", "os", "pathlib",
+                       "subprocess", "time"]
+
+
+def test_importing_core_loads_no_io_or_streaming_module() -> None:
+    code = (
+        "import sys, omnijourney.core, omnijourney.core.graph, omnijourney.core.validation\n"
+        f"bad = [m for m in {FORBIDDEN_MODULES!r} if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"core pulled in: {out.stdout.strip()}"
+
+
+CLOCK_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"),
+               ("date", "today"), ("time", "time"), ("time", "monotonic"),
+               ("time", "perf_counter"), ("time", "sleep")}
+IO_NAMES = {"open", "print", "input", "eval", "exec"}
+
+
+def _violations(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+                if (f.value.id, f.attr) in CLOCK_CALLS:
+                    found.append(f"{f.value.id}.{f.attr}() at line {node.lineno}")
+            elif isinstance(f, ast.Name) and f.id in IO_NAMES:
+                found.append(f"{f.id}() at line {node.lineno}")
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [
+                node.module or ""]
+            for name in names:
+                if name.split(".")[0] in FORBIDDEN_IN_SOURCE:
+                    found.append(f"import {name} at line {node.lineno}")
+    return found
+
+
+def test_core_source_reads_no_clock_and_does_no_io() -> None:
+    problems = {}
+    for path in sorted(CORE.glob("*.py")):
+        bad = _violations(ast.parse(path.read_text(encoding="utf-8")))
+        if bad:
+            problems[path.name] = bad
+    assert problems == {}
+
+
+def test_the_purity_check_itself_catches_a_clock_read() -> None:
+    tree = ast.parse("from datetime import datetime\nx = datetime.now()\nopen('f')\nimport socket")
+    assert len(_violations(tree)) == 3

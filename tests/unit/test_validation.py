@@ -1,0 +1,212 @@
+"""Every mistake explained: file, line, step id and a hint, all violations at once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from omnijourney.cli import main
+from omnijourney.config import ConfigError, load, load_or_raise
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def jdir(tmp_path: Path) -> Path:
+    """A copy of the shipped journeys directory to break on purpose."""
+    dest = tmp_path / "journeys"
+    shutil.copytree(REPO / "journeys", dest)
+    return dest
+
+
+def write(d: Path, name: str, text: str) -> Path:
+    p = d / name
+    p.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return p
+
+
+def messages(d: Path) -> list[tuple[str, int | None, str | None, str, str | None]]:
+    return [(Path(v.file).name, v.line, v.step, v.message, v.hint) for v in load(d).violations]
+
+
+def test_the_shipped_journeys_are_valid() -> None:
+    loaded = load(REPO / "journeys")
+    assert [v.format() for v in loaded.violations] == []
+    assert loaded.journey_set is not None
+    assert sorted(loaded.journey_set.current) == [
+        "browse_abandonment", "cart_abandonment", "order_updates", "welcome", "winback"]
+
+
+BROKEN = """
+    name: Broken
+    trigger:
+      event: order.placed
+      when: event.properties.total >
+    entry:
+      re_entry: sometimes
+    steps:
+      - id: first
+        type: wiat
+      - id: second
+        type: wait
+        duraton: 2h
+      - id: third
+        type: send
+        channel: email
+        template: cart_remindr
+"""
+
+
+def test_shape_errors_are_all_reported_with_lines_and_hints(jdir: Path) -> None:
+    write(jdir, "broken.yaml", BROKEN)
+    got = [m for m in messages(jdir) if m[0] == "broken.yaml"]
+    by_msg = {m[3]: m for m in got}
+    assert by_msg["unknown step type 'wiat'"][1] == 9
+    assert by_msg["unknown step type 'wiat'"][4] == "did you mean 'wait'?"
+    assert by_msg["unknown field 'duraton'"][1:3] == (12, "second")
+    assert by_msg["unknown field 'duraton'"][4] == "did you mean 'duration'?"
+    re_entry = next(m for m in got if m[3].startswith("re_entry:"))
+    assert re_entry[1] == 6
+    assert "after <duration>" in re_entry[3]
+
+
+def test_graph_and_reference_errors(jdir: Path) -> None:
+    write(jdir, "graphy.yaml", """
+        trigger: {event: cart.item_added, when: "event.properties.total >"}
+        steps:
+          - id: start
+            type: branch
+            branches:
+              - when: profile.consent.email
+                next: emial
+            else: lonely_end
+          - id: email
+            type: send
+            channel: email
+            template: cart_remindr
+          - id: sms
+            type: send
+            channel: sms
+            template: cart_reminder
+          - id: lonely_end
+            type: end
+    """)
+    got = [m for m in messages(jdir) if m[0] == "graphy.yaml"]
+    text = "\n".join(f"{line} {step} {msg} | {hint}" for _, line, step, msg, hint in got)
+    assert "1 None trigger.when: CEL syntax error at 1:25" in text
+    assert "7 start 'branches.0.next' points to undefined step 'emial' | did you mean 'email'?" in text
+    assert "12 email unknown template 'cart_remindr' | did you mean 'cart_reminder'?" in text
+    assert "16 sms template 'cart_reminder' is for email, not sms" in text
+
+
+def test_unreachable_steps_and_waitless_loops(jdir: Path) -> None:
+    write(jdir, "loops.yaml", """
+        trigger: {event: product.viewed}
+        steps:
+          - id: a
+            type: update_profile
+            set: {seen: "yes"}
+          - id: b
+            type: goto
+            next: a
+          - id: orphan
+            type: end
+          - id: waits
+            type: wait
+            duration: 1h
+            next: waits
+    """)
+    got = {(line, step, msg) for f, line, step, msg, _hint in messages(jdir)
+           if f == "loops.yaml"}
+    assert (3, "a", "loop without a wait: a -> b -> a") in got
+    assert (9, "orphan", "step 'orphan' can never be reached") in got
+    # A loop through a wait is fine (it cannot spin), only unreachable here.
+    assert (11, "waits", "step 'waits' can never be reached") in got
+
+
+def test_split_wait_and_ads_rules(jdir: Path) -> None:
+    write(jdir, "rules.yaml", """
+        trigger: {event: product.viewed}
+        steps:
+          - id: ab
+            type: split
+            variants:
+              - {name: a, percent: 50, next: w}
+              - {name: b, percent: 30, next: w}
+            holdout: 10
+          - id: w
+            type: wait
+            duration: 1h
+            until_local_time: "10:00"
+          - id: ad
+            type: send
+            channel: ads
+          - id: bad_cel
+            type: branch
+            branches:
+              - when: profle.consent.email == true
+                next: ad
+    """)
+    got = {msg for f, _, _, msg, _ in messages(jdir) if f == "rules.yaml"}
+    assert "variants and holdout add up to 90%, not 100%" in got
+    assert "a wait needs exactly one of duration, until_local_time, until (found duration, until_local_time)" in got
+    assert "an ads send needs 'audience' (the audience to add to or remove from)" in got
+    assert any("unknown name(s) profle" in m for m in got)
+
+
+def test_yaml_syntax_error_names_the_line(jdir: Path) -> None:
+    write(jdir, "syntax.yaml", "trigger:\n  event: order.placed\n steps: [\n")
+    (f, line, _, msg, _), = [m for m in messages(jdir) if m[0] == "syntax.yaml"]
+    assert msg.startswith("YAML syntax:")
+    assert line == 3
+
+
+def test_template_and_policy_problems(jdir: Path) -> None:
+    write(jdir / "templates", "oops.yaml", """
+        channel: sms
+        locales:
+          en:
+            subject: "not for sms"
+            text: "{{ profile.first_name "
+    """)
+    write(jdir, "policies.yaml", """
+        defaults: {timezone: Mars/Olympus, contact_window: "21:00-21:00"}
+        transactional: [order_confirmaton]
+    """)
+    got = {(f, line, msg) for f, line, _, msg, _ in messages(jdir)}
+    assert ("oops.yaml", 4, "'subject' is not a part of sms templates") in got
+    assert any(f == "oops.yaml" and line == 5 and "Liquid error" in m for f, line, m in got)
+    assert any(f == "policies.yaml" and line == 1 and "contact window" in m for f, line, m in got)
+
+
+def test_duplicate_versions_and_bad_event_types(jdir: Path) -> None:
+    write(jdir, "welcome_copy.yaml", (jdir / "welcome.yaml").read_text().replace(
+        "name: Welcome", "id: welcome\nname: Welcome copy"))
+    write(jdir, "typo.yaml", "trigger: {event: order.place}\nsteps: [{id: x, type: end}]\n")
+    msgs = messages(jdir)
+    assert any("journey 'welcome' version 1 is also defined in" in m[3] for m in msgs)
+    typo = next(m for m in msgs if m[0] == "typo.yaml")
+    assert typo[4] == "did you mean 'order.placed'?"
+    assert load(jdir).journey_set is None
+
+
+def test_worker_refuses_a_half_valid_configuration(jdir: Path) -> None:
+    write(jdir, "broken.yaml", BROKEN)
+    with pytest.raises(ConfigError, match=r"broken.yaml:9: error: \[step first\] unknown step type"):
+        load_or_raise(jdir)
+
+
+def test_cli_validate_exit_codes_and_json(jdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(jdir)]) == 0
+    write(jdir, "broken.yaml", BROKEN)
+    assert main(["validate", str(jdir / "welcome.yaml")]) == 0  # only that file is reported
+    capsys.readouterr()
+    assert main(["validate", "--format", "json", str(jdir / "broken.yaml")]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert {r["file"].rsplit("/", 1)[-1] for r in report} == {"broken.yaml"}
+    assert all(r["line"] for r in report)
+    assert main(["validate", str(jdir / "missing.yaml")]) == 2
