@@ -22,6 +22,11 @@ def _check_duration(v: str) -> str:
     return v
 
 
+def _check_offset(v: str) -> str:
+    parse_duration(v.removeprefix("-"))
+    return v  # keep the sign: "-1d" means the day before
+
+
 def _check_tod(v: str) -> str:
     parse_time_of_day(v)
     return v
@@ -116,7 +121,8 @@ class WaitStep(_Flow):
     until: str | None = Field(
         default=None, description="Liquid giving an RFC 3339 time, e.g. {{ profile.birthday }}"
     )
-    offset: Annotated[str, AfterValidator(lambda v: _check_duration(v.lstrip("-")))] | None = None
+    offset: Annotated[str, AfterValidator(_check_offset)] | None = Field(
+        default=None, description="shift the time, e.g. -1d for the day before")
 
 
 class WaitForStep(_Flow):

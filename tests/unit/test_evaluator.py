@@ -1,0 +1,504 @@
+"""Each step type and each rule of the evaluator, driven in virtual time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from omnijourney.core import TICK, CustomerState, evaluate
+from omnijourney.core.evaluator import MAX_STEPS_PER_RUN, cohort_bucket
+from tests.helpers import Driver, build, ev, signup, t
+
+SEND_EMAIL = """
+    trigger: {{event: {trigger}}}
+    entry: {{re_entry: {re_entry}}}
+    steps:
+      - {{id: mail, type: send, channel: email, template: hello_email}}
+"""
+
+
+def journey(trigger: str = "product.viewed", re_entry: str = "always") -> str:
+    return SEND_EMAIL.format(trigger=trigger, re_entry=re_entry)
+
+
+# ---------------------------------------------------------------- sends and policies
+
+def test_send_renders_the_template_and_ids_are_deterministic() -> None:
+    js = build(journey())
+    d = Driver(js).send(signup(first_name="Ana"), ev("product.viewed", "2026-03-02T10:05:00Z",
+                                                    event_id="view-1"))
+    (cmd,) = d.commands
+    assert (cmd.channel, cmd.to, cmd.template) == ("email", "c1@example.com", "hello_email")
+    assert cmd.content == {"subject": "Hi Ana", "text": "Hello"}
+    assert cmd.send_at == t("2026-03-02T10:05:00Z")
+    assert cmd.deadline == t("2026-03-03T10:05:00Z")
+    assert (cmd.trigger_event_id, cmd.journey_version, cmd.locale) == ("view-1", "1", "en")
+    again = Driver(js).send(signup(first_name="Ana"), ev("product.viewed",
+                                                         "2026-03-02T10:05:00Z",
+                                                         event_id="view-1"))
+    assert again.commands[0].command_id == cmd.command_id
+
+
+def test_locale_falls_back_from_region_to_language_to_default() -> None:
+    js = build(journey())
+    for locale, subject in (("de-AT", "Hallo"), ("de", "Hallo"), ("fr-FR", "Hi there")):
+        d = Driver(js).send(signup(locale=locale), ev("product.viewed", "2026-03-02T11:00:00Z"))
+        assert d.commands[0].content["subject"] == subject
+
+
+def test_no_marketing_send_without_consent_and_none_without_address() -> None:
+    js = build(journey())
+    d = Driver(js).send(signup(email_opt_in=False), ev("product.viewed", "2026-03-02T11:00:00Z"))
+    assert d.commands == []
+    assert [x.detail["reason"] for x in d.kinds("suppressed")] == ["no_consent"]
+    d = Driver(js).send(signup(email=None), ev("product.viewed", "2026-03-02T11:00:00Z"))
+    assert d.commands == []
+    assert [x.detail["reason"] for x in d.kinds("suppressed")] == ["no_address"]
+
+
+def test_consent_follows_consent_events_and_unsubscribes() -> None:
+    js = build(journey())
+    d = Driver(js).send(
+        signup(email_opt_in=False),
+        ev("consent.updated", "2026-03-02T10:01:00Z", channel="email", granted=True),
+        ev("product.viewed", "2026-03-02T11:00:00Z"),
+        ev("email.unsubscribed", "2026-03-02T11:30:00Z"),
+        ev("product.viewed", "2026-03-02T12:00:00Z"),
+    )
+    assert len(d.commands) == 1
+    assert d.states["c1"].profile["consent"]["email"] is False
+
+
+def test_transactional_ignores_consent_quiet_hours_and_caps_but_needs_an_address() -> None:
+    js = build("""
+        trigger: {event: order.placed}
+        entry: {re_entry: always}
+        steps:
+          - {id: r, type: send, channel: sms, template: receipt}
+    """)
+    night = [ev("order.placed", f"2026-03-02T23:0{i}:00Z", order_id=f"o{i}") for i in range(3)]
+    d = Driver(js).send(signup(sms_opt_in=False), *night)
+    assert [c.content["text"] for c in d.commands] == ["Order o0", "Order o1", "Order o2"]
+    assert all(c.transactional and c.send_at.hour == 23 for c in d.commands)
+    d = Driver(js).send(signup(phone=None), *night)
+    assert d.commands == []
+
+
+def test_quiet_hours_defer_to_the_next_window_in_the_customers_zone() -> None:
+    js = build(journey())
+    d = Driver(js).send(signup(timezone="America/New_York"),
+                        ev("product.viewed", "2026-03-03T03:30:00Z"))  # 22:30 in New York
+    assert d.commands == []
+    (deferred,) = d.kinds("deferred")
+    assert deferred.detail["until"] == "2026-03-03T14:00:00Z"
+    d.advance("2026-03-04T00:00:00Z")
+    assert [c.send_at for c in d.commands] == [t("2026-03-03T14:00:00Z")]
+
+
+def test_a_personal_contact_window_overrides_the_default() -> None:
+    js = build(journey())
+    d = Driver(js).send(signup(contact_window="18:00-20:00"),
+                        ev("product.viewed", "2026-03-02T12:00:00Z"))
+    d.advance("2026-03-03T00:00:00Z")
+    assert [c.send_at for c in d.commands] == [t("2026-03-02T18:00:00Z")]
+
+
+def test_consent_is_rechecked_when_a_deferred_send_comes_due() -> None:
+    js = build(journey())
+    d = Driver(js).send(signup(), ev("product.viewed", "2026-03-02T22:00:00Z"),
+                        ev("consent.updated", "2026-03-03T07:00:00Z", channel="email",
+                           granted=False))
+    d.advance("2026-03-04T00:00:00Z")
+    assert d.commands == []
+    assert d.kinds("suppressed")[0].detail["reason"] == "no_consent"
+
+
+def test_frequency_cap_is_rolling_and_across_journeys() -> None:
+    js = build(journey("product.viewed"), journey("cart.item_added"))
+    d = Driver(js).send(
+        signup(),
+        ev("product.viewed", "2026-03-02T10:00:00Z"),
+        ev("cart.item_added", "2026-03-02T11:00:00Z"),
+        ev("product.viewed", "2026-03-02T12:00:00Z"),  # third in 24h: capped
+        ev("product.viewed", "2026-03-03T10:00:01Z"),  # first has rolled out of the window
+    )
+    assert [c.send_at for c in d.commands] == [
+        t("2026-03-02T10:00:00Z"), t("2026-03-02T11:00:00Z"), t("2026-03-03T10:00:01Z")]
+    (capped,) = d.kinds("suppressed")
+    assert capped.detail == {"channel": "email", "reason": "frequency_cap", "cap": "2 per 1d"}
+
+
+def test_template_errors_skip_the_send_with_the_reason() -> None:
+    js = build("""
+        trigger: {event: product.viewed}
+        steps:
+          - {id: bad, type: send, channel: email, template: broken}
+          - {id: good, type: send, channel: sms, template: hello_sms, data: {code: "X{{ 1 | plus: 1 }}"}}
+    """)
+    d = Driver(js).send(signup(), ev("product.viewed", "2026-03-02T11:00:00Z"))
+    assert [c.step for c in d.commands] == ["good"]
+    assert d.commands[0].content["text"] == "Hi there X2"
+    assert "no_such_field" in d.kinds("suppressed")[0].detail["error"]
+
+
+def test_ads_and_webhook_commands() -> None:
+    js = build("""
+        trigger: {event: product.viewed}
+        steps:
+          - {id: ad, type: send, channel: ads, audience: viewers}
+          - id: hook
+            type: webhook
+            url: "https://crm.example/customers/{{ profile.customer_id }}"
+            body: '{"viewed": "{{ event.properties.sku }}"}'
+            headers: {X-Source: omnijourney}
+    """)
+    d = Driver(js).send(signup(email="Ana@Example.com "), ev("product.viewed",
+                                                            "2026-03-02T23:00:00Z", sku="s1"))
+    ad, hook = d.commands
+    assert ad.content == {"audience": "viewers", "action": "add"}
+    assert ad.to is not None and ad.to.startswith("sha256:") and "example" not in ad.to
+    assert ad.send_at == t("2026-03-02T23:00:00Z")  # quiet hours are for people, not audiences
+    assert hook.to == "https://crm.example/customers/c1"
+    assert json.loads(hook.content["body"]) == {"viewed": "s1"}
+    assert hook.content["headers"] == {"X-Source": "omnijourney"}
+
+
+# ---------------------------------------------------------------------- waits
+
+def test_wait_duration_and_until_local_time() -> None:
+    js = build("""
+        trigger: {event: product.viewed}
+        steps:
+          - {id: w1, type: wait, duration: 2h}
+          - {id: s1, type: send, channel: email, template: hello_email}
+          - {id: w2, type: wait, until_local_time: "10:30"}
+          - {id: s2, type: send, channel: email, template: hello_email}
+    """)
+    d = Driver(js).send(signup(timezone="Europe/Berlin"),
+                        ev("product.viewed", "2026-03-02T11:00:00Z"))
+    assert d.commands == []
+    d.advance("2026-03-05T00:00:00Z")
+    # 13:00Z, then the next 10:30 in Berlin (09:30Z the following day).
+    assert [c.send_at for c in d.commands] == [t("2026-03-02T13:00:00Z"),
+                                               t("2026-03-03T09:30:00Z")]
+
+
+def test_wait_until_a_date_attribute_with_offset() -> None:
+    js = build("""
+        trigger: {event: order.placed}
+        steps:
+          - {id: w, type: wait, until: "{{ event.properties.event_date }}", offset: "-1d"}
+          - {id: s, type: send, channel: email, template: hello_email}
+    """)
+    d = Driver(js).send(signup(), ev("order.placed", "2026-03-02T11:00:00Z",
+                                     event_date="2026-03-10T18:00:00Z"))
+    assert d.states["c1"].next_due() == t("2026-03-09T18:00:00Z")
+    d.advance("2026-03-20T00:00:00Z")
+    assert [c.send_at for c in d.commands] == [t("2026-03-09T18:00:00Z")]
+    # A missing or past date does not strand the customer: the wait is skipped.
+    d = Driver(js).send(signup(), ev("order.placed", "2026-03-02T11:00:00Z"))
+    assert len(d.commands) == 1
+    assert d.kinds("wait_skipped")
+
+
+def test_nothing_fires_early() -> None:
+    js = build("""
+        trigger: {event: product.viewed}
+        steps:
+          - {id: w, type: wait, duration: 1h}
+          - {id: s, type: send, channel: email, template: hello_email}
+    """)
+    d = Driver(js).send(signup(), ev("product.viewed", "2026-03-02T11:00:00Z"))
+    out = evaluate(js, d.states["c1"], TICK, t("2026-03-02T11:59:59Z"))
+    assert out.commands == []
+    out = evaluate(js, out.state, TICK, t("2026-03-02T12:00:00Z"))
+    assert len(out.commands) == 1
+
+
+WAIT_FOR = """
+    trigger: {event: cart.item_added, correlate_by: cart_id}
+    entry: {re_entry: always}
+    steps:
+      - id: wf
+        type: wait_for
+        event: [email.clicked, cart.checked_out]
+        when: event.properties.get_or_missing != "no"
+        timeout: 1h
+        next: clicked
+        on_timeout: timed_out
+      - {id: clicked, type: send, channel: sms, template: hello_sms, data: {code: C}, next: fin}
+      - {id: timed_out, type: send, channel: email, template: hello_email}
+      - {id: fin, type: end}
+"""
+
+
+def test_wait_for_event_or_timeout() -> None:
+    js = build(WAIT_FOR.replace('when: event.properties.get_or_missing != "no"', ""))
+    d = Driver(js).send(signup(), ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k1"),
+                        ev("email.clicked", "2026-03-02T11:30:00Z", cart_id="k1"))
+    assert [c.step for c in d.commands] == ["clicked"]
+    d = Driver(js).send(signup(), ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k1"))
+    d.advance("2026-03-03T00:00:00Z")
+    assert [c.step for c in d.commands] == ["timed_out"]
+    assert d.commands[0].send_at == t("2026-03-02T12:00:00Z")
+
+
+def test_wait_for_respects_correlation_and_conditions() -> None:
+    js = build(WAIT_FOR.replace("get_or_missing", "reason"))
+    d = Driver(js).send(
+        signup(),
+        ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k1"),
+        ev("cart.item_added", "2026-03-02T11:01:00Z", cart_id="k2"),
+        ev("email.clicked", "2026-03-02T11:10:00Z", cart_id="k2", reason="yes"),
+        ev("email.clicked", "2026-03-02T11:20:00Z", cart_id="k1", reason="no"),
+    )
+    d.advance("2026-03-03T00:00:00Z")
+    got = sorted((c.instance_key, c.step) for c in d.commands)
+    assert got == [("k1", "timed_out"), ("k2", "clicked")]
+    assert [x.key for x in d.kinds("wait_for_ignored")] == ["k1"]
+
+
+def test_an_event_at_the_exact_timeout_wins_over_the_timeout() -> None:
+    js = build(WAIT_FOR.replace('when: event.properties.get_or_missing != "no"', ""))
+    d = Driver(js).send(signup(), ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k"),
+                        ev("email.clicked", "2026-03-02T12:00:00Z"))
+    assert [c.step for c in d.commands] == ["clicked"]
+
+
+# ------------------------------------------------------------ branch, split, goto
+
+def test_branch_takes_the_first_true_condition_and_records_why() -> None:
+    js = build("""
+        trigger: {event: order.placed}
+        entry: {re_entry: always}
+        steps:
+          - id: b
+            type: branch
+            branches:
+              - {when: "event.properties.total > 100.0", next: big}
+              - {when: "profile.missing_field == 1", next: big}
+            else: small
+          - {id: big, type: send, channel: email, template: hello_email, next: fin}
+          - {id: small, type: send, channel: sms, template: hello_sms, data: {code: S}}
+          - {id: fin, type: end}
+    """)
+    d = Driver(js).send(signup(), ev("order.placed", "2026-03-02T11:00:00Z", total=150.0),
+                        ev("order.placed", "2026-03-02T12:00:00Z", total=20))
+    assert [c.step for c in d.commands] == ["big", "small"]
+    errors = d.kinds("condition_error")
+    assert errors and "missing_field" in errors[0].detail["error"]
+    assert [b.detail["next"] for b in d.kinds("branch")] == ["big", "small"]
+
+
+def test_split_is_deterministic_and_proportional_with_holdout() -> None:
+    js = build("""
+        trigger: {event: product.viewed}
+        goal: {event: order.placed, within: 2d}
+        steps:
+          - id: ab
+            type: split
+            variants:
+              - {name: a, percent: 50, next: sa}
+              - {name: b, percent: 30, next: sb}
+            holdout: 20
+          - {id: sa, type: send, channel: ads, audience: a, next: fin}
+          - {id: sb, type: send, channel: ads, audience: b}
+          - {id: fin, type: end}
+    """)
+    counts = {"a": 0, "b": 0, "holdout": 0}
+    d = Driver(js)
+    for i in range(2000):
+        cid = f"cust-{i}"
+        d.send(signup(customer=cid), ev("product.viewed", "2026-03-02T11:00:00Z", cid))
+    for x in d.kinds("split"):
+        counts[x.detail["cohort"]] += 1
+    assert sum(counts.values()) == 2000
+    assert 900 <= counts["a"] <= 1100 and 500 <= counts["b"] <= 700
+    assert 300 <= counts["holdout"] <= 500
+    assert len(d.commands) == counts["a"] + counts["b"]
+    assert cohort_bucket("j0", "ab", "cust-7") == cohort_bucket("j0", "ab", "cust-7")
+    # Holdout customers still count towards the goal, tagged with their cohort.
+    held = next(x.customer_id for x in d.kinds("split") if x.detail["cohort"] == "holdout")
+    d.send(ev("order.placed", "2026-03-03T11:00:00Z", held))
+    (goal,) = d.kinds("goal")
+    assert (goal.customer_id, goal.detail["cohort"]) == (held, "holdout")
+
+
+def test_update_profile_and_goto_with_a_wait_in_the_loop() -> None:
+    js = build("""
+        trigger: {event: product.viewed}
+        steps:
+          - {id: mark, type: update_profile, set: {last_viewed: "{{ event.properties.sku }}"}}
+          - {id: w, type: wait, duration: 1d}
+          - id: again
+            type: branch
+            branches:
+              - {when: "profile.counts['product.viewed'] < 3", next: loop}
+            else: fin
+          - {id: loop, type: goto, next: w}
+          - {id: fin, type: end}
+    """)
+    d = Driver(js).send(signup(), ev("product.viewed", "2026-03-02T11:00:00Z", sku="s9"))
+    assert d.states["c1"].profile["attributes"]["last_viewed"] == "s9"
+    d.send(ev("product.viewed", "2026-03-02T12:00:00Z"))
+    d.advance("2026-03-03T11:00:00Z")
+    assert "c1" in d.states and d.states["c1"].instances  # 2 views: loops and waits again
+    d.send(ev("product.viewed", "2026-03-03T12:00:00Z"))
+    d.advance("2026-03-05T00:00:00Z")
+    assert not d.states["c1"].instances
+    assert [x.step for x in d.kinds("completed")] == ["fin"]
+
+
+def test_runtime_step_cap_stops_a_loop_that_slipped_past_validation() -> None:
+    from omnijourney.core import model as m
+    from omnijourney.core.catalog import JourneySet
+
+    looping = m.JourneyDef.model_validate({
+        "id": "spin", "trigger": {"event": "product.viewed"},
+        "steps": [{"id": "a", "type": "goto", "next": "b"}, {"id": "b", "type": "goto", "next": "a"}],
+    })
+    js = JourneySet.build([looping], {})
+    d = Driver(js).send(signup(), ev("product.viewed", "2026-03-02T11:00:00Z"))
+    (err,) = d.kinds("error")
+    assert err.detail == {"reason": "step_limit", "limit": MAX_STEPS_PER_RUN}
+    assert not d.states["c1"].instances
+
+
+# --------------------------------------------------------- entry, exit and goals
+
+def test_trigger_condition_audience_and_reentry_rules() -> None:
+    js = build(
+        journey("product.viewed", "never").replace(
+            "trigger: {event: product.viewed}",
+            "trigger: {event: product.viewed, when: 'event.properties.price > 10'}"),
+        journey("cart.item_added", "after 2d").replace(
+            "entry: {re_entry: after 2d}",
+            "entry: {re_entry: after 2d, audience: \"profile.attributes.tier == 'gold'\"}"),
+    )
+    d = Driver(js).send(
+        signup(tier="gold"),
+        ev("product.viewed", "2026-03-02T11:00:00Z", price=5),    # condition false
+        ev("product.viewed", "2026-03-02T11:01:00Z", price=50),   # enters
+        ev("cart.item_added", "2026-03-02T12:00:00Z"),            # enters
+        ev("cart.item_added", "2026-03-03T12:00:00Z"),            # too soon
+        ev("cart.item_added", "2026-03-04T12:00:00Z"),            # 2 days later: enters
+        ev("product.viewed", "2026-03-09T11:00:00Z", price=50),   # never again
+    )
+    reasons = [x.detail["reason"] for x in d.kinds("not_entered")]
+    assert reasons == ["trigger_condition_false", "re_entry_too_soon", "re_entry_never"]
+    assert len(d.kinds("entered")) == 3
+    d = Driver(js).send(signup(tier="silver"), ev("cart.item_added", "2026-03-02T12:00:00Z"))
+    assert [x.detail["reason"] for x in d.kinds("not_entered")] == ["not_in_audience"]
+
+
+def test_exit_on_wins_when_it_happens_at_or_before_the_wait_ends() -> None:
+    js = build("""
+        trigger: {event: cart.item_added, correlate_by: cart_id}
+        exit_on: [{event: order.placed}]
+        steps:
+          - {id: w, type: wait, duration: 1h}
+          - {id: s, type: send, channel: email, template: hello_email}
+    """)
+    # The order arrives late (after the tick time) but happened exactly when the wait ended.
+    d = Driver(js).send(signup(), ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k1"),
+                        ev("order.placed", "2026-03-02T12:00:00Z", cart_id="k1"))
+    assert d.commands == []
+    assert d.kinds("exited")
+    # An order for another cart does not end this one.
+    d = Driver(js).send(signup(), ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k1"),
+                        ev("order.placed", "2026-03-02T11:30:00Z", cart_id="other"))
+    d.advance("2026-03-03T00:00:00Z")
+    assert len(d.commands) == 1
+
+
+def test_one_live_instance_per_correlation_key() -> None:
+    js = build("""
+        trigger: {event: cart.item_added, correlate_by: cart_id}
+        entry: {re_entry: always}
+        steps:
+          - {id: w, type: wait, duration: 1h}
+          - {id: s, type: send, channel: ads, audience: carts}
+    """)
+    d = Driver(js).send(signup(),
+                        ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k1"),
+                        ev("cart.item_added", "2026-03-02T11:10:00Z", cart_id="k1"),
+                        ev("cart.item_added", "2026-03-02T11:20:00Z", cart_id="k2"),
+                        ev("cart.item_added", "2026-03-02T11:30:00Z"))
+    d.advance("2026-03-03T00:00:00Z")
+    assert sorted(c.instance_key for c in d.commands) == ["k1", "k2"]
+    reasons = [x.detail["reason"] for x in d.kinds("not_entered")]
+    assert reasons == ["already_active", "missing_correlation_key"]
+
+
+def test_goal_within_window_counts_once_even_after_the_journey_ended() -> None:
+    js = build(journey().replace("steps:", "goal: {event: order.placed, within: 3d}\n    steps:"))
+    d = Driver(js).send(signup(), ev("product.viewed", "2026-03-02T11:00:00Z"),
+                        ev("order.placed", "2026-03-03T11:00:00Z"),
+                        ev("order.placed", "2026-03-03T12:00:00Z"))
+    (goal,) = d.kinds("goal")
+    assert goal.detail["after"] == "1d"
+    d = Driver(js).send(signup(), ev("product.viewed", "2026-03-02T11:00:00Z"),
+                        ev("order.placed", "2026-03-06T11:00:00Z"))
+    assert d.kinds("goal") == []
+
+
+# ------------------------------------------------------------ replay and state
+
+def test_duplicate_events_are_ignored() -> None:
+    js = build(journey())
+    view = ev("product.viewed", "2026-03-02T11:00:00Z")
+    d = Driver(js).send(signup(), view, view)
+    assert len(d.commands) == 1
+    assert d.kinds("duplicate_event")[0].detail == {"event_id": view.event_id}
+
+
+def test_evaluate_never_mutates_the_state_it_was_given() -> None:
+    js = build(journey())
+    first = evaluate(js, None, signup(), t("2026-03-02T10:00:00Z")).state
+    before = json.dumps(first.to_dict(), sort_keys=True)
+    evaluate(js, first, ev("product.viewed", "2026-03-02T11:00:00Z"), t("2026-03-02T11:00:00Z"))
+    assert json.dumps(first.to_dict(), sort_keys=True) == before
+
+
+def test_state_round_trips_through_json_mid_journey() -> None:
+    js = build(WAIT_FOR.replace('when: event.properties.get_or_missing != "no"', ""))
+    d = Driver(js).send(signup(), ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k1"))
+    st = d.states["c1"]
+    restored = CustomerState.from_dict(json.loads(json.dumps(st.to_dict())))
+    assert restored.to_dict() == st.to_dict()
+    a = evaluate(js, st, TICK, t("2026-03-02T12:00:00Z"))
+    b = evaluate(js, restored, TICK, t("2026-03-02T12:00:00Z"))
+    assert [c.to_dict() for c in a.commands] == [c.to_dict() for c in b.commands]
+
+
+def test_live_instances_keep_the_version_they_entered_on() -> None:
+    v1 = """
+        version: 1
+        trigger: {event: product.viewed}
+        steps:
+          - {id: w, type: wait, duration: 1h}
+          - {id: s, type: send, channel: email, template: hello_email}
+    """
+    v2 = v1.replace("version: 1", "version: 2").replace("duration: 1h", "duration: 5h")
+    old = Driver(build(v1)).send(signup(), ev("product.viewed", "2026-03-02T11:00:00Z"))
+    both = Driver(build(v1, v2))
+    both.states = dict(old.states)
+    both.send(ev("product.viewed", "2026-03-02T11:00:00Z", "c2"))
+    both.advance("2026-03-03T00:00:00Z", "c1")
+    assert [(c.journey_version, c.send_at) for c in both.commands] == [
+        ("1", t("2026-03-02T12:00:00Z"))]
+    # If the pinned version is gone, the instance ends and says why.
+    gone = Driver(build(v2))
+    gone.states = dict(old.states)
+    gone.advance("2026-03-03T00:00:00Z", "c1")
+    assert gone.commands == []
+    assert gone.kinds("version_retired")
+
+
+def test_naive_now_is_refused() -> None:
+    from datetime import datetime
+
+    js = build(journey())
+    with pytest.raises(ValueError, match="timezone-aware"):
+        evaluate(js, None, signup(), datetime(2026, 3, 2))  # noqa: DTZ001 - the point of the test
