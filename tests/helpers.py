@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from datetime import UTC, datetime
 from typing import Any
@@ -78,14 +79,12 @@ def build(*journeys: str, templates: dict[str, str] | None = None,
     return JourneySet.build(defs, tdefs, pol)
 
 
-_counter = 0
+_ids = itertools.count(1)
 
 
 def ev(type: str, at: str, customer: str = "c1", event_id: str | None = None,
        **props: Any) -> Event:
-    global _counter
-    _counter += 1
-    return Event(event_id or f"ev-{_counter}", type, customer, t(at), "test", props)
+    return Event(event_id or f"ev-{next(_ids)}", type, customer, t(at), "test", props)
 
 
 def signup(at: str = "2026-03-02T10:00:00Z", customer: str = "c1", **traits: Any) -> Event:

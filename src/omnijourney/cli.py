@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from omnijourney import __version__
 from omnijourney.config import load
 from omnijourney.core.diagnostics import has_errors
@@ -104,7 +106,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from omnijourney.core import model as m
 
-    kinds = {"journey": m.JourneyDef, "policies": m.PoliciesDef, "template": m.TemplateDef}
+    kinds: dict[str, type[BaseModel]] = {
+        "journey": m.JourneyDef, "policies": m.PoliciesDef, "template": m.TemplateDef}
     schema = kinds[args.kind].model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema.setdefault("title", f"omnijourney {args.kind}")

@@ -103,7 +103,8 @@ def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
     return out
 
 
-def _check_policies(p: m.PoliciesDef, src: Source, templates: dict[str, m.TemplateDef]) -> list[Violation]:
+def _check_policies(p: m.PoliciesDef, src: Source,
+                    templates: dict[str, m.TemplateDef]) -> list[Violation]:
     out = []
     if not is_known_zone(p.defaults.timezone):
         out.append(Violation(src.file, src.line("defaults", "timezone"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -118,7 +118,7 @@ def describe(t: TraceEntry) -> str:
         where += f".{t.step}"
     at = t.at.strftime("%Y-%m-%d %H:%M")
     k = t.kind
-    text = {
+    phrases: dict[str, Callable[[], str]] = {
         "entered": lambda: f"entered (v{d.get('version')}) on event {d.get('event_id')}",
         "not_entered": lambda: f"not entered: {d.get('reason', '').replace('_', ' ')}"
         + (f" (until {d['allowed_from']})" if "allowed_from" in d else ""),
@@ -144,5 +144,7 @@ def describe(t: TraceEntry) -> str:
         "condition_error": lambda: f"condition {d['condition']!r} failed: {d['error']} "
         "(counted as false)",
         "duplicate_event": lambda: f"duplicate event {d['event_id']} ignored",
-    }.get(k, lambda: f"{k} {json.dumps(d, default=str)}" if d else k)()
+    }
+    fallback: Callable[[], str] = lambda: f"{k} {json.dumps(d, default=str)}" if d else k  # noqa: E731
+    text = phrases.get(k, fallback)()
     return f"{at}  {where:<40} {text}"

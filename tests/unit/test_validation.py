@@ -160,7 +160,7 @@ def test_split_wait_and_ads_rules(jdir: Path) -> None:
 
 def test_yaml_syntax_error_names_the_line(jdir: Path) -> None:
     write(jdir, "syntax.yaml", "trigger:\n  event: order.placed\n steps: [\n")
-    (f, line, _, msg, _), = [m for m in messages(jdir) if m[0] == "syntax.yaml"]
+    (_f, line, _, msg, _), = [m for m in messages(jdir) if m[0] == "syntax.yaml"]
     assert msg.startswith("YAML syntax:")
     assert line == 3
 

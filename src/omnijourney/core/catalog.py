@@ -27,10 +27,10 @@ class Policies:
 
     @classmethod
     def build(cls, d: m.PoliciesDef) -> Policies:
-        consent = dict(m.PoliciesDef().consent)
-        consent.update(d.consent)
-        deadlines = {k: parse_duration(str(v)) for k, v in m.PoliciesDef().deadlines.items()}
-        deadlines.update({k: parse_duration(str(v)) for k, v in d.deadlines.items()})
+        base = m.PoliciesDef()
+        consent = {str(k): str(v) for k, v in {**base.consent, **d.consent}.items()}
+        deadlines = {str(k): parse_duration(str(v))
+                     for k, v in {**base.deadlines, **d.deadlines}.items()}
         return cls(
             timezone=zone(d.defaults.timezone, ZoneInfo("UTC")),
             contact_window=ContactWindow.parse(d.defaults.contact_window),

@@ -119,7 +119,7 @@ class _Run:
 
     # ----------------------------------------------------------------- plumbing
     def note(self, at: datetime, kind: str, inst: Instance | None = None,
-             step: str | None = None, journey: str | None = None, **detail: Any) -> None:
+             step: str | None = None, *, journey: str | None = None, **detail: Any) -> None:
         self.trace.append(TraceEntry(
             at, self.st.customer_id, kind,
             journey=inst.journey if inst else journey, key=(inst.key or None) if inst else None,
@@ -154,7 +154,7 @@ class _Run:
         return c
 
     def check(self, source: str | None, ctx: dict[str, Any], at: datetime,
-              inst: Instance | None, step: str | None, what: str,
+              inst: Instance | None, step: str | None, *, what: str,
               journey: str | None = None) -> bool:
         if source is None:
             return True
@@ -210,7 +210,8 @@ class _Run:
         for rule in cj.defn.exit_on:
             if rule.event != ev.type or not self.correlated(cj, inst.key, ev):
                 continue
-            if self.check(rule.when, self.ctx(inst, at, ev), at, inst, inst.step, "exit_on.when"):
+            if self.check(rule.when, self.ctx(inst, at, ev), at, inst, inst.step,
+                          what="exit_on.when"):
                 self.finish(inst, at, "exited", event=ev.type, event_id=ev.event_id)
                 return
 
@@ -223,7 +224,8 @@ class _Run:
         types = (step.event,) if isinstance(step.event, str) else step.event
         if ev.type not in types or not self.correlated(cj, inst.key, ev):
             return
-        if not self.check(step.when, self.ctx(inst, at, ev), at, inst, step.id, "wait_for.when"):
+        if not self.check(step.when, self.ctx(inst, at, ev), at, inst, step.id,
+                          what="wait_for.when"):
             self.note(at, "wait_for_ignored", inst, step.id, event=ev.type, event_id=ev.event_id)
             return
         inst.last_event = ev
@@ -243,7 +245,8 @@ class _Run:
             key = str(value)
         slot = f"{cj.id}#{key}"
         ctx = self.ctx(None, at, ev, cj)
-        if not self.check(d.trigger.when, ctx, at, None, None, "trigger.when", cj.id):
+        if not self.check(d.trigger.when, ctx, at, None, None, what="trigger.when",
+                          journey=cj.id):
             self.note(at, "not_entered", journey=cj.id, reason="trigger_condition_false",
                       event_id=ev.event_id)
             return
@@ -262,7 +265,8 @@ class _Run:
                           entered_at=format_instant(last), event_id=ev.event_id,
                           allowed_from=format_instant(last + cj.re_entry))
                 return
-        if not self.check(d.entry.audience, ctx, at, None, None, "entry.audience", cj.id):
+        if not self.check(d.entry.audience, ctx, at, None, None, what="entry.audience",
+                          journey=cj.id):
             self.note(at, "not_entered", journey=cj.id, reason="not_in_audience",
                       event_id=ev.event_id)
             return
@@ -291,7 +295,8 @@ class _Run:
             inst = self.st.instances.get(f"{g.journey}#{g.key}")
             live = inst if inst is not None and inst.instance_id == g.instance_id else None
             ctx = self.ctx(live, at, ev, cj)
-            if not self.check(goal.when, ctx, at, live, None, "goal.when", g.journey):
+            if not self.check(goal.when, ctx, at, live, None, what="goal.when",
+                              journey=g.journey):
                 kept.append(g)
                 continue
             cohort = live.cohort if live else g.cohort
@@ -306,7 +311,8 @@ class _Run:
     def fire_due(self, limit: datetime, *, inclusive: bool) -> None:
         for _ in range(MAX_TIMER_FIRINGS):
             due = [(i.due_at, slot) for slot, i in self.st.instances.items()
-                   if i.due_at is not None and (i.due_at < limit or (inclusive and i.due_at == limit))]
+                   if i.due_at is not None
+                   and (i.due_at < limit or (inclusive and i.due_at == limit))]
             if not due:
                 return
             at, slot = min(due)
@@ -379,7 +385,7 @@ class _Run:
             case m.BranchStep():
                 ctx = self.ctx(inst, at)
                 for case in step.branches:
-                    if self.check(case.when, ctx, at, inst, step.id, "branch"):
+                    if self.check(case.when, ctx, at, inst, step.id, what="branch"):
                         self.note(at, "branch", inst, step.id, condition=case.when,
                                   value=True, next=case.next)
                         return case.next
@@ -499,8 +505,8 @@ class _Run:
             self.note(at, "suppressed", inst, step.id, channel=ch, reason="template_error",
                       error=str(exc))
             return "skipped"
-        self.emit(cj, inst, step.id, ch, at, to, content, step.template, transactional,
-                  locale, data)
+        self.emit(cj, inst, step.id, at, channel=ch, to=to, content=content,
+                  template=step.template, transactional=transactional, locale=locale, data=data)
         if not transactional:
             self.st.sent.setdefault(ch, []).append(at)
         return "sent"
@@ -517,11 +523,13 @@ class _Run:
                       reason="template_error", error=str(exc))
             return
         content = {"method": step.method, "url": url, "headers": headers, "body": body}
-        self.emit(cj, inst, step.id, "webhook", at, url, content, None, False, None, {})
+        self.emit(cj, inst, step.id, at, channel="webhook", to=url, content=content,
+                  template=None, transactional=False, locale=None, data={})
 
-    def emit(self, cj: CompiledJourney, inst: Instance, step_id: str, ch: str, at: datetime,
-             to: str, content: dict[str, Any], template: str | None, transactional: bool,
-             locale: str | None, data: dict[str, str]) -> None:
+    def emit(self, cj: CompiledJourney, inst: Instance, step_id: str, at: datetime, *,
+             channel: str, to: str, content: dict[str, Any], template: str | None,
+             transactional: bool, locale: str | None, data: dict[str, str]) -> None:
+        ch = channel
         cid = command_id(cj.id, str(cj.version), self.st.customer_id, inst.instance_id,
                          step_id, str(inst.visits.get(step_id, 1)))
         self.commands.append(ChannelCommand(

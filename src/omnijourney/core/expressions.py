@@ -29,7 +29,7 @@ class Condition:
         """(value, error). Errors (a missing field, a type mismatch) count as false."""
         try:
             value = self.program.execute(ctx)
-        except Exception as exc:  # noqa: BLE001 - CEL raises several types; all mean "false"
+        except Exception as exc:
             return False, _short_error(exc)
         if not isinstance(value, bool):
             return False, f"condition gave {type(value).__name__} {value!r}, not true/false"
@@ -46,7 +46,7 @@ def compile_condition(source: str) -> Condition:
         return cached
     try:
         program = cel.compile(source)
-    except Exception as exc:  # noqa: BLE001 - the binding raises ValueError or RuntimeError
+    except Exception as exc:
         raise ExpressionError(_syntax_message(str(exc))) from None
     bound = set(_BINDER.findall(source))
     unknown = sorted(set(program.variables()) - set(CONDITION_VARIABLES) - bound)

@@ -37,15 +37,16 @@ class Source:
     file: str
     doc: Any
 
-    def line(self, *path: str | int) -> int | None:
-        node, line = self.doc, 1
+    def line(self, *path: str | int | None) -> int | None:
+        node: Any = self.doc  # ruamel's CommentedMap/CommentedSeq carry .lc positions
+        line = 1
         for key in path:
             try:
                 if isinstance(node, dict) and key in node:
-                    line = node.lc.key(key)[0] + 1
+                    line = _positions(node).key(key)[0] + 1
                     node = node[key]
                 elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
-                    line = node.lc.item(key)[0] + 1
+                    line = _positions(node).item(key)[0] + 1
                     node = node[key]
                 else:
                     continue
@@ -55,6 +56,11 @@ class Source:
 
     def step_line(self, index: int, field: str | None = None) -> int | None:
         return self.line("steps", index, field) if field else self.line("steps", index)
+
+
+def _positions(node: Any) -> Any:
+    """ruamel's line/column record of a loaded mapping or sequence."""
+    return node.lc
 
 
 @dataclass
@@ -105,7 +111,8 @@ def _plain(node: Any) -> Any:
     return str(node)
 
 
-def _validate(model: type[T], data: Any, src: Source, label: str | None) -> tuple[T | None, list[Violation]]:
+def _validate(model: type[T], data: Any, src: Source,
+              label: str | None) -> tuple[T | None, list[Violation]]:
     try:
         return model.model_validate(data), []
     except ValidationError as exc:

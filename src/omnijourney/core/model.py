@@ -223,13 +223,19 @@ class Cap(_Strict):
 ConsentMode = Literal["opt_in", "opt_out", "none"]
 
 
+def _default_consent() -> dict[Channel, ConsentMode]:
+    return {"email": "opt_in", "sms": "opt_in", "push": "opt_in", "ads": "opt_out",
+            "webhook": "none"}
+
+
+def _default_deadlines() -> dict[Channel, str | int]:
+    return {"email": "24h", "sms": "4h", "push": "4h", "ads": "72h", "webhook": "24h"}
+
+
 class PoliciesDef(_Strict):
     defaults: Defaults = Defaults()
     consent: dict[Channel, ConsentMode] = Field(
-        default_factory=lambda: {
-            "email": "opt_in", "sms": "opt_in", "push": "opt_in", "ads": "opt_out",
-            "webhook": "none",
-        },
+        default_factory=_default_consent,
         description="opt_in: needs consent granted; opt_out: allowed unless revoked",
     )
     frequency_caps: dict[Channel, Cap] = Field(default_factory=dict)
@@ -238,8 +244,7 @@ class PoliciesDef(_Strict):
         description="templates exempt from quiet hours, caps and consent (not from addresses)",
     )
     deadlines: dict[Channel, Duration] = Field(
-        default_factory=lambda: {"email": "24h", "sms": "4h", "push": "4h", "ads": "72h",
-                                 "webhook": "24h"},
+        default_factory=_default_deadlines,
         description="how long after send_at an adapter may still deliver",
     )
 

@@ -65,7 +65,8 @@ class ContactWindow:
     def parse(cls, text: str) -> ContactWindow:
         parts = str(text).split("-")
         if len(parts) != 2:
-            raise ValueError(f"'{text}' is not a contact window; write HH:MM-HH:MM, e.g. 09:00-21:00")
+            raise ValueError(
+                f"'{text}' is not a contact window; write HH:MM-HH:MM, e.g. 09:00-21:00")
         start, end = parse_time_of_day(parts[0]), parse_time_of_day(parts[1])
         if start == end:
             raise ValueError(f"contact window '{text}' is empty; start and end must differ")

@@ -36,6 +36,7 @@ def successors(journey: m.JourneyDef) -> dict[str, list[tuple[str, str | None]]]
     out: dict[str, list[tuple[str, str | None]]] = {}
     for step in journey.steps:
         fall = following[step.id]
+        edges: list[tuple[str, str | None]]
         match step:
             case m.BranchStep():
                 edges = [(c.when, c.next) for c in step.branches]
@@ -73,7 +74,8 @@ def validate_journey(
         try:
             compile_condition(source)
         except ExpressionError as exc:
-            add(f"{what}: {exc}", line, step, "conditions are CEL, e.g. profile.consent.sms == true")
+            add(f"{what}: {exc}", line, step,
+                "conditions are CEL, e.g. profile.consent.sms == true")
 
     def text(source: str | None, line: int | None, step: str | None, what: str) -> None:
         if source is None:
@@ -93,7 +95,7 @@ def validate_journey(
                 add(f"event type '{name}' is not one the engine knows", line, step, hint,
                     severity="warning")
 
-    if jid != src.file.rsplit("/", 1)[-1].split(".")[0]:
+    if jid != src.file.rsplit("/", 1)[-1].split(".", 1)[0]:
         add(f"journey id '{jid}' differs from its file name", src.line("id"),
             hint="name the file after the id so people can find it", severity="warning")
 
@@ -120,13 +122,13 @@ def validate_journey(
         i = index[id(step)]
         sid = step.id
 
-        def line(field: str | None = None, *more: str | int, _i: int = i) -> int | None:
-            return src.line("steps", _i, field, *more) if field else src.step_line(_i)
+        def line(*path: str | int, _i: int = i) -> int | None:
+            return src.line("steps", _i, *path)
 
-        for field, target in _targets(step):
+        for name, target in _targets(step):
             if target is not None and target not in ids:
-                add(f"'{field}' points to undefined step '{target}'",
-                    line(*(int(p) if p.isdigit() else p for p in field.split("."))),
+                add(f"'{name}' points to undefined step '{target}'",
+                    line(*(int(p) if p.isdigit() else p for p in name.split("."))),
                     sid, did_you_mean(target, ids) or f"steps are: {', '.join(sorted(ids))}")
         match step:
             case m.WaitStep():
@@ -141,8 +143,8 @@ def validate_journey(
                 text(step.until, line("until"), sid, "until")
             case m.WaitForStep():
                 for j, ev in enumerate([step.event] if isinstance(step.event, str) else step.event):
-                    event_type(ev, line("event", j) if isinstance(step.event, list)
-                               else line("event"), sid)
+                    where = line("event", j) if isinstance(step.event, list) else line("event")
+                    event_type(ev, where, sid)
                 cond(step.when, line("when"), sid, "when")
             case m.BranchStep():
                 for j, case in enumerate(step.branches):
@@ -217,7 +219,7 @@ def _check_send(step: m.SendStep, templates: dict[str, m.TemplateDef], report: _
         report("'audience' is only for channel ads", at("audience"), sid)
     if not step.template:
         report(f"a {step.channel} send needs a template", at(), sid,
-               f"add template: <name of a file in journeys/templates/>")
+               "add template: <name of a file in journeys/templates/>")
         return
     tmpl = templates.get(step.template)
     if tmpl is None:
