@@ -110,7 +110,7 @@ def _events(e: str | list[str]) -> str:
 
 
 def describe(t: TraceEntry) -> str:
-    d = t.detail
+    d = t.text_detail()
     where = t.journey or ""
     if t.key:
         where += f"[{t.key}]"

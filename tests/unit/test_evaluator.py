@@ -91,7 +91,7 @@ def test_quiet_hours_defer_to_the_next_window_in_the_customers_zone() -> None:
                         ev("product.viewed", "2026-03-03T03:30:00Z"))  # 22:30 in New York
     assert d.commands == []
     (deferred,) = d.kinds("deferred")
-    assert deferred.detail["until"] == "2026-03-03T14:00:00Z"
+    assert deferred.text_detail()["until"] == "2026-03-03T14:00:00Z"
     d.advance("2026-03-04T00:00:00Z")
     assert [c.send_at for c in d.commands] == [t("2026-03-03T14:00:00Z")]
 

@@ -24,6 +24,7 @@ class Policies:
     caps: dict[str, tuple[int, timedelta]]
     transactional: frozenset[str]
     deadlines: dict[str, timedelta]
+    longest_cap_window: timedelta  # how long send history must be kept
 
     @classmethod
     def build(cls, d: m.PoliciesDef) -> Policies:
@@ -31,19 +32,17 @@ class Policies:
         consent = {str(k): str(v) for k, v in {**base.consent, **d.consent}.items()}
         deadlines = {str(k): parse_duration(str(v))
                      for k, v in {**base.deadlines, **d.deadlines}.items()}
+        caps = {ch: (c.max, parse_duration(str(c.per))) for ch, c in d.frequency_caps.items()}
         return cls(
             timezone=zone(d.defaults.timezone, ZoneInfo("UTC")),
             contact_window=ContactWindow.parse(d.defaults.contact_window),
             locale=d.defaults.locale,
             consent=consent,
-            caps={ch: (c.max, parse_duration(str(c.per))) for ch, c in d.frequency_caps.items()},
+            caps=caps,
             transactional=frozenset(d.transactional),
             deadlines=deadlines,
+            longest_cap_window=max((per for _, per in caps.values()), default=timedelta(0)),
         )
-
-    @property
-    def longest_cap_window(self) -> timedelta:
-        return max((per for _, per in self.caps.values()), default=timedelta(0))
 
 
 @dataclass(frozen=True, slots=True)

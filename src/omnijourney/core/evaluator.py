@@ -65,8 +65,13 @@ class TraceEntry:
         for k in ("journey", "key", "step"):
             if getattr(self, k):
                 d[k] = getattr(self, k)
-        d.update(self.detail)
+        d.update(self.text_detail())
         return d
+
+    def text_detail(self) -> dict[str, Any]:
+        """Detail with times as RFC 3339 text (they are kept as datetimes until shown)."""
+        return {k: format_instant(v) if isinstance(v, datetime) else v
+                for k, v in self.detail.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,7 @@ class _Run:
         self.commands: list[ChannelCommand] = []
         self.trace: list[TraceEntry] = []
         self._profile_view: dict[str, Any] | None = None
+        self.entered = False  # whether entry memory grew (and so may need pruning)
         self._event_views: dict[int, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- plumbing
@@ -174,7 +180,7 @@ class _Run:
         at = ev.occurred_at
         if at > self.now:
             self.note(self.now, "clamped_future_event", event_id=ev.event_id,
-                      occurred_at=format_instant(at))
+                      occurred_at=at)
             at = self.now
         self.fire_due(at, inclusive=False)
         if st.clock is not None and at < st.clock:
@@ -244,12 +250,7 @@ class _Run:
                 return
             key = str(value)
         slot = f"{cj.id}#{key}"
-        ctx = self.ctx(None, at, ev, cj)
-        if not self.check(d.trigger.when, ctx, at, None, None, what="trigger.when",
-                          journey=cj.id):
-            self.note(at, "not_entered", journey=cj.id, reason="trigger_condition_false",
-                      event_id=ev.event_id)
-            return
+        # Cheap checks first: most triggers (every product view) stop at one of these.
         if slot in self.st.instances:
             self.note(at, "not_entered", journey=cj.id, reason="already_active",
                       event_id=ev.event_id)
@@ -258,13 +259,19 @@ class _Run:
         if last is not None:
             if cj.re_entry == "never":
                 self.note(at, "not_entered", journey=cj.id, reason="re_entry_never",
-                          entered_at=format_instant(last), event_id=ev.event_id)
+                          entered_at=last, event_id=ev.event_id)
                 return
             if isinstance(cj.re_entry, timedelta) and at - last < cj.re_entry:
                 self.note(at, "not_entered", journey=cj.id, reason="re_entry_too_soon",
-                          entered_at=format_instant(last), event_id=ev.event_id,
-                          allowed_from=format_instant(last + cj.re_entry))
+                          entered_at=last, event_id=ev.event_id,
+                          allowed_from=last + cj.re_entry)
                 return
+        ctx = self.ctx(None, at, ev, cj) if d.trigger.when or d.entry.audience else {}
+        if not self.check(d.trigger.when, ctx, at, None, None, what="trigger.when",
+                          journey=cj.id):
+            self.note(at, "not_entered", journey=cj.id, reason="trigger_condition_false",
+                      event_id=ev.event_id)
+            return
         if not self.check(d.entry.audience, ctx, at, None, None, what="entry.audience",
                           journey=cj.id):
             self.note(at, "not_entered", journey=cj.id, reason="not_in_audience",
@@ -276,6 +283,7 @@ class _Run:
             trigger=ev, last_event=ev, entered_at=at, step=cj.first)
         self.st.instances[slot] = inst
         self.st.entries[slot] = at
+        self.entered = True
         if d.goal is not None:
             self.st.goals.append(GoalWatch(cj.id, cj.version, key, inst.instance_id, None, at,
                                            at + parse_duration(str(d.goal.within))))
@@ -374,13 +382,13 @@ class _Run:
                               reason="time already passed" if until else "no time to wait for")
                     return cj.next_of(step)
                 inst.status, inst.due_at = "wait", until
-                self.note(at, "wait", inst, step.id, until=format_instant(until))
+                self.note(at, "wait", inst, step.id, until=until)
                 return _PARK
             case m.WaitForStep():
                 inst.status = "wait_for"
                 inst.due_at = at + parse_duration(str(step.timeout))
                 self.note(at, "wait_for", inst, step.id, event=step.event,
-                          until=format_instant(inst.due_at))
+                          until=inst.due_at)
                 return _PARK
             case m.BranchStep():
                 ctx = self.ctx(inst, at)
@@ -480,7 +488,7 @@ class _Run:
                 if opens is not None:
                     inst.status, inst.due_at = "deferred", opens
                     self.note(at, "deferred", inst, step.id, channel=ch, reason="quiet_hours",
-                              until=format_instant(opens), window=str(window), timezone=tz.key)
+                              until=opens, window=str(window), timezone=tz.key)
                     return "deferred"
             cap = self.pol.caps.get(ch)
             if cap is not None:
@@ -555,11 +563,17 @@ class _Run:
             return
         horizon = self.pol.longest_cap_window
         for ch, times in list(st.sent.items()):
+            if times[0] > st.clock - horizon:
+                continue  # times are in order: nothing has aged out
             kept = [t for t in times if t > st.clock - horizon]
             if kept:
                 st.sent[ch] = kept
             else:
                 del st.sent[ch]
+        if st.goals:
+            st.goals = [g for g in st.goals if g.deadline >= st.clock]
+        if not self.entered:
+            return  # entry memory only grows on entry, so only then can it need pruning
         never: list[tuple[datetime, str]] = []
         for slot, last in list(st.entries.items()):
             cj = self.js.current.get(slot.split("#", 1)[0])
@@ -573,7 +587,6 @@ class _Run:
         if len(never) > NEVER_ENTRIES_KEPT:
             for _, slot in sorted(never)[: len(never) - NEVER_ENTRIES_KEPT]:
                 del st.entries[slot]
-        st.goals = [g for g in st.goals if g.deadline >= st.clock]
 
 
 _PARK = object()  # the instance waits; stop running steps

@@ -80,6 +80,9 @@ def address(profile: dict[str, Any], channel: str) -> str | None:
     return None
 
 
+_PERSONAL = tuple(ch for ch in CHANNELS if ch != "webhook")
+
+
 def _nonblank(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
@@ -88,7 +91,7 @@ def view(profile: dict[str, Any], policies: Policies) -> dict[str, Any]:
     """The profile as conditions and templates see it: ``consent`` is the effective
     permission per channel under the policies, ``reachable`` adds having an address."""
     v = dict(profile)
-    consent = {ch: consent_ok(profile, ch, policies) for ch in CHANNELS if ch != "webhook"}
+    consent = {ch: consent_ok(profile, ch, policies) for ch in _PERSONAL}
     v["consent"] = consent
     v["reachable"] = {ch: ok and address(profile, ch) is not None for ch, ok in consent.items()}
     v.setdefault("attributes", {})

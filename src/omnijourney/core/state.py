@@ -7,7 +7,6 @@ works on ``clone()`` and returns the new one.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -161,6 +160,5 @@ def _copy_profile(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _copy_instance(i: Instance) -> Instance:
-    c = copy.copy(i)
-    c.visits = dict(i.visits)
-    return c
+    return Instance(i.journey, i.version, i.key, i.instance_id, i.trigger, i.last_event,
+                    i.entered_at, i.step, i.status, i.due_at, i.cohort, dict(i.visits))

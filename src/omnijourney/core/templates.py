@@ -55,11 +55,19 @@ class Text:
             raise TemplateError(_first_line(exc)) from None
 
 
+_TEXTS: dict[str, Text] = {}
+
+
 def compile_text(source: str) -> Text:
-    try:
-        return Text(source, ENV.from_string(str(source)))
-    except LiquidError as exc:
-        raise TemplateError(_first_line(exc)) from None
+    """Parse once per distinct source; the evaluator calls this on its hot path."""
+    text = _TEXTS.get(source)
+    if text is None:
+        try:
+            text = Text(source, ENV.from_string(str(source)))
+        except LiquidError as exc:
+            raise TemplateError(_first_line(exc)) from None
+        _TEXTS[source] = text
+    return text
 
 
 def _first_line(exc: Exception) -> str:
