@@ -38,7 +38,7 @@ def synth(customers: int, seed: int = 7, *, realistic: bool = True) -> list[list
         at = START + timedelta(seconds=rnd.randrange(0, 7 * 86400))
         seq = 0
 
-        def mk(kind: str, props: dict[str, object], cid: str = cid) -> Event:
+        def mk(kind: str, at: datetime, props: dict[str, object], cid: str = cid) -> Event:
             nonlocal seq
             seq += 1
             return Event(f"{cid}-{seq}", kind, cid, at, "web", props)
@@ -55,29 +55,29 @@ def synth(customers: int, seed: int = 7, *, realistic: bool = True) -> list[list
         if tz:
             traits["timezone"] = tz
         new = not realistic or rnd.random() < 0.15
-        evs = [mk("customer.signed_up" if new else "customer.updated", traits)]
+        evs = [mk("customer.signed_up" if new else "customer.updated", at, traits)]
         cart = f"{cid}-cart"
         views = rnd.randrange(5, 26) if realistic else rnd.randrange(1, 4)
         for _ in range(views):
             at += timedelta(minutes=rnd.randrange(1, 600))
-            evs.append(mk("product.viewed", {"product_id": f"p{rnd.randrange(500)}",
+            evs.append(mk("product.viewed", at, {"product_id": f"p{rnd.randrange(500)}",
                                              "product_name": "Shoe", "category": "shoes"}))
             if realistic and rnd.random() < 0.05:
-                evs.append(mk("cart.item_added", {"cart_id": cart, "product_name": "Shoe"}))
+                evs.append(mk("cart.item_added", at, {"cart_id": cart, "product_name": "Shoe"}))
         if not realistic or rnd.random() < 0.3:
             at += timedelta(minutes=rnd.randrange(5, 300))
-            evs.append(mk("cart.item_added", {"cart_id": cart, "product_name": "Shoe"}))
+            evs.append(mk("cart.item_added", at, {"cart_id": cart, "product_name": "Shoe"}))
         if rnd.random() < 0.3:
             at += timedelta(minutes=rnd.randrange(60, 300))
-            evs.append(mk("email.clicked", {"cart_id": cart}))
+            evs.append(mk("email.clicked", at, {"cart_id": cart}))
         if rnd.random() < (0.5 if not realistic else 0.15):
             order = f"{cid}-o1"
             at += timedelta(minutes=rnd.randrange(10, 3000))
-            evs.append(mk("order.placed", {"order_id": order, "cart_id": cart,
+            evs.append(mk("order.placed", at, {"order_id": order, "cart_id": cart,
                                            "total": 42.0, "category": "shoes"}))
             for status in ("shipped", "delivered"):
                 at += timedelta(hours=rnd.randrange(6, 48))
-                evs.append(mk("shipment.updated", {"order_id": order, "status": status}))
+                evs.append(mk("shipment.updated", at, {"order_id": order, "status": status}))
         out.append(evs)
     return out
 

@@ -32,7 +32,8 @@ class Policies:
         consent = {str(k): str(v) for k, v in {**base.consent, **d.consent}.items()}
         deadlines = {str(k): parse_duration(str(v))
                      for k, v in {**base.deadlines, **d.deadlines}.items()}
-        caps = {ch: (c.max, parse_duration(str(c.per))) for ch, c in d.frequency_caps.items()}
+        caps = {str(ch): (c.max, parse_duration(str(c.per)))
+                for ch, c in d.frequency_caps.items()}
         return cls(
             timezone=zone(d.defaults.timezone, ZoneInfo("UTC")),
             contact_window=ContactWindow.parse(d.defaults.contact_window),

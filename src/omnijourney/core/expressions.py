@@ -17,8 +17,9 @@ _BINDER = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z
 _REFERENCE = re.compile(
     r"\b(" + "|".join(CONDITION_VARIABLES) + r")((?:\s*\.\s*[A-Za-z_]\w*)*)(\s*[(\[])?")
 
-# A pruning plan: for each root name, None (pass it whole) or a tree of the fields used.
-Plan = dict[str, "dict[str, Any] | None"]
+# A pruning plan: for each root name, None (pass it whole) or a tree of the fields used,
+# whose leaves are None (that field whole).
+Plan = dict[str, Any]
 
 
 class ExpressionError(ValueError):
@@ -79,19 +80,15 @@ def _plan(source: str) -> Plan:
         fields = [f.strip() for f in chain.split(".") if f.strip()]
         if opener and opener.strip() == "(" and fields:
             fields.pop()  # x.y.startsWith(...): the last name is a method
-        if root in plan and plan[root] is None:
-            continue
         if not fields:
             plan[root] = None
             continue
-        node = plan.setdefault(root, {})
-        assert node is not None
+        node: Any = plan.setdefault(root, {})
         for f in fields[:-1]:
-            child = node.get(f, {})
-            if child is None:
-                break
-            node = node.setdefault(f, child)
-        else:
+            if node is None:
+                break  # an enclosing field is already passed whole
+            node = node.setdefault(f, {})
+        if node is not None:
             node[fields[-1]] = None
     return plan
 
