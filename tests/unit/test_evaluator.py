@@ -161,7 +161,7 @@ def test_ads_and_webhook_commands() -> None:
     assert ad.send_at == t("2026-03-02T23:00:00Z")  # quiet hours are for people, not audiences
     assert hook.to == "https://crm.example/customers/c1"
     assert json.loads(hook.content["body"]) == {"viewed": "s1"}
-    assert hook.content["headers"] == {"X-Source": "omnijourney"}
+    assert json.loads(hook.content["headers"]) == {"X-Source": "omnijourney"}
 
 
 # ---------------------------------------------------------------------- waits

@@ -9,6 +9,7 @@ fires every wait due at or before ``now``.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -530,7 +531,9 @@ class _Run:
             self.note(at, "suppressed", inst, step.id, channel="webhook",
                       reason="template_error", error=str(exc))
             return
-        content = {"method": step.method, "url": url, "headers": headers, "body": body}
+        # Command content is a string map on the wire (schemas/channel_command.avsc).
+        content = {"method": step.method, "url": url,
+                   "headers": json.dumps(headers, sort_keys=True), "body": body}
         self.emit(cj, inst, step.id, at, channel="webhook", to=url, content=content,
                   template=None, transactional=False, locale=None, data={})
 
