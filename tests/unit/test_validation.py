@@ -145,6 +145,10 @@ def test_split_wait_and_ads_rules(jdir: Path) -> None:
           - id: ad
             type: send
             channel: ads
+          - id: fax
+            type: send
+            channel: fax
+            template: cart_reminder
           - id: bad_cel
             type: branch
             branches:
@@ -156,6 +160,7 @@ def test_split_wait_and_ads_rules(jdir: Path) -> None:
     assert "a wait needs exactly one of duration, until_local_time, until (found duration, until_local_time)" in got
     assert "an ads send needs 'audience' (the audience to add to or remove from)" in got
     assert any("unknown name(s) profle" in m for m in got)
+    assert "'fax' is not allowed for 'channel'" in got
 
 
 def test_yaml_syntax_error_names_the_line(jdir: Path) -> None:
