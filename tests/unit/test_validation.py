@@ -145,10 +145,6 @@ def test_split_wait_and_ads_rules(jdir: Path) -> None:
           - id: ad
             type: send
             channel: ads
-          - id: fax
-            type: send
-            channel: fax
-            template: cart_reminder
           - id: bad_cel
             type: branch
             branches:
@@ -160,7 +156,14 @@ def test_split_wait_and_ads_rules(jdir: Path) -> None:
     assert "a wait needs exactly one of duration, until_local_time, until (found duration, until_local_time)" in got
     assert "an ads send needs 'audience' (the audience to add to or remove from)" in got
     assert any("unknown name(s) profle" in m for m in got)
-    assert "'fax' is not allowed for 'channel'" in got
+    write(jdir, "fax.yaml", """
+        trigger: {event: product.viewed}
+        steps:
+          - {id: fax, type: send, channel: fax, template: cart_reminder}
+    """)
+    (fax,) = [m for m in messages(jdir) if m[0] == "fax.yaml"]
+    assert fax[1:4] == (3, "fax", "'fax' is not allowed for 'channel'")
+    assert fax[4] is not None and "'email'" in fax[4]
 
 
 def test_yaml_syntax_error_names_the_line(jdir: Path) -> None:
