@@ -1,0 +1,180 @@
+"""Avro codecs for every omnijourney topic.
+
+Wire format, chosen once: Avro **single-object encoding** (the Avro spec's registry-free
+framing): ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the schema's
+parsing canonical form + the Avro binary body. Any language can decode it with the
+``.avsc`` files in ``schemas/`` and no schema registry. The ingest topic also accepts a
+JSON object (what most CDPs and webhooks send), validated against the same envelope.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import to_parsing_canonical_form
+
+from omnijourney.core.commands import ChannelCommand
+from omnijourney.core.events import Event, InvalidEvent, parse_event
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+MAGIC = b"\xc3\x01"
+
+_EMPTY = 0xC15D213AA4D7A795  # the CRC-64-AVRO seed from the Avro specification
+
+
+def _table() -> list[int]:
+    out = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_EMPTY & -(fp & 1))
+        out.append(fp)
+    return out
+
+
+_FP_TABLE = _table()
+
+
+def crc64_avro(data: bytes) -> int:
+    fp = _EMPTY
+    for byte in data:
+        fp = (fp >> 8) ^ _FP_TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
+class CodecError(ValueError):
+    pass
+
+
+class AvroCodec:
+    """Single-object encoding for one schema."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = parse_schema(schema)
+        self.name: str = schema["name"]
+        self.canonical = to_parsing_canonical_form(self.schema)
+        self.fingerprint = crc64_avro(self.canonical.encode()).to_bytes(8, "little")
+        self.header = MAGIC + self.fingerprint
+
+    @classmethod
+    def load(cls, filename: str) -> AvroCodec:
+        return cls(json.loads((SCHEMA_DIR / filename).read_text(encoding="utf-8")))
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        buf.write(self.header)
+        schemaless_writer(buf, self.schema, record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        if data[:2] != MAGIC:
+            raise CodecError("not Avro single-object encoded (no C3 01 marker)")
+        if data[2:10] != self.fingerprint:
+            raise CodecError(f"written with another schema (fingerprint {data[2:10].hex()}, "
+                             f"{self.name} is {self.fingerprint.hex()})")
+        try:
+            value = schemaless_reader(io.BytesIO(data[10:]), self.schema, None)
+        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
+            raise CodecError(f"corrupt {self.name} body: {type(exc).__name__}: {exc}") from None
+        if not isinstance(value, dict):
+            raise CodecError(f"{self.name} body did not decode to a record")
+        return value
+
+
+@cache
+def codec(filename: str) -> AvroCodec:
+    return AvroCodec.load(filename)
+
+
+def events() -> AvroCodec:
+    return codec("touchpoint_event.avsc")
+
+
+def commands() -> AvroCodec:
+    return codec("channel_command.avsc")
+
+
+def deliveries() -> AvroCodec:
+    return codec("delivery_report.avsc")
+
+
+def dead_letters() -> AvroCodec:
+    return codec("dead_letter.avsc")
+
+
+# ------------------------------------------------------------------ events
+
+def encode_event(ev: Event) -> bytes:
+    return events().encode({
+        "event_id": ev.event_id, "type": ev.type, "customer_id": ev.customer_id,
+        "occurred_at": ev.occurred_at, "source": ev.source,
+        "properties": json.dumps(dict(ev.properties), separators=(",", ":"), sort_keys=True),
+    })
+
+
+def decode_event(data: bytes) -> Event:
+    """An Avro or JSON touchpoint event; InvalidEvent (with the reason) otherwise."""
+    if data[:2] == MAGIC:
+        try:
+            rec = events().decode(data)
+        except CodecError as exc:
+            raise InvalidEvent(str(exc)) from None
+        try:
+            props = json.loads(rec["properties"]) if rec["properties"] else {}
+        except json.JSONDecodeError as exc:
+            raise InvalidEvent(f"properties is not JSON: {exc.msg}") from None
+        rec["properties"] = props
+        rec["occurred_at"] = _aware(rec["occurred_at"])
+        return parse_event(rec)
+    text = data.lstrip()
+    if text[:1] != b"{":
+        raise InvalidEvent("neither Avro (C3 01 ...) nor a JSON object")
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidEvent(f"malformed JSON: {exc}") from None
+    return parse_event(obj)
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- commands
+
+def encode_command(cmd: ChannelCommand) -> bytes:
+    rec = cmd.to_dict()
+    rec["send_at"], rec["deadline"] = cmd.send_at, cmd.deadline
+    return commands().encode(rec)
+
+
+def decode_command(data: bytes) -> dict[str, Any]:
+    rec = commands().decode(data)
+    for key in ("send_at", "deadline"):
+        rec[key] = _aware(rec[key])
+    return rec
+
+
+# ------------------------------------------------------------- dead letters
+
+def encode_dead_letter(original: bytes, key: bytes | None, topic: str, partition: int,
+                       offset: int, error: str, at: datetime) -> bytes:
+    return dead_letters().encode({"original": original, "original_key": key, "topic": topic,
+                                  "partition": partition, "offset": offset, "error": error,
+                                  "at": at})
+
+
+def decode_any(data: bytes) -> tuple[str, dict[str, Any]]:
+    """Decode a record from any omnijourney topic by its fingerprint (for ``tail``)."""
+    if data[:2] == MAGIC:
+        for c in (events(), commands(), deliveries(), dead_letters()):
+            if data[2:10] == c.fingerprint:
+                return c.name, c.decode(data)
+        raise CodecError(f"unknown schema fingerprint {data[2:10].hex()}")
+    return "json", json.loads(data)

@@ -1,0 +1,104 @@
+"""Avro single-object encoding against golden bytes, JSON ingest and every poison case."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from omnijourney.codecs import (
+    MAGIC,
+    crc64_avro,
+    decode_any,
+    decode_command,
+    decode_event,
+    encode_command,
+    encode_dead_letter,
+    encode_event,
+    events,
+)
+from omnijourney.config import load
+from omnijourney.core.events import Event, InvalidEvent
+from omnijourney.schemacheck import check_dir, compare
+from omnijourney.simulator import read_events, simulate
+
+REPO = Path(__file__).resolve().parents[2]
+EVENT = Event("e1", "order.placed", "c1", datetime(2026, 3, 2, 10, 0, tzinfo=UTC), "web",
+              {"total": 9.5})
+# C3 01 | CRC-64-AVRO fingerprint, little-endian | strings as zig-zag length + UTF-8,
+# occurred_at as zig-zag micros, source as union branch 1 + string, properties as JSON text.
+GOLDEN = bytes.fromhex(
+    "c301" "3932692ef76f6ce2"
+    "04" "6531" "18" "6f726465722e706c61636564" "04" "6331"
+    "80a0f9e5f481a606" "02" "06" "776562" "1a" "7b22746f74616c223a392e357d")
+
+
+def test_crc64_avro_matches_the_specification() -> None:
+    # Fingerprints of the primitive schemas published with the Avro specification.
+    assert crc64_avro(b'"null"') == 7195948357588979594
+    assert crc64_avro(b'"int"') == 8247732601305521295
+
+
+def test_event_encoding_matches_golden_bytes() -> None:
+    assert encode_event(EVENT) == GOLDEN
+    assert events().header == MAGIC + bytes.fromhex("3932692ef76f6ce2")
+    assert decode_event(GOLDEN) == EVENT
+
+
+def test_commands_round_trip_through_avro() -> None:
+    js = load(REPO / "journeys").journey_set
+    assert js is not None
+    evs, _ = read_events((REPO / "examples" / "events.jsonl").read_text().splitlines())
+    for cmd in simulate(js, evs).commands:
+        rec = decode_command(encode_command(cmd))
+        assert rec["send_at"] == cmd.send_at
+        assert rec["content"] == cmd.content
+        assert rec["command_id"] == cmd.command_id
+
+
+def test_json_events_are_accepted_on_the_same_topic() -> None:
+    raw = json.dumps(EVENT.to_dict()).encode()
+    assert decode_event(raw) == EVENT
+    assert decode_event(b"  " + raw) == EVENT
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (GOLDEN[:-5], "corrupt TouchpointEvent body"),
+    (MAGIC + b"\x00" * 8 + GOLDEN[10:], "written with another schema"),
+    (b"\x00\x01garbage", "neither Avro"),
+    (b'{"event_id": "x", "type": ', "malformed JSON"),
+    (b'{"event_id": "x", "type": "order.placed", "occurred_at": "2026-03-02T10:00:00Z"}',
+     "missing or empty 'customer_id'"),
+    (b'{"event_id": "x", "type": "Order", "customer_id": "c", "occurred_at": "2026-03-02T10:00:00Z"}',
+     "is not of the form"),
+    (b'{"event_id": "x", "type": "a.b", "customer_id": "c", "occurred_at": "yesterday"}',
+     "occurred_at"),
+])
+def test_poison_records_raise_invalid_event_with_the_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEvent, match=reason):
+        decode_event(data)
+
+
+def test_decode_any_recognises_every_topic() -> None:
+    assert decode_any(GOLDEN)[0] == "TouchpointEvent"
+    dl = encode_dead_letter(b"x", b"k", "touchpoints", 2, 41, "bad", EVENT.occurred_at)
+    name, rec = decode_any(dl)
+    assert (name, rec["partition"], rec["offset"], rec["error"]) == ("DeadLetter", 2, 41, "bad")
+
+
+def test_schema_check_refuses_breaking_changes(tmp_path: Path) -> None:
+    old = (REPO / "schemas" / "touchpoint_event.avsc").read_text()
+    added_optional = old.replace(
+        '{"name": "source"', '{"name": "channel", "type": ["null", "string"], "default": null},\n    {"name": "source"')
+    assert compare(old, added_optional, "x") == []
+    required = old.replace('{"name": "source"', '{"name": "channel", "type": "string"},\n    {"name": "source"')
+    (finding,) = compare(old, required, "touchpoint_event.avsc")
+    assert finding.direction == "new reads old"
+    assert "channel" in finding.problem
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "touchpoint_event.avsc").write_text(old)
+    findings, compared = check_dir(REPO / "schemas", against=str(base))
+    assert (findings, compared) == ([], 1)
