@@ -163,7 +163,7 @@ def decode_command(data: bytes) -> dict[str, Any]:
 
 # ------------------------------------------------------------- dead letters
 
-def encode_dead_letter(original: bytes, key: bytes | None, topic: str, partition: int,
+def encode_dead_letter(original: bytes, *, key: bytes | None, topic: str, partition: int,
                        offset: int, error: str, at: datetime) -> bytes:
     return dead_letters().encode({"original": original, "original_key": key, "topic": topic,
                                   "partition": partition, "offset": offset, "error": error,

@@ -24,7 +24,7 @@ class Finding:
 
 def compare(old_text: str, new_text: str, file: str) -> list[Finding]:
     old, new = avro.schema.parse(old_text), avro.schema.parse(new_text)
-    checker = ReaderWriterCompatibilityChecker()
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]  # avro ships no annotations here
     out = []
     for direction, reader, writer in (("new reads old", new, old), ("old reads new", old, new)):
         result = checker.get_compatibility(reader, writer)

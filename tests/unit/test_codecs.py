@@ -83,7 +83,8 @@ def test_poison_records_raise_invalid_event_with_the_reason(data: bytes, reason:
 
 def test_decode_any_recognises_every_topic() -> None:
     assert decode_any(GOLDEN)[0] == "TouchpointEvent"
-    dl = encode_dead_letter(b"x", b"k", "touchpoints", 2, 41, "bad", EVENT.occurred_at)
+    dl = encode_dead_letter(b"x", key=b"k", topic="touchpoints", partition=2, offset=41,
+                            error="bad", at=EVENT.occurred_at)
     name, rec = decode_any(dl)
     assert (name, rec["partition"], rec["offset"], rec["error"]) == ("DeadLetter", 2, 41, "bad")
 
