@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="JSON Schema of the YAML language (editor completion)")
     sc.add_argument("--kind", choices=["journey", "policies", "template"], default="journey")
     sc.set_defaults(func=cmd_schema)
+
+    from omnijourney.runtime.commands import add_parsers
+
+    add_parsers(sub)
     return p
 
 

@@ -112,6 +112,21 @@ class JourneySet:
     def version(self, journey: str, version: int) -> CompiledJourney | None:
         return self.versions.get((journey, version))
 
+    @property
+    def event_types(self) -> frozenset[str]:
+        """Every event type a loaded journey reacts to."""
+        out: set[str] = set()
+        for cj in self.versions.values():
+            d = cj.defn
+            out.add(d.trigger.event)
+            out.update(r.event for r in d.exit_on)
+            if d.goal:
+                out.add(d.goal.event)
+            for s in d.steps:
+                if isinstance(s, m.WaitForStep):
+                    out.update([s.event] if isinstance(s.event, str) else s.event)
+        return frozenset(out)
+
 
 def compile_template(name: str, t: m.TemplateDef) -> MessageTemplate:
     return MessageTemplate(

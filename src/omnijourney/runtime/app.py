@@ -1,0 +1,168 @@
+"""The Faust app: topics, the state table, the agent and the timer. Wiring only.
+
+The agent loads state, lets the Engine call the core, sends the commands and waits for
+the broker's acks, and only then writes the new state. A crash can therefore repeat a
+command (same command_id; adapters drop it) but never lose one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, cast
+
+import faust
+import structlog
+from faust.types import EventT, StreamT
+
+from omnijourney.core import CustomerState, JourneySet
+from omnijourney.runtime.engine import Clock, DueIndex, Engine, Outgoing, Record, tick_record
+from omnijourney.runtime.settings import Settings
+
+log = structlog.get_logger("omnijourney.worker")
+STATE_CACHE = 200_000  # decoded states kept in memory; the table stays the truth
+LOGGED_DECISIONS = frozenset({"sent", "suppressed", "deferred", "exited", "goal", "error"})
+
+
+def credentials(settings: Settings) -> Any:
+    sec = settings.security
+    proto = sec.get("security_protocol", "PLAINTEXT").upper()
+    if proto.startswith("SASL"):
+        ctx = (ssl.create_default_context(cafile=sec.get("ssl_cafile"))
+               if proto == "SASL_SSL" else None)
+        return faust.SASLCredentials(username=sec.get("sasl_plain_username"),
+                                     password=sec.get("sasl_plain_password"),
+                                     mechanism=sec.get("sasl_mechanism", "PLAIN"),
+                                     ssl_context=ctx)
+    if proto == "SSL":
+        return faust.SSLCredentials(ssl.create_default_context(cafile=sec.get("ssl_cafile")))
+    return None
+
+
+class Worker:
+    """Holds the Faust app and the little state the wiring needs."""
+
+    def __init__(self, settings: Settings, journeys: JourneySet) -> None:
+        self.settings = settings
+        self.clock = Clock(settings.clock)
+        self.engine = Engine(journeys, settings.topics, self.clock,
+                             settings.extra_event_types)
+        self.index = DueIndex()
+        self.cache: OrderedDict[str, CustomerState] = OrderedDict()
+        self.indexed: frozenset[int] | None = None
+        self.app = faust.App(
+            settings.app_id,
+            broker=[f"kafka://{b}" for b in settings.bootstrap.split(",")],
+            broker_credentials=credentials(settings),
+            store="memory://",
+            topic_partitions=settings.partitions,
+            processing_guarantee="at_least_once",
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            broker_session_timeout=settings.session_timeout,
+            broker_heartbeat_interval=max(1.0, settings.session_timeout / 3),
+            broker_max_poll_interval=settings.max_poll_interval,
+            web_enabled=False,
+            autodiscover=False,
+        )
+        t = settings.topics
+        self.source = self.app.topic(t.touchpoints, t.ticks, key_serializer="raw",
+                                     value_serializer="raw")
+        self.table = self.app.Table("customer-state", partitions=settings.partitions,
+                                    key_type=bytes, value_type=bytes)
+        self.app.agent(self.source, name="evaluate")(self.run_stream)
+        self.app.timer(interval=settings.tick_interval)(self.drive_waits)
+
+    # ------------------------------------------------------------------ state
+    def load(self, cid: str) -> CustomerState | None:
+        st = self.cache.get(cid)
+        if st is not None:
+            self.cache.move_to_end(cid)
+            return st
+        raw = self.table.data.get(cid.encode())
+        if raw is None:
+            return None
+        st = CustomerState.from_dict(json.loads(raw)["s"])
+        self._remember(cid, st)
+        return st
+
+    def _remember(self, cid: str, st: CustomerState) -> None:
+        self.cache[cid] = st
+        self.cache.move_to_end(cid)
+        if len(self.cache) > STATE_CACHE:
+            self.cache.popitem(last=False)
+
+    def store(self, cid: str, partition: int, st: CustomerState) -> None:
+        # Written to the partition the customer's events arrive on (co-partitioning), even
+        # when a batch mixes partitions: hence send_changelog rather than table[key] = v.
+        key = cid.encode()
+        value = json.dumps({"p": partition, "s": st.to_dict()}, separators=(",", ":")).encode()
+        self.table.data[key] = value
+        self.table.send_changelog(partition, key, value)
+        self._remember(cid, st)
+        self.index.update(cid, partition, st.next_due())
+
+    # ----------------------------------------------------------------- stream
+    async def run_stream(self, stream: StreamT[Any]) -> None:
+        # Batches keep each event (and so its partition); the StreamT interface does not
+        # declare take_events, the concrete Stream agents receive does.
+        batches = cast("faust.Stream[Any]", stream).take_events(self.settings.batch_size,
+                                                                within=0.05)
+        async for events in batches:
+            await self.handle(events)
+
+    async def handle(self, events: Sequence[EventT[Any]]) -> None:
+        records = [Record(e.message.topic, e.message.partition, e.message.offset,
+                          e.message.key, e.message.value or b"") for e in events]
+        result = self.engine.process(records, self.load)
+        await self.send_all(result.commands + result.other)
+        for cid, (partition, st) in result.states.items():
+            self.store(cid, partition, st)
+        for x in result.trace:
+            if x.kind in LOGGED_DECISIONS:
+                # "event" is structlog's message key; the trace's event type is renamed.
+                detail = {("event_type" if k == "event" else k): v
+                          for k, v in x.text_detail().items()}
+                log.info(x.kind, customer_id=x.customer_id, journey=x.journey, step=x.step,
+                         **detail)
+        for reason in result.dead_reasons:
+            log.warning("dead_letter", reason=reason)
+
+    async def send_all(self, outgoing: list[Outgoing]) -> None:
+        producer = self.app.producer
+        pending = [await producer.send(o.topic, o.key, o.value, o.partition, None,
+                                       list(o.headers) or None) for o in outgoing]
+        if pending:
+            await asyncio.gather(*pending)  # the broker has them before state moves on
+
+    # ------------------------------------------------------------------ timer
+    def owned(self) -> frozenset[int]:
+        return frozenset(tp.partition for tp in self.app.assignor.assigned_actives()
+                         if tp.topic == self.settings.topics.touchpoints)
+
+    def rebuild_index(self, owned: frozenset[int]) -> None:
+        """After an assignment or recovery: due times of the customers we now own."""
+        self.index = DueIndex()
+        self.cache.clear()
+        for key, raw in self.table.data.items():
+            doc = json.loads(raw)
+            if doc["p"] in owned:
+                st = CustomerState.from_dict(doc["s"])
+                self.index.update(key.decode(), doc["p"], st.next_due())
+        self.indexed = owned
+        log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries))
+
+    async def drive_waits(self) -> None:
+        if self.app.in_recovery or self.app.rebalancing:
+            return
+        owned = self.owned()
+        if owned != self.indexed:
+            self.rebuild_index(owned)
+        ticks = self.settings.topics.ticks
+        for cid, partition, now in self.index.due(self.clock, set(owned)):
+            self.index.pending.add(cid)
+            await self.app.producer.send(ticks, cid.encode(), tick_record(cid, now), partition,
+                                         None, None)

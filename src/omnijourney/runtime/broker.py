@@ -1,0 +1,101 @@
+"""The embedded Kafka-protocol broker: the ``noida-db`` binary, Kafka service only.
+
+For the zero-setup default (``omnijourney dev``) and tests. Production and
+``KAFKA_BOOTSTRAP`` use a real cluster; nothing in the engine depends on this broker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+from types import TracebackType
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
+
+def binary() -> Path:
+    path = Path(str(files("noida_db").joinpath("noida-db")))
+    if not path.is_file():
+        raise RuntimeError("the embedded broker needs the noida-db package (pip install noida-db)")
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """Start with a fresh data directory on a free port; stop kills the process group."""
+
+    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="omnijourney-broker-"))
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.data_dir / "broker.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(binary()), "start", "--only", "kafka", "--host", "127.0.0.1",
+                 "--kafka-port", str(self.port), "--data-dir", str(self.data_dir / "data")],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"embedded broker exited: {self.log.read_text()[-2000:]}")
+            try:
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                         request_timeout_ms=2000)
+                admin.list_topics()
+                admin.close()
+                return self
+            except (KafkaError, OSError, ValueError):
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"embedded broker did not answer on {self.bootstrap} in {timeout}s")
+
+    def restart(self, timeout: float = 30.0) -> EmbeddedBroker:
+        """Stop and start again on the same port and data: topics, offsets and table
+        changelogs survive; in-memory group membership does not."""
+        self._terminate()
+        return self.start(timeout)
+
+    def stop(self) -> None:
+        self._terminate()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

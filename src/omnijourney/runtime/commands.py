@@ -1,0 +1,262 @@
+"""``omnijourney worker | dev | produce | tail | topics | schemas`` — the Kafka commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from omnijourney.codecs import CodecError, decode_any, encode_event
+from omnijourney.core.events import Event
+from omnijourney.core.timeutil import format_instant
+from omnijourney.runtime.engine import clock_record
+from omnijourney.runtime.settings import Settings
+
+HORIZON = timedelta(days=90)  # as the simulator: run timers until 90 days after the end
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(bootstrap=getattr(args, "bootstrap", None),
+                             journeys=getattr(args, "journeys", None),
+                             clock=getattr(args, "clock", None))
+
+
+# ----------------------------------------------------------------------- worker
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from omnijourney.config import ConfigError, load_or_raise
+    from omnijourney.logs import configure
+    from omnijourney.runtime.app import Worker
+    from omnijourney.runtime.topics import ensure_topics
+
+    configure(args.log_level)
+    # Faust and aiokafka log through the standard library: keep their warnings and errors.
+    logging.basicConfig(level=logging.INFO if os.environ.get("OMNIJOURNEY_DEBUG_FAUST")
+                        else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from(args)
+    try:
+        journeys = load_or_raise(settings.journeys)
+    except ConfigError as exc:
+        print(f"omnijourney worker: journeys are invalid, not starting:\n{exc}", file=sys.stderr)
+        return 1
+    ensure_topics(settings)
+    worker = Worker(settings, journeys)
+    faust.Worker(worker.app, loglevel=args.log_level.upper(), quiet=True,
+                 override_logging=False).execute_from_commandline()
+    return 0
+
+
+# ---------------------------------------------------------------------- produce
+
+def read_jsonl(path: str) -> tuple[list[Event], list[str]]:
+    from omnijourney.simulator import read_events
+
+    with open(path, encoding="utf-8") as fh:
+        events, bad = read_events(fh)
+    return events, [f"{path}:{b.line}: {b.reason}" for b in bad]
+
+
+def produce_events(settings: Settings, events: list[Event], *, watermark: datetime | None,
+                   as_json: bool = False) -> int:
+    producer = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=5)
+    for ev in events:
+        value = json.dumps(ev.to_dict()).encode() if as_json else encode_event(ev)
+        producer.send(settings.topics.touchpoints, key=ev.customer_id.encode(), value=value)
+    producer.flush()
+    if watermark is not None:
+        send_watermark(producer, settings, watermark)
+    producer.close()
+    return len(events)
+
+
+def send_watermark(producer: KafkaProducer, settings: Settings, at: datetime) -> None:
+    """Move event-time forward on every partition (replays: lets final waits fire)."""
+    parts = producer.partitions_for(settings.topics.ticks) or set(range(settings.partitions))
+    for p in sorted(parts):
+        producer.send(settings.topics.ticks, value=clock_record(at), partition=p)
+    producer.flush()
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    events, bad = read_jsonl(args.file)
+    for line in bad:
+        print(f"invalid event not sent: {line}", file=sys.stderr)
+    if args.sort:
+        events.sort(key=lambda e: e.occurred_at)
+    wm = None
+    if args.watermark == "end" and events:
+        wm = max(e.occurred_at for e in events) + HORIZON
+    elif args.watermark not in (None, "end"):
+        from omnijourney.core.timeutil import parse_instant
+        wm = parse_instant(args.watermark)
+    n = produce_events(settings, events, watermark=wm, as_json=args.json)
+    print(f"sent {n} events to {settings.topics.touchpoints}"
+          + (f"; event time moved to {format_instant(wm)}" if wm else ""), file=sys.stderr)
+    return 1 if bad else 0
+
+
+# ------------------------------------------------------------------------- tail
+
+def consume(settings: Settings, topics: list[str], *, idle: float, max_records: int | None,
+            from_beginning: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    consumer = KafkaConsumer(*topics, **settings.kafka_python(),
+                             auto_offset_reset="earliest" if from_beginning else "latest",
+                             enable_auto_commit=False, consumer_timeout_ms=int(idle * 1000))
+    out = []
+    try:
+        for msg in consumer:
+            try:
+                _, rec = decode_any(msg.value)
+            except (CodecError, ValueError) as exc:
+                rec = {"undecodable": msg.value[:200].hex(), "error": str(exc)}
+            out.append((msg.topic, rec))
+            if max_records is not None and len(out) >= max_records:
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    topics = settings.topics.commands if args.topic == "commands" else [args.topic]
+    for topic, rec in consume(settings, topics, idle=args.timeout, max_records=args.max):
+        print(json.dumps({"topic": topic, **rec}, default=_jsonable, ensure_ascii=False))
+    return 0
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime):
+        return format_instant(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(type(value).__name__)
+
+
+# --------------------------------------------------------------------- topics
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from omnijourney.runtime.topics import ensure_topics
+
+    for name, parts in sorted(ensure_topics(settings_from(args)).items()):
+        print(f"{name}\t{parts} partition(s)")
+    return 0
+
+
+def cmd_schemas_check(args: argparse.Namespace) -> int:
+    from omnijourney.schemacheck import check_dir
+
+    findings, compared = check_dir(Path(args.dir), against=args.against)
+    for f in findings:
+        print(f"{args.dir}/{f.file}: incompatible ({f.direction}) {f.problem}")
+    print(f"{compared} schema(s) compared with {args.against}: "
+          + ("compatible" if not findings else f"{len(findings)} breaking change(s)"),
+          file=sys.stderr)
+    return 1 if findings else 0
+
+
+# ------------------------------------------------------------------------ dev
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Embedded broker + worker + the sample timeline, commands shown per channel."""
+    from omnijourney.runtime.broker import EmbeddedBroker
+    from omnijourney.runtime.topics import ensure_topics
+
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        print("starting the embedded Kafka broker ...", file=sys.stderr)
+        broker = EmbeddedBroker().start()
+        bootstrap = broker.bootstrap
+    settings = Settings.from_env(bootstrap=bootstrap, journeys=args.journeys, clock="event",
+                                 app_id=f"omnijourney-dev-{int(time.time())}")
+    worker = None
+    try:
+        ensure_topics(settings)
+        env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "OMNIJOURNEY_CLOCK": "event",
+               "OMNIJOURNEY_APP_ID": settings.app_id, "OMNIJOURNEY_JOURNEYS": args.journeys}
+        log = open(Path(args.log), "w", encoding="utf-8")  # noqa: SIM115 - lives with the child
+        worker = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        events, bad = read_jsonl(args.events)
+        for line in bad:
+            print(f"invalid event not sent: {line}", file=sys.stderr)
+        events.sort(key=lambda e: e.occurred_at)
+        end = max(e.occurred_at for e in events) + HORIZON
+        produce_events(settings, events, watermark=end)
+        print(f"broker {bootstrap}: sent {len(events)} events; worker log: {args.log}",
+              file=sys.stderr)
+        got = consume(settings, settings.topics.commands, idle=args.idle, max_records=None)
+        by_channel: Counter[str] = Counter()
+        for topic, rec in sorted(got, key=lambda x: x[1]["send_at"]):
+            by_channel[rec["channel"]] += 1
+            print(f"{topic:<16} {format_instant(rec['send_at'])}  {rec['customer_id']:<8} "
+                  f"{rec['journey']}.{rec['step']}  -> {rec['to']}")
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(by_channel.items())) or "none"
+        print(f"{len(got)} commands from the live engine ({summary})", file=sys.stderr)
+        return 0 if got else 1
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        if broker is not None:
+            broker.stop()
+
+
+def add_parsers(sub: Any) -> None:
+    w = sub.add_parser("worker", help="run the journey engine on Kafka (Faust worker)")
+    w.add_argument("--journeys", help="journeys directory (OMNIJOURNEY_JOURNEYS)")
+    w.add_argument("--bootstrap", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP)")
+    w.add_argument("--clock", choices=["wall", "event"], help="wall (default) or event time")
+    w.add_argument("--log-level", default="info")
+    w.set_defaults(func=cmd_worker)
+
+    d = sub.add_parser("dev", help="embedded broker + worker + sample events, one command")
+    d.add_argument("--journeys", default="journeys")
+    d.add_argument("--events", default="examples/events.jsonl")
+    d.add_argument("--idle", type=float, default=8.0,
+                   help="stop after this many seconds without a new command")
+    d.add_argument("--log", default="omnijourney-worker.log")
+    d.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("produce", help="send JSON Lines events to touchpoints (as Avro)")
+    p.add_argument("file")
+    p.add_argument("--bootstrap")
+    p.add_argument("--json", action="store_true", help="send JSON instead of Avro")
+    p.add_argument("--sort", action="store_true", help="send in occurred_at order")
+    p.add_argument("--watermark", help="then move event time to this RFC 3339 time, or 'end'")
+    p.set_defaults(func=cmd_produce)
+
+    t = sub.add_parser("tail", help="decode any omnijourney topic to JSON lines")
+    t.add_argument("topic", help="a topic name, or 'commands' for every command topic")
+    t.add_argument("--bootstrap")
+    t.add_argument("--max", type=int)
+    t.add_argument("--timeout", type=float, default=5.0, help="stop after idle seconds")
+    t.set_defaults(func=cmd_tail)
+
+    tp = sub.add_parser("topics", help="create omnijourney's topics (idempotent)")
+    tp.add_argument("--bootstrap")
+    tp.set_defaults(func=cmd_topics)
+
+    sc = sub.add_parser("schemas", help="schema tools")
+    scs = sc.add_subparsers(dest="schemas_command", required=True)
+    chk = scs.add_parser("check", help="refuse schema changes that break old readers/writers")
+    chk.add_argument("--dir", default="schemas")
+    chk.add_argument("--against", default="HEAD", help="a git revision or a directory")
+    chk.set_defaults(func=cmd_schemas_check)
+
+

@@ -1,0 +1,195 @@
+"""One batch of Kafka records in; states to write, records to send out.
+
+This ring decodes, calls the pure core and encodes; it holds no business rule. The Faust
+agent feeds it records and applies the result (commands first, then state), so it can
+be tested without a broker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from omnijourney.codecs import decode_event, encode_command, encode_dead_letter
+from omnijourney.core import TICK, CustomerState, Event, InvalidEvent, JourneySet, Tick, evaluate
+from omnijourney.core.evaluator import TraceEntry
+from omnijourney.core.events import KNOWN_EVENT_TYPES
+from omnijourney.core.timeutil import format_instant, parse_instant
+from omnijourney.runtime.settings import Topics
+
+ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class BatchResult:
+    states: dict[str, tuple[int, CustomerState]] = field(default_factory=dict)
+    commands: list[Outgoing] = field(default_factory=list)
+    other: list[Outgoing] = field(default_factory=list)  # dead letters, re-keyed events
+    trace: list[TraceEntry] = field(default_factory=list)
+    dead_reasons: list[str] = field(default_factory=list)
+    evaluations: int = 0
+
+
+class Clock:
+    """Wall time in production; in ``event`` mode (replays, ``omnijourney dev``) each
+    partition's time is the latest event time seen there, or a clock record's time."""
+
+    def __init__(self, mode: str, wall: Callable[[], datetime] | None = None) -> None:
+        self.mode = mode
+        self._wall = wall or (lambda: datetime.now(UTC))
+        self.watermarks: dict[int, datetime] = {}
+
+    def now(self, partition: int) -> datetime | None:
+        if self.mode == "wall":
+            return self._wall()
+        return self.watermarks.get(partition)
+
+    def observe(self, partition: int, at: datetime, *, inclusive: bool) -> None:
+        # An event at T may be followed by another at T on the same partition, so timers
+        # due exactly at T wait for a later event or an explicit clock record.
+        mark = at if inclusive else at - ONE_MICROSECOND
+        if self.mode == "event" and mark > self.watermarks.get(partition, mark - ONE_MICROSECOND):
+            self.watermarks[partition] = mark
+
+
+class DueIndex:
+    """customer -> (partition, next due time), for the timer to find work quickly."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[int, datetime]] = {}
+        self.pending: set[str] = set()  # a tick is on its way
+
+    def update(self, customer_id: str, partition: int, due: datetime | None) -> None:
+        self.pending.discard(customer_id)
+        if due is None:
+            self.entries.pop(customer_id, None)
+        else:
+            self.entries[customer_id] = (partition, due)
+
+    def due(self, clock: Clock,
+            partitions: set[int] | None = None) -> list[tuple[str, int, datetime]]:
+        out = []
+        for cid, (part, due) in self.entries.items():
+            if cid in self.pending or (partitions is not None and part not in partitions):
+                continue
+            now = clock.now(part)
+            if now is not None and due <= now:
+                out.append((cid, part, now))
+        return out
+
+
+def tick_record(customer_id: str, now: datetime) -> bytes:
+    return json.dumps({"customer_id": customer_id, "now": format_instant(now)}).encode()
+
+
+def clock_record(at: datetime) -> bytes:
+    return json.dumps({"watermark": format_instant(at)}).encode()
+
+
+class Engine:
+    def __init__(self, journeys: JourneySet, topics: Topics, clock: Clock,
+                 extra_event_types: Iterable[str] = ()) -> None:
+        self.journeys = journeys
+        self.topics = topics
+        self.clock = clock
+        # A type nothing understands is almost always a producer's typo: dead-letter it
+        # with the reason rather than let it pass unnoticed.
+        self.accepted = KNOWN_EVENT_TYPES | journeys.event_types | frozenset(extra_event_types)
+
+    def process(self, records: Iterable[Record],
+                load: Callable[[str], CustomerState | None]) -> BatchResult:
+        result = BatchResult()
+        for rec in records:
+            if rec.topic == self.topics.ticks:
+                self._tick(rec, load, result)
+            else:
+                self._event(rec, load, result)
+        return result
+
+    def _state(self, cid: str, load: Callable[[str], CustomerState | None],
+               result: BatchResult) -> CustomerState | None:
+        held = result.states.get(cid)
+        return held[1] if held else load(cid)
+
+    def _event(self, rec: Record, load: Callable[[str], CustomerState | None],
+               result: BatchResult) -> None:
+        try:
+            ev = decode_event(rec.value)
+        except InvalidEvent as exc:
+            self._dead(rec, str(exc), result)
+            return
+        if ev.type not in self.accepted:
+            self._dead(rec, f"unknown event type '{ev.type}' (no journey or profile rule uses "
+                            "it; list it in OMNIJOURNEY_EXTRA_EVENT_TYPES to accept it)", result)
+            return
+        key = ev.customer_id.encode()
+        if rec.key != key:
+            # State is partitioned by customer: an event keyed otherwise (or not at all)
+            # is re-published under its customer's key rather than processed in the wrong
+            # partition. Dedup by event_id makes a repeat harmless.
+            result.other.append(Outgoing(rec.topic, key, rec.value))
+            return
+        self.clock.observe(rec.partition, ev.occurred_at, inclusive=False)
+        now = self.clock.now(rec.partition) if self.clock.mode == "wall" else None
+        self._evaluate(ev.customer_id, rec.partition, ev, now or ev.occurred_at, load=load,
+                       result=result)
+
+    def _tick(self, rec: Record, load: Callable[[str], CustomerState | None],
+              result: BatchResult) -> None:
+        try:
+            body = json.loads(rec.value)
+            if "watermark" in body:
+                self.clock.observe(rec.partition, parse_instant(body["watermark"]),
+                                   inclusive=True)
+                return
+            cid, now = str(body["customer_id"]), parse_instant(body["now"])
+        except (ValueError, KeyError, TypeError) as exc:
+            self._dead(rec, f"bad tick record: {exc}", result)
+            return
+        state = self._state(cid, load, result)
+        if state is None:
+            return  # a tick for a customer whose state is gone: nothing is due
+        self._evaluate(cid, rec.partition, TICK, now, load=load, result=result, state=state)
+
+    def _evaluate(self, cid: str, partition: int, inp: Event | Tick, now: datetime, *,
+                  load: Callable[[str], CustomerState | None], result: BatchResult,
+                  state: CustomerState | None = None) -> None:
+        if state is None:
+            state = self._state(cid, load, result)
+        out = evaluate(self.journeys, state, inp, now)
+        result.evaluations += 1
+        result.trace.extend(out.trace)
+        if out.state is not state or state is None:
+            result.states[cid] = (partition, out.state)
+        key = cid.encode()
+        for cmd in out.commands:
+            result.commands.append(Outgoing(
+                self.topics.command(cmd.channel), key, encode_command(cmd),
+                headers=(("command_id", cmd.command_id.encode()),
+                         ("journey", cmd.journey.encode()))))
+
+    def _dead(self, rec: Record, reason: str, result: BatchResult) -> None:
+        result.dead_reasons.append(reason)
+        result.other.append(Outgoing(self.topics.dlq, rec.key, encode_dead_letter(
+            rec.value, key=rec.key, topic=rec.topic, partition=rec.partition,
+            offset=rec.offset, error=reason, at=datetime.now(UTC))))

@@ -1,0 +1,87 @@
+"""Runtime settings from the environment (and CLI flags), with SASL/TLS passthrough."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from omnijourney.core.commands import CHANNELS
+
+
+@dataclass(frozen=True)
+class Topics:
+    touchpoints: str = "touchpoints"
+    ticks: str = "omnijourney-ticks"  # internal: timer ticks and clock records
+    deliveries: str = "deliveries"
+    dlq: str = "dlq"
+    command_prefix: str = "commands."
+
+    def command(self, channel: str) -> str:
+        return f"{self.command_prefix}{channel}"
+
+    @property
+    def commands(self) -> list[str]:
+        return [self.command(ch) for ch in CHANNELS]
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> Topics:
+        """Every topic under one prefix (tests, several environments on one cluster)."""
+        return cls(*(f"{prefix}{name}" for name in
+                     (cls.touchpoints, cls.ticks, cls.deliveries, cls.dlq, cls.command_prefix)))
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "omnijourney"
+    partitions: int = 8
+    topics: Topics = field(default_factory=Topics)
+    journeys: str = "journeys"
+    clock: str = "wall"  # wall | event (replays: time follows the events)
+    tick_interval: float = 1.0
+    batch_size: int = 500
+    replication: int | None = None  # None: min(3, brokers)
+    extra_event_types: tuple[str, ...] = ()
+    # Kafka's own consumer defaults. A worker killed without leaving its group holds its
+    # partitions until the session times out; shorter means faster failover, more
+    # sensitivity to pauses.
+    session_timeout: float = 45.0
+    max_poll_interval: float = 300.0
+    security: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        env = os.environ
+        prefix = env.get("OMNIJOURNEY_TOPIC_PREFIX", "")
+        values: dict[str, Any] = {
+            "bootstrap": env.get("KAFKA_BOOTSTRAP", cls.bootstrap),
+            "app_id": env.get("OMNIJOURNEY_APP_ID", cls.app_id),
+            "partitions": int(env.get("OMNIJOURNEY_PARTITIONS", cls.partitions)),
+            "topics": Topics.with_prefix(prefix) if prefix else Topics(),
+            "journeys": env.get("OMNIJOURNEY_JOURNEYS", cls.journeys),
+            "clock": env.get("OMNIJOURNEY_CLOCK", cls.clock),
+            "extra_event_types": tuple(
+                t.strip() for t in env.get("OMNIJOURNEY_EXTRA_EVENT_TYPES", "").split(",")
+                if t.strip()),
+            "session_timeout": float(env.get("OMNIJOURNEY_SESSION_TIMEOUT", cls.session_timeout)),
+            "max_poll_interval": float(env.get("OMNIJOURNEY_MAX_POLL_INTERVAL",
+                                               cls.max_poll_interval)),
+            "replication": int(env["OMNIJOURNEY_REPLICATION"])
+            if env.get("OMNIJOURNEY_REPLICATION") else None,
+            "security": {k: v for k, v in {
+                "security_protocol": env.get("KAFKA_SECURITY_PROTOCOL"),
+                "sasl_mechanism": env.get("KAFKA_SASL_MECHANISM"),
+                "sasl_plain_username": env.get("KAFKA_SASL_USERNAME"),
+                "sasl_plain_password": env.get("KAFKA_SASL_PASSWORD"),
+                "ssl_cafile": env.get("KAFKA_SSL_CAFILE"),
+            }.items() if v},
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["clock"] not in ("wall", "event"):
+            raise ValueError("OMNIJOURNEY_CLOCK must be 'wall' or 'event'")
+        return cls(**values)
+
+    def kafka_python(self) -> dict[str, Any]:
+        """Connection settings for kafka-python clients (admin, CLI tools, lag)."""
+        return {"bootstrap_servers": self.bootstrap.split(","), **self.security}

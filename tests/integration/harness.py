@@ -1,0 +1,114 @@
+"""Drive a real worker process against a broker, as an operator would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from omnijourney.codecs import decode_any
+from omnijourney.core.events import Event
+from omnijourney.runtime.commands import produce_events, send_watermark
+from omnijourney.runtime.settings import Settings, Topics
+from omnijourney.runtime.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class LiveEngine:
+    def __init__(self, bootstrap: str, log_dir: Path, partitions: int = 4) -> None:
+        run = uuid.uuid4().hex[:8]
+        self.prefix = f"it-{run}-"
+        self.settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-it-{run}",
+                                 partitions=partitions, topics=Topics.with_prefix(self.prefix),
+                                 journeys=str(REPO / "journeys"), clock="event")
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.starts = 0
+        ensure_topics(self.settings)
+
+    def start(self) -> LiveEngine:
+        self.starts += 1
+        env = {**os.environ, "KAFKA_BOOTSTRAP": self.settings.bootstrap,
+               "OMNIJOURNEY_TOPIC_PREFIX": self.prefix, "OMNIJOURNEY_APP_ID": self.settings.app_id,
+               "OMNIJOURNEY_PARTITIONS": str(self.settings.partitions),
+               "OMNIJOURNEY_CLOCK": "event", "OMNIJOURNEY_JOURNEYS": self.settings.journeys,
+               # Fast failover: the restart test waits for the killed member to expire.
+               "OMNIJOURNEY_SESSION_TIMEOUT": "6", "OMNIJOURNEY_MAX_POLL_INTERVAL": "20"}
+        self._log = open(self.log_dir / f"worker-{self.starts}.log", "wb")  # noqa: SIM115 - closed in _reap
+        self.proc = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker"], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        return self
+
+    def _reap(self) -> None:
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no commit, no flush."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self._reap()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self._reap()
+
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:]
+                         for p in sorted(self.log_dir.glob("worker-*.log")))
+
+    def produce(self, events: list[Event], watermark: datetime | None = None) -> None:
+        produce_events(self.settings, events, watermark=watermark)
+
+    def produce_raw(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        producer = KafkaProducer(**self.settings.kafka_python())
+        for key, value in records:
+            producer.send(self.settings.topics.touchpoints, key=key, value=value)
+        producer.flush()
+        producer.close()
+
+    def watermark(self, at: datetime) -> None:
+        producer = KafkaProducer(**self.settings.kafka_python())
+        send_watermark(producer, self.settings, at)
+        producer.close()
+
+    def read(self, topics: list[str], *, until: int, timeout: float = 90.0,
+             settle: float = 2.0, distinct: str | None = None) -> list[dict[str, Any]]:
+        """Read from the start until ``until`` records (or distinct values of a field)
+        arrived, then ``settle`` seconds more to catch anything extra."""
+        consumer = KafkaConsumer(*topics, **self.settings.kafka_python(),
+                                 auto_offset_reset="earliest", enable_auto_commit=False,
+                                 consumer_timeout_ms=500)
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        done_at: float | None = None
+        try:
+            while time.monotonic() < deadline:
+                for msg in consumer:
+                    out.append(decode_any(msg.value)[1])
+                count = len({r[distinct] for r in out}) if distinct else len(out)
+                if count >= until and done_at is None:
+                    done_at = time.monotonic()
+                if done_at is not None and time.monotonic() - done_at >= settle:
+                    break
+        finally:
+            consumer.close()
+        return out

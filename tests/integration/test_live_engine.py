@@ -1,0 +1,106 @@
+"""The live engine on a real broker gives exactly the simulator's commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from omnijourney.codecs import encode_event
+from omnijourney.config import load
+from omnijourney.core.commands import ChannelCommand
+from omnijourney.core.events import Event
+from omnijourney.core.timeutil import format_instant
+from omnijourney.simulator import read_events, simulate
+from tests.integration.conftest import Kafka
+from tests.integration.harness import REPO, LiveEngine
+
+pytestmark = pytest.mark.integration
+
+
+def sample() -> tuple[list[Event], list[ChannelCommand]]:
+    js = load(REPO / "journeys").journey_set
+    assert js is not None
+    events, bad = read_events((REPO / "examples" / "events.jsonl").read_text().splitlines())
+    assert not bad
+    events.sort(key=lambda e: e.occurred_at)
+    return events, simulate(js, events).commands
+
+
+def as_rows(records: list[dict[str, Any]]) -> set[str]:
+    rows = set()
+    for rec in records:
+        r = dict(rec)
+        r["send_at"], r["deadline"] = format_instant(r["send_at"]), format_instant(r["deadline"])
+        rows.add(json.dumps(r, sort_keys=True))
+    return rows
+
+
+@pytest.fixture
+def engine(kafka: Kafka, tmp_path: Path) -> Iterator[LiveEngine]:
+    live = LiveEngine(kafka.bootstrap, tmp_path)
+    yield live
+    live.stop()
+
+
+def test_sample_timeline_gives_the_simulators_commands(engine: LiveEngine) -> None:
+    events, expected = sample()
+    engine.start()
+    engine.produce(events, watermark=events[-1].occurred_at + timedelta(days=90))
+    got = engine.read(engine.settings.topics.commands, until=len(expected))
+    assert as_rows(got) == {json.dumps(c.to_dict(), sort_keys=True) for c in expected}, engine.log()
+    assert len(got) == len(expected)  # and nothing twice
+
+
+def test_kill_9_mid_timeline_loses_nothing_and_keeps_every_id(engine: LiveEngine,
+                                                             kafka: Kafka) -> None:
+    events, expected = sample()
+    half = len(events) // 2  # customers are mid-wait here (welcome, carts, win-back)
+    engine.start()
+    engine.produce(events[:half])
+    first = engine.read(engine.settings.topics.commands, until=1, settle=3.0)
+    assert first, engine.log()
+    engine.kill()
+    kafka.expire_dead_members()
+    engine.start()
+    engine.produce(events[half:], watermark=events[-1].occurred_at + timedelta(days=90))
+    got = engine.read(engine.settings.topics.commands, until=len(expected),
+                      distinct="command_id")
+    by_id = {r["command_id"]: r for r in got}
+    assert set(by_id) == {c.command_id for c in expected}, engine.log()
+    assert as_rows(list(by_id.values())) == {json.dumps(c.to_dict(), sort_keys=True)
+                                             for c in expected}
+    # A repeat is allowed (at-least-once) but always byte-identical (same id, same content).
+    assert len(as_rows(got)) == len(expected)
+
+
+def test_poison_records_go_to_the_dlq_and_the_partition_keeps_flowing(
+        engine: LiveEngine) -> None:
+    events, _ = sample()
+    ana = [e for e in events if e.customer_id == "c-ana"][:1]  # sign-up: an SMS at once
+    good = encode_event(ana[0])
+    engine.start()
+    engine.produce_raw([
+        (b"c-ana", b"\xc3\x01" + b"\x00" * 8 + b"junk"),                       # bad Avro
+        (b"c-ana", b'{"event_id": "p1", "type": '),                            # bad JSON
+        (b"c-ana", json.dumps({"event_id": "p2", "type": "order.shipped_by_owl",
+                               "customer_id": "c-ana",
+                               "occurred_at": "2026-03-02T08:00:00Z"}).encode()),
+        (b"c-ana", json.dumps({"event_id": "p3", "type": "order.placed",
+                               "occurred_at": "2026-03-02T08:00:00Z"}).encode()),
+        (b"c-ana", good),
+    ])
+    dead = engine.read([engine.settings.topics.dlq], until=4)
+    reasons = sorted(d["error"] for d in dead)
+    assert len(reasons) == 4, reasons
+    assert any("written with another schema" in r for r in reasons)
+    assert any("malformed JSON" in r for r in reasons)
+    assert any("unknown event type 'order.shipped_by_owl'" in r for r in reasons)
+    assert any("missing or empty 'customer_id'" in r for r in reasons)
+    assert all(d["topic"] == engine.settings.topics.touchpoints for d in dead)
+    sms = engine.read([engine.settings.topics.command("sms")], until=1)
+    assert [s["step"] for s in sms] == ["welcome_sms"], engine.log()
