@@ -1,0 +1,136 @@
+"""The runtime's batch logic without a broker: decode, evaluate, route, dead-letter."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from omnijourney.codecs import decode_any, decode_command, encode_event
+from omnijourney.config import load
+from omnijourney.core import CustomerState
+from omnijourney.runtime.engine import (
+    BatchResult,
+    Clock,
+    DueIndex,
+    Engine,
+    Record,
+    clock_record,
+    tick_record,
+)
+from omnijourney.runtime.settings import Settings, Topics
+from tests.helpers import ev, signup, t
+
+REPO = Path(__file__).resolve().parents[2]
+JS = load(REPO / "journeys").journey_set
+assert JS is not None
+TOPICS = Topics.with_prefix("x-")
+
+
+def rec(value: bytes, key: bytes | None = b"c1", topic: str = TOPICS.touchpoints,
+        offset: int = 0) -> Record:
+    return Record(topic, 3, offset, key, value)
+
+
+class Store:
+    def __init__(self) -> None:
+        self.states: dict[str, CustomerState] = {}
+
+    def load(self, cid: str) -> CustomerState | None:
+        return self.states.get(cid)
+
+    def apply(self, result: BatchResult) -> None:
+        for cid, (_, st) in result.states.items():
+            self.states[cid] = st
+
+
+def test_events_become_commands_keyed_by_customer_with_id_headers() -> None:
+    engine, store = Engine(JS, TOPICS, Clock("event")), Store()
+    result = engine.process([rec(encode_event(signup(at="2026-03-02T10:00:00Z")))], store.load)
+    (cmd,) = result.commands
+    assert cmd.topic == "x-commands.sms"
+    assert cmd.key == b"c1"
+    body = decode_command(cmd.value)
+    assert dict(cmd.headers)["command_id"] == body["command_id"].encode()
+    assert result.states["c1"][0] == 3  # written to the partition the event came from
+
+
+def test_wrongly_keyed_events_are_republished_under_the_customer() -> None:
+    engine = Engine(JS, TOPICS, Clock("event"))
+    value = encode_event(signup())
+    result = engine.process([rec(value, key=None)], Store().load)
+    assert result.states == {}
+    (out,) = result.other
+    assert (out.topic, out.key, out.value) == (TOPICS.touchpoints, b"c1", value)
+
+
+def test_dead_letters_carry_origin_and_reason() -> None:
+    engine = Engine(JS, TOPICS, Clock("event"), extra_event_types=["loyalty.tier_changed"])
+    bad_type = json.dumps({"event_id": "z", "type": "order.plaecd", "customer_id": "c1",
+                           "occurred_at": "2026-03-02T10:00:00Z"}).encode()
+    extra = json.dumps({"event_id": "y", "type": "loyalty.tier_changed", "customer_id": "c1",
+                        "occurred_at": "2026-03-02T10:00:00Z"}).encode()
+    result = engine.process([rec(b"", offset=7), rec(bad_type, offset=8), rec(extra, offset=9),
+                             rec(b"{}", topic=TOPICS.ticks, offset=10)], Store().load)
+    dead = [decode_any(o.value)[1] for o in result.other]
+    assert [(d["offset"], d["topic"]) for d in dead] == [
+        (7, TOPICS.touchpoints), (8, TOPICS.touchpoints), (10, TOPICS.ticks)]
+    assert "neither Avro" in dead[0]["error"]
+    assert "unknown event type 'order.plaecd'" in dead[1]["error"]
+    assert "bad tick record" in dead[2]["error"]
+    assert "c1" in result.states  # the accepted extra type was processed
+
+
+def test_event_clock_and_due_index_drive_ticks_without_firing_early() -> None:
+    clock, index, store = Clock("event"), DueIndex(), Store()
+    engine = Engine(JS, TOPICS, clock)
+    first = engine.process([rec(encode_event(signup(sms_opt_in=False,
+                                                    at="2026-03-02T10:00:00Z")))], store.load)
+    store.apply(first)
+    due = store.states["c1"].next_due()
+    assert due == t("2026-03-03T10:00:00Z")  # the welcome wait_for order, 24h
+    index.update("c1", 3, due)
+    assert index.due(clock) == []  # event time is still at the sign-up
+    engine.process([rec(clock_record(due - timedelta(seconds=1)), key=None,
+                        topic=TOPICS.ticks)], store.load)
+    assert index.due(clock) == []
+    engine.process([rec(clock_record(due), key=None, topic=TOPICS.ticks)], store.load)
+    assert index.due(clock) == [("c1", 3, due)]
+    result = engine.process([rec(tick_record("c1", due), topic=TOPICS.ticks)], store.load)
+    assert [decode_command(c.value)["step"] for c in result.commands] == ["welcome_followup"]
+
+
+def test_an_event_at_time_t_does_not_let_timers_due_at_t_fire_before_it() -> None:
+    clock = Clock("event")
+    clock.observe(0, t("2026-03-02T10:00:00Z"), inclusive=False)
+    assert clock.now(0) == t("2026-03-02T10:00:00Z") - timedelta(microseconds=1)
+    clock.observe(0, t("2026-03-01T10:00:00Z"), inclusive=False)  # time never goes back
+    assert clock.now(0) == t("2026-03-02T10:00:00Z") - timedelta(microseconds=1)
+    assert clock.now(1) is None
+    wall = Clock("wall", wall=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+    assert wall.now(5) == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_ticks_for_unknown_customers_and_duplicates_write_nothing() -> None:
+    engine, store = Engine(JS, TOPICS, Clock("event")), Store()
+    assert engine.process([rec(tick_record("ghost", t("2026-03-02T10:00:00Z")),
+                               topic=TOPICS.ticks)], store.load).states == {}
+    e = ev("product.viewed", "2026-03-02T10:00:00Z")
+    store.apply(engine.process([rec(encode_event(e))], store.load))
+    again = engine.process([rec(encode_event(e))], store.load)
+    assert again.states == {}
+    assert again.commands == []
+
+
+def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "a:1,b:2")
+    monkeypatch.setenv("OMNIJOURNEY_TOPIC_PREFIX", "stage-")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "u")
+    s = Settings.from_env()
+    assert s.kafka_python()["bootstrap_servers"] == ["a:1", "b:2"]
+    assert s.kafka_python()["security_protocol"] == "SASL_SSL"
+    assert s.topics.touchpoints == "stage-touchpoints"
+    assert s.topics.command("email") == "stage-commands.email"
