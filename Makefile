@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo validate simulate graphs test unit lint types bench clean
+.PHONY: help install demo validate simulate graphs test unit lint types bench bench-live clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install omnijourney with dev tools
 
-demo: install ## Validate the example journeys and simulate the sample timeline
+demo: install ## Embedded Kafka + worker + sample events: the commands, live
 	$(BIN)/omnijourney validate journeys
-	$(BIN)/omnijourney simulate --journeys journeys --events examples/events.jsonl
+	$(BIN)/omnijourney dev --journeys journeys --events examples/events.jsonl
 
 validate: install ## Check every journey, template and policy file
 	$(BIN)/omnijourney validate journeys
@@ -47,5 +47,9 @@ types: install ## mypy --strict on src
 bench: install ## Evaluator throughput on 100k synthetic customers (prints ratios)
 	$(BIN)/python bench/evaluator.py
 
+bench-live: install ## Live engine vs a raw aiokafka loop on the same broker (ratio)
+	cd bench && ../$(BIN)/python live.py
+
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info \
+	  omnijourney-worker.log

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, cast
@@ -115,12 +116,16 @@ class Worker:
             await self.handle(events)
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
+        started = time.perf_counter()
         records = [Record(e.message.topic, e.message.partition, e.message.offset,
                           e.message.key, e.message.value or b"") for e in events]
         result = self.engine.process(records, self.load)
         await self.send_all(result.commands + result.other)
         for cid, (partition, st) in result.states.items():
             self.store(cid, partition, st)
+        log.debug("batch", records=len(records), evaluations=result.evaluations,
+                  commands=len(result.commands), dead=len(result.dead_reasons),
+                  ms=round((time.perf_counter() - started) * 1000, 2))
         for x in result.trace:
             if x.kind in LOGGED_DECISIONS:
                 # "event" is structlog's message key; the trace's event type is renamed.
