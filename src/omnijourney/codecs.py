@@ -161,6 +161,18 @@ def decode_command(data: bytes) -> dict[str, Any]:
     return rec
 
 
+# --------------------------------------------------------------- deliveries
+
+def encode_delivery(report: dict[str, Any]) -> bytes:
+    return deliveries().encode(report)
+
+
+def decode_delivery(data: bytes) -> dict[str, Any]:
+    rec = deliveries().decode(data)
+    rec["at"] = _aware(rec["at"])
+    return rec
+
+
 # ------------------------------------------------------------- dead letters
 
 def encode_dead_letter(original: bytes, *, key: bytes | None, topic: str, partition: int,

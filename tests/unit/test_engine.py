@@ -134,3 +134,44 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.kafka_python()["security_protocol"] == "SASL_SSL"
     assert s.topics.touchpoints == "stage-touchpoints"
     assert s.topics.command("email") == "stage-commands.email"
+
+
+def test_a_click_report_ends_the_right_carts_wait_for() -> None:
+    from omnijourney.codecs import encode_delivery
+
+    engine, store = Engine(JS, TOPICS, Clock("event")), Store()
+    cart = ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k1")
+    store.apply(engine.process([rec(encode_event(signup(at="2026-03-02T10:00:00Z"))),
+                                rec(encode_event(cart))], store.load))
+    # The 1h wait passes and the reminder goes out.
+    reminder = engine.process([rec(tick_record("c1", t("2026-03-02T12:00:00Z")),
+                                   topic=TOPICS.ticks)], store.load)
+    store.apply(reminder)
+    (cmd,) = [decode_command(c.value) for c in reminder.commands]
+    assert cmd["step"] == "cart_reminder"
+    report = {"command_id": cmd["command_id"], "customer_id": "c1", "channel": "email",
+              "status": "clicked", "provider_id": None, "reason": None,
+              "at": t("2026-03-02T12:30:00Z"), "journey": "cart_abandonment",
+              "instance_key": "k1"}
+    clicked = engine.process([rec(encode_delivery(report), topic=TOPICS.deliveries)],
+                             store.load)
+    kinds = [(x.kind, x.key) for x in clicked.trace]
+    assert ("wait_for_matched", "k1") in kinds
+    store.apply(clicked)
+    assert "cart_abandonment#k1" not in store.states["c1"].instances
+    # The same report again is a duplicate fact: nothing happens.
+    again = engine.process([rec(encode_delivery(report), topic=TOPICS.deliveries)], store.load)
+    assert [x.kind for x in again.trace] == ["duplicate_event"]
+
+
+def test_the_worker_refuses_to_start_on_invalid_journeys(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.yaml").write_text("trigger: {event: order.placed}\nsteps:\n  - {id: x, type: wiat}\n")
+    out = subprocess.run([sys.executable, "-m", "omnijourney", "worker", "--journeys",
+                          str(tmp_path), "--bootstrap", "127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 1
+    assert "journeys are invalid, not starting" in out.stderr
+    assert "bad.yaml:3: error: [step x] unknown step type 'wiat'" in out.stderr

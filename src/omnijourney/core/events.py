@@ -17,6 +17,12 @@ from omnijourney.core.timeutil import format_instant, parse_instant
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
+# What adapters report per command (schemas/delivery_report.avsc); each becomes the
+# event ``<channel>.<status>``, e.g. email.clicked or sms.failed.
+DELIVERY_STATUSES = ("sent", "delivered", "failed", "bounced", "opened", "clicked",
+                     "unsubscribed", "expired")
+_CHANNELS = ("email", "sms", "push", "ads", "webhook")
+
 # Event types the engine itself understands (profile folding, delivery feedback).
 # Journeys may trigger on any other well-formed type too.
 KNOWN_EVENT_TYPES = frozenset(
@@ -42,6 +48,7 @@ KNOWN_EVENT_TYPES = frozenset(
         "push.opened",
         "push.unsubscribed",
     }
+    | {f"{ch}.{status}" for ch in _CHANNELS for status in DELIVERY_STATUSES}
 )
 
 
@@ -81,6 +88,32 @@ class Event:
 
 
 _ALLOWED_KEYS = {"event_id", "type", "customer_id", "occurred_at", "source", "properties"}
+
+
+def delivery_event(report: Mapping[str, Any], correlate_by: str | None = None) -> Event:
+    """A delivery report as the fact it records (``email.clicked`` ...).
+
+    The event id is derived from the command and status, so a re-sent report is a
+    duplicate. When the command's journey correlates by a property (cart_id ...), the
+    command's instance key is set under that name, so the fact reaches that instance.
+    """
+    channel, status = str(report["channel"]), str(report["status"])
+    if channel not in _CHANNELS or status not in DELIVERY_STATUSES:
+        raise InvalidEvent(f"unknown delivery {channel}.{status}")
+    props: dict[str, Any] = {"command_id": report["command_id"]}
+    for key in ("journey", "provider_id", "reason", "instance_key"):
+        if report.get(key):
+            props[key] = report[key]
+    if correlate_by and report.get("instance_key"):
+        props[correlate_by] = report["instance_key"]
+    return Event(
+        event_id=f"delivery:{report['command_id']}:{status}",
+        type=f"{channel}.{status}",
+        customer_id=str(report["customer_id"]),
+        occurred_at=report["at"],
+        source=channel,
+        properties=props,
+    )
 
 
 def parse_event(data: Any) -> Event:

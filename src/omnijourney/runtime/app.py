@@ -70,8 +70,9 @@ class Worker:
             autodiscover=False,
         )
         t = settings.topics
-        self.source = self.app.topic(t.touchpoints, t.ticks, key_serializer="raw",
-                                     value_serializer="raw")
+        # All three are co-partitioned and keyed by customer_id.
+        self.source = self.app.topic(t.touchpoints, t.ticks, t.deliveries,
+                                     key_serializer="raw", value_serializer="raw")
         self.table = self.app.Table("customer-state", partitions=settings.partitions,
                                     key_type=bytes, value_type=bytes)
         self.app.agent(self.source, name="evaluate")(self.run_stream)

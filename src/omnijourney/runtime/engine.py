@@ -12,10 +12,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from omnijourney.codecs import decode_event, encode_command, encode_dead_letter
+from omnijourney.codecs import (
+    CodecError,
+    decode_delivery,
+    decode_event,
+    encode_command,
+    encode_dead_letter,
+)
 from omnijourney.core import TICK, CustomerState, Event, InvalidEvent, JourneySet, Tick, evaluate
 from omnijourney.core.evaluator import TraceEntry
-from omnijourney.core.events import KNOWN_EVENT_TYPES
+from omnijourney.core.events import KNOWN_EVENT_TYPES, delivery_event
 from omnijourney.core.timeutil import format_instant, parse_instant
 from omnijourney.runtime.settings import Topics
 
@@ -122,6 +128,8 @@ class Engine:
         for rec in records:
             if rec.topic == self.topics.ticks:
                 self._tick(rec, load, result)
+            elif rec.topic == self.topics.deliveries:
+                self._delivery(rec, load, result)
             else:
                 self._event(rec, load, result)
         return result
@@ -149,10 +157,28 @@ class Engine:
             # partition. Dedup by event_id makes a repeat harmless.
             result.other.append(Outgoing(rec.topic, key, rec.value))
             return
+        self._evaluate(ev.customer_id, rec.partition, ev, self._now_for(rec, ev), load=load,
+                       result=result)
+
+    def _delivery(self, rec: Record, load: Callable[[str], CustomerState | None],
+                  result: BatchResult) -> None:
+        try:
+            report = decode_delivery(rec.value)
+            journey = self.journeys.current.get(str(report.get("journey") or ""))
+            ev = delivery_event(report, journey.defn.trigger.correlate_by if journey else None)
+        except (CodecError, InvalidEvent, KeyError) as exc:
+            self._dead(rec, f"bad delivery report: {exc}", result)
+            return
+        if rec.key != ev.customer_id.encode():
+            self._dead(rec, "delivery reports must be keyed by customer_id", result)
+            return
+        self._evaluate(ev.customer_id, rec.partition, ev, self._now_for(rec, ev), load=load,
+                       result=result)
+
+    def _now_for(self, rec: Record, ev: Event) -> datetime:
         self.clock.observe(rec.partition, ev.occurred_at, inclusive=False)
         now = self.clock.now(rec.partition) if self.clock.mode == "wall" else None
-        self._evaluate(ev.customer_id, rec.partition, ev, now or ev.occurred_at, load=load,
-                       result=result)
+        return now or ev.occurred_at
 
     def _tick(self, rec: Record, load: Callable[[str], CustomerState | None],
               result: BatchResult) -> None:
