@@ -61,16 +61,32 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"embedded broker exited: {self.log.read_text()[-2000:]}")
+            # Wait for the port with a socket we close ourselves: a Kafka client built
+            # against a broker that is not up yet fails in its constructor and leaks.
             try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap,
-                                         request_timeout_ms=2000)
-                admin.list_topics()
-                admin.close()
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    pass
+            except OSError:
+                time.sleep(0.1)
+                continue
+            if self._answers_metadata():
                 return self
-            except (KafkaError, OSError, ValueError):
-                time.sleep(0.2)
+            time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"embedded broker did not answer on {self.bootstrap} in {timeout}s")
+
+    def _answers_metadata(self) -> bool:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
+        except (KafkaError, OSError, ValueError):
+            return False
+        try:
+            admin.list_topics()
+        except (KafkaError, OSError, ValueError):
+            return False
+        finally:
+            admin.close()
+        return True
 
     def restart(self, timeout: float = 30.0) -> EmbeddedBroker:
         """Stop and start again on the same port and data: topics, offsets and table
