@@ -63,6 +63,9 @@ class Worker:
             processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
+            # Each batch sends commands and per-customer changelog records, then waits for
+            # the acks: a few ms of linger packs them into few requests instead of many.
+            producer_linger=settings.producer_linger,
             broker_session_timeout=settings.session_timeout,
             broker_heartbeat_interval=max(1.0, settings.session_timeout / 3),
             broker_max_poll_interval=settings.max_poll_interval,

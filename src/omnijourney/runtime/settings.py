@@ -46,6 +46,7 @@ class Settings:
     # Kafka's own consumer defaults. A worker killed without leaving its group holds its
     # partitions until the session times out; shorter means faster failover, more
     # sensitivity to pauses.
+    producer_linger: float = 0.005  # seconds
     session_timeout: float = 45.0
     max_poll_interval: float = 300.0
     security: dict[str, str] = field(default_factory=dict)
