@@ -122,7 +122,8 @@ def zone(name: str | None, default: ZoneInfo) -> ZoneInfo:
 
 
 def is_known_zone(name: str) -> bool:
-    return zone(name, ZoneInfo("UTC")) is not None and _TZ_CACHE.get(name) is not None
+    zone(name, ZoneInfo("UTC"))  # fills the cache with the zone, or None if unknown
+    return _TZ_CACHE.get(name) is not None
 
 
 def parse_instant(value: object) -> datetime:

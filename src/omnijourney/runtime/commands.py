@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,8 @@ from omnijourney.core.events import Event
 from omnijourney.core.timeutil import format_instant
 from omnijourney.runtime.engine import clock_record
 from omnijourney.runtime.settings import Settings
-
-HORIZON = timedelta(days=90)  # as the simulator: run timers until 90 days after the end
+from omnijourney.simulator import DEFAULT_HORIZON as HORIZON  # live ends where simulate does
+from omnijourney.simulator import read_events
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -62,8 +62,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- produce
 
 def read_jsonl(path: str) -> tuple[list[Event], list[str]]:
-    from omnijourney.simulator import read_events
-
     with open(path, encoding="utf-8") as fh:
         events, bad = read_events(fh)
     return events, [f"{path}:{b.line}: {b.reason}" for b in bad]
