@@ -80,6 +80,9 @@ def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
         if report:
             out.violations += parsed_j.violations
         j, src = parsed_j.model, parsed_j.source
+        if j is None and parsed_j.stand_in is not None and src is not None and report:
+            out.violations += validate_journey(parsed_j.stand_in, src, out.templates,
+                                               out.template_files, graph=False)
         if j is None or src is None:
             if not report:  # still refuse to build a set that silently lacks this journey
                 out.skipped.append(_rel(path))
@@ -97,6 +100,9 @@ def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
         out.journeys.append((j, src))
     if not out.journeys and wanted is None:
         out.violations.append(Violation(_rel(root), None, "no journey files (*.yaml) found"))
+    # Read a report top to bottom: files in the order loaded, each by line.
+    order = {f: i for i, f in enumerate(dict.fromkeys(v.file for v in out.violations))}
+    out.violations.sort(key=lambda v: (order[v.file], v.line or 0))
     if out.ok and not out.skipped:
         out.journey_set = JourneySet.build([j for j, _ in out.journeys], out.templates,
                                            out.policies)

@@ -218,3 +218,31 @@ def test_cli_validate_exit_codes_and_json(jdir: Path, capsys: pytest.CaptureFixt
     assert {r["file"].rsplit("/", 1)[-1] for r in report} == {"broken.yaml"}
     assert all(r["line"] for r in report)
     assert main(["validate", str(jdir / "missing.yaml")]) == 2
+
+
+def test_a_shape_error_does_not_hide_the_other_problems(jdir: Path) -> None:
+    write(jdir, "mixed.yaml", """
+        trigger: {event: cart.item_added, when: "event.properties.total >"}
+        steps:
+          - id: wait_a_bit
+            type: wait
+            duraton: 1h
+          - id: remind
+            type: send
+            channel: email
+            template: cart_remindr
+            next: wait_a_bit
+          - id: ask
+            type: branch
+            branches:
+              - {when: "profle.x == 1", next: nowhere}
+    """)
+    got = {(line, msg) for f, line, _, msg, _ in messages(jdir) if f == "mixed.yaml"}
+    assert (5, "unknown field 'duraton'") in got
+    assert any(line == 1 and "CEL syntax error" in msg for line, msg in got)
+    assert (9, "unknown template 'cart_remindr'") in got
+    assert any(line == 14 and "unknown name(s) profle" in msg for line, msg in got)
+    assert (14, "'branches.0.next' points to undefined step 'nowhere'") in got
+    # The link to the broken step still resolves, and no graph verdict is guessed at.
+    assert not any("wait_a_bit" in msg or "reached" in msg or "loop" in msg for _, msg in got)
+    assert load(jdir).journey_set is None

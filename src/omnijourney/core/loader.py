@@ -5,6 +5,8 @@ Takes text, not paths: reading files is the caller's business (omnijourney.confi
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -68,6 +70,9 @@ class Parsed(Generic[T]):
     source: Source | None
     model: T | None
     violations: list[Violation]
+    # When the shape is invalid: the same document with its broken parts replaced by
+    # placeholders, so every other check can still run and report in the same pass.
+    stand_in: T | None = None
 
 
 def _yaml() -> YAML:
@@ -113,10 +118,48 @@ def _plain(node: Any) -> Any:
 
 def _validate(model: type[T], data: Any, src: Source,
               label: str | None) -> tuple[T | None, list[Violation]]:
+    value, violations, _ = _validate_locs(model, data, src, label)
+    return value, violations
+
+
+def _validate_locs(model: type[T], data: Any, src: Source, label: str | None
+                   ) -> tuple[T | None, list[Violation], list[tuple[str | int, ...]]]:
     try:
-        return model.model_validate(data), []
+        return model.model_validate(data), [], []
     except ValidationError as exc:
-        return None, [_violation(src, err, model, label) for err in exc.errors()]
+        errors = exc.errors()
+        return (None, [_violation(src, err, model, label) for err in errors],
+                [tuple(err["loc"]) for err in errors])
+
+
+def _stand_in(data: dict[str, Any], locs: list[tuple[str | int, ...]]) -> m.JourneyDef | None:
+    """The journey with each broken step replaced by a 1s wait under the same id (so links
+    to it still resolve) and each broken top-level part dropped or neutralised."""
+    d = copy.deepcopy(data)
+    steps = d.get("steps")
+    for loc in locs:
+        top = loc[0] if loc else None
+        if top == "steps" and len(loc) > 1 and isinstance(loc[1], int) and isinstance(steps, list):
+            i = loc[1]
+            raw = steps[i] if i < len(steps) and isinstance(steps[i], dict) else {}
+            sid = raw.get("id")
+            ok_id = isinstance(sid, str) and re.match(m.ID_PATTERN, sid)
+            stand: dict[str, Any] = {"id": sid if ok_id else f"step-{i + 1}", "type": "wait",
+                                     "duration": "1s"}
+            if isinstance(raw.get("next"), str) and re.match(m.ID_PATTERN, raw["next"]):
+                stand["next"] = raw["next"]
+            if i < len(steps):
+                steps[i] = stand
+        elif top == "trigger":
+            d["trigger"] = {"event": "placeholder.event"}
+        elif top in ("entry", "exit_on", "goal", "name", "description", "version"):
+            d.pop(str(top), None)
+        elif top not in (None, "steps", "id"):
+            d.pop(str(top), None)  # an unknown top-level field
+    try:
+        return m.JourneyDef.model_validate(d)
+    except ValidationError:
+        return None
 
 
 def _violation(src: Source, err: Any, root: type[BaseModel], journey: str | None) -> Violation:
@@ -172,8 +215,9 @@ def parse_journey(text: str, file: str, default_id: str) -> Parsed[m.JourneyDef]
     data = _plain(src.doc)
     if "id" not in data:
         data["id"] = default_id
-    journey, violations = _validate(m.JourneyDef, data, src, str(data.get("id")))
-    return Parsed(src, journey, violations)
+    journey, violations, locs = _validate_locs(m.JourneyDef, data, src, str(data.get("id")))
+    stand_in = _stand_in(data, locs) if journey is None else None
+    return Parsed(src, journey, violations, stand_in)
 
 
 def parse_policies(text: str, file: str) -> Parsed[m.PoliciesDef]:
