@@ -176,14 +176,14 @@ def validate_journey(
 
     if not graph or any(v.severity == "error" for v in out):
         return out  # graph checks need a valid shape and every link to resolve
-    graph = successors(journey)
-    reachable = _reachable(journey.steps[0].id, graph)
+    edges = successors(journey)
+    reachable = _reachable(journey.steps[0].id, edges)
     for step in journey.steps:
         if step.id not in reachable:
             add(f"step '{step.id}' can never be reached", src.step_line(index[id(step)]),
                 step.id, "link to it with next, or remove it")
     waiting = {s.id for s in journey.steps if s.type in m.WAITING_STEP_TYPES}
-    for loop in _waitless_loops(graph, waiting):
+    for loop in _waitless_loops(edges, waiting):
         first = loop[0]
         i = next(index[id(s)] for s in journey.steps if s.id == first)
         add("loop without a wait: " + " -> ".join([*loop, first]), src.step_line(i), first,
