@@ -215,7 +215,45 @@ def cmd_dev(args: argparse.Namespace) -> int:
             broker.stop()
 
 
+def cmd_adapter(args: argparse.Namespace) -> int:
+    from omnijourney.adapters.base import Runner
+    from omnijourney.adapters.email import EmailChannel
+    from omnijourney.logs import configure
+    from omnijourney.runtime.topics import ensure_topics
+
+    configure(args.log_level)
+    settings = settings_from(args)
+    if args.channel != "email":
+        print(f"omnijourney adapter: the {args.channel} adapter is not built yet",
+              file=sys.stderr)
+        return 2
+    env = os.environ
+    channel = EmailChannel(
+        host=env.get("SMTP_HOST", "localhost"), port=int(env.get("SMTP_PORT", "25")),
+        sender=env.get("SMTP_FROM", EmailChannel.sender),
+        starttls=env.get("SMTP_STARTTLS", "").lower() in ("1", "true", "yes"),
+        username=env.get("SMTP_USERNAME"), password=env.get("SMTP_PASSWORD"),
+        unsubscribe_url=env.get("OMNIJOURNEY_UNSUBSCRIBE_URL", EmailChannel.unsubscribe_url))
+    ensure_topics(settings)
+    runner = Runner(settings, channel)
+    try:
+        counts = runner.run(idle_exit=args.idle_exit)
+    finally:
+        runner.close()
+    print(json.dumps(counts), file=sys.stderr)
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
+    a = sub.add_parser("adapter", help="deliver one channel's commands (email: SMTP)")
+    a.add_argument("channel", choices=["email", "sms", "push", "ads", "webhook"])
+    a.add_argument("--bootstrap")
+    a.add_argument("--clock", choices=["wall", "event"],
+                   help="event: a replay, where deadlines in the past do not expire")
+    a.add_argument("--idle-exit", type=float, help="stop after this many idle seconds")
+    a.add_argument("--log-level", default="info")
+    a.set_defaults(func=cmd_adapter)
+
     w = sub.add_parser("worker", help="run the journey engine on Kafka (Faust worker)")
     w.add_argument("--journeys", help="journeys directory (OMNIJOURNEY_JOURNEYS)")
     w.add_argument("--bootstrap", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP)")

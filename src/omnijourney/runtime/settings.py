@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omnijourney.core.commands import CHANNELS
@@ -16,9 +16,13 @@ class Topics:
     deliveries: str = "deliveries"
     dlq: str = "dlq"
     command_prefix: str = "commands."
+    delivered_prefix: str = "omnijourney-delivered."  # adapters' record of sent command ids
 
     def command(self, channel: str) -> str:
         return f"{self.command_prefix}{channel}"
+
+    def delivered(self, channel: str) -> str:
+        return f"{self.delivered_prefix}{channel}"
 
     @property
     def commands(self) -> list[str]:
@@ -27,8 +31,7 @@ class Topics:
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
         """Every topic under one prefix (tests, several environments on one cluster)."""
-        return cls(*(f"{prefix}{name}" for name in
-                     (cls.touchpoints, cls.ticks, cls.deliveries, cls.dlq, cls.command_prefix)))
+        return cls(**{f.name: f"{prefix}{f.default}" for f in fields(cls)})
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from omnijourney.core.commands import CHANNELS
 from omnijourney.runtime.settings import Settings
 
 
@@ -17,7 +18,15 @@ def wanted(settings: Settings) -> dict[str, int]:
     # ticks and deliveries are co-partitioned with touchpoints: same count, same keys.
     out = {t.touchpoints: p, t.ticks: p, t.deliveries: p, t.dlq: 1}
     out.update(dict.fromkeys(t.commands, p))
+    out.update({t.delivered(ch): p for ch in CHANNELS})
     return out
+
+
+def _configs(settings: Settings, name: str) -> dict[str, str]:
+    # Only the latest record per command id matters in the adapters' delivered logs.
+    if name.startswith(settings.topics.delivered_prefix):
+        return {"cleanup.policy": "compact"}
+    return {}
 
 
 def ensure_topics(settings: Settings) -> dict[str, int]:
@@ -27,7 +36,8 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
         existing = set(admin.list_topics())
         want = wanted(settings)
         replication = settings.replication or _replication(admin)
-        new = [NewTopic(name, num_partitions=n, replication_factor=replication)
+        new = [NewTopic(name, num_partitions=n, replication_factor=replication,
+                        topic_configs=_configs(settings, name))
                for name, n in want.items() if name not in existing]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race

@@ -1,0 +1,179 @@
+"""The adapter runner: consume one channel's commands, deliver each once, report back.
+
+Per command: drop a command_id already delivered; report a command past its deadline as
+``expired`` instead of sending it late; deliver with bounded retries (exponential backoff
+with jitter) on transient errors; record the id as delivered (acked by the broker); publish
+a DeliveryReport to ``deliveries``; offsets are committed after each batch.
+
+The delivered ids live in a compacted Kafka topic (``omnijourney-delivered.<channel>``,
+keyed by command_id) read in full at start, so idempotency survives restarts and needs no
+local disk. The one window left is a crash between the provider accepting a message and
+that record being acked; providers with idempotency keys (set from command_id) close it,
+and for SMTP the Message-ID derived from command_id lets receivers recognise a repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from omnijourney.codecs import decode_command, encode_delivery
+from omnijourney.core.timeutil import format_instant
+from omnijourney.runtime.settings import Settings
+
+log = structlog.get_logger("omnijourney.adapter")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # sent | failed (permanent)
+    provider_id: str | None = None
+    reason: str | None = None
+
+
+class TransientError(Exception):
+    """Worth retrying: connection trouble, 4xx-temporary, 5xx, 429."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Channel(Protocol):
+    name: str
+
+    def deliver(self, command: dict[str, Any]) -> Outcome: ...
+
+
+class DeliveredLog:
+    def __init__(self, settings: Settings, channel: str) -> None:
+        self.settings = settings
+        self.topic = settings.topics.delivered(channel)
+        self.ids: set[str] = set()
+        self.producer = KafkaProducer(**settings.kafka_python(), acks="all")
+
+    def load(self) -> int:
+        consumer = KafkaConsumer(**self.settings.kafka_python(), enable_auto_commit=False)
+        try:
+            parts = consumer.partitions_for_topic(self.topic) or set()
+            tps = [TopicPartition(self.topic, p) for p in parts]
+            if not tps:
+                return 0
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            end = consumer.end_offsets(tps)
+            while any(consumer.position(tp) < end[tp] for tp in tps):
+                for msgs in consumer.poll(timeout_ms=500).values():
+                    self.ids.update(m.key.decode() for m in msgs if m.key)
+        finally:
+            consumer.close()
+        return len(self.ids)
+
+    def __contains__(self, command_id: object) -> bool:
+        return command_id in self.ids
+
+    def record(self, command_id: str, status: str) -> None:
+        value = json.dumps({"status": status, "at": format_instant(datetime.now(UTC))})
+        self.producer.send(self.topic, key=command_id.encode(), value=value.encode()).get(30)
+        self.ids.add(command_id)
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+class Runner:
+    def __init__(self, settings: Settings, channel: Channel, *, attempts: int = 6,
+                 base_delay: float = 0.5, max_delay: float = 30.0,
+                 now: Callable[[], datetime] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.settings = settings
+        self.channel = channel
+        self.attempts = attempts
+        self.base_delay, self.max_delay = base_delay, max_delay
+        self.now = now or (lambda: datetime.now(UTC))
+        self.sleep = sleep
+        self.delivered = DeliveredLog(settings, channel.name)
+        self.reports = KafkaProducer(**settings.kafka_python(), acks="all")
+        self.counts: dict[str, int] = {}
+
+    def run(self, *, idle_exit: float | None = None) -> dict[str, int]:
+        """Consume until stopped (or ``idle_exit`` seconds without a command)."""
+        self.delivered.load()
+        consumer = KafkaConsumer(
+            self.settings.topics.command(self.channel.name), **self.settings.kafka_python(),
+            group_id=f"{self.settings.app_id}-adapter-{self.channel.name}",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=100)
+        last = time.monotonic()
+        try:
+            while idle_exit is None or time.monotonic() - last < idle_exit:
+                batch = consumer.poll(timeout_ms=500)
+                for msgs in batch.values():
+                    for msg in msgs:
+                        self.handle(msg.value)
+                    last = time.monotonic()
+                if batch:
+                    consumer.commit()
+        finally:
+            consumer.close()
+            self.reports.flush()
+        return self.counts
+
+    def handle(self, raw: bytes) -> str:
+        cmd = decode_command(raw)
+        cid = cmd["command_id"]
+        if cid in self.delivered:
+            return self._count("duplicate")
+        if self.settings.clock == "wall" and self.now() > cmd["deadline"]:
+            # Late is worse than never for most messages (a "still in your cart" mail a
+            # week on); the engine learns of it through the report.
+            return self._finish(cmd, Outcome("expired", reason="past deadline"))
+        outcome = self._deliver_with_retries(cmd)
+        return self._finish(cmd, outcome)
+
+    def _deliver_with_retries(self, cmd: dict[str, Any]) -> Outcome:
+        reason = "no attempt"
+        for attempt in range(self.attempts):
+            try:
+                return self.channel.deliver(cmd)
+            except TransientError as exc:
+                reason = str(exc)
+                delay = exc.retry_after if exc.retry_after is not None else min(
+                    self.max_delay, self.base_delay * 2 ** attempt) * random.uniform(0.5, 1.0)
+                if (self.settings.clock == "wall"
+                        and self.now() + timedelta(seconds=delay) > cmd["deadline"]):
+                    return Outcome("expired", reason=f"deadline passed while retrying: {reason}")
+                log.warning("retry", command_id=cmd["command_id"], attempt=attempt + 1,
+                            delay=round(delay, 2), reason=reason)
+                self.sleep(delay)
+        return Outcome("failed", reason=f"gave up after {self.attempts} attempts: {reason}")
+
+    def _finish(self, cmd: dict[str, Any], outcome: Outcome) -> str:
+        if outcome.status in ("sent", "expired", "failed"):
+            self.delivered.record(cmd["command_id"], outcome.status)
+        self.reports.send(self.settings.topics.deliveries, key=cmd["customer_id"].encode(),
+                          value=encode_delivery({
+                              "command_id": cmd["command_id"], "customer_id": cmd["customer_id"],
+                              "channel": cmd["channel"], "status": outcome.status,
+                              "provider_id": outcome.provider_id, "reason": outcome.reason,
+                              "at": self.now(), "journey": cmd["journey"],
+                              "instance_key": cmd["instance_key"] or None}))
+        log.info("delivery", command_id=cmd["command_id"], customer_id=cmd["customer_id"],
+                 journey=cmd["journey"], step=cmd["step"], status=outcome.status,
+                 reason=outcome.reason)
+        return self._count(outcome.status)
+
+    def _count(self, status: str) -> str:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        return status
+
+    def close(self) -> None:
+        self.delivered.close()
+        self.reports.close()

@@ -1,0 +1,70 @@
+"""Email over real SMTP: MIME with subject, text and HTML, Message-ID from command_id,
+one-click List-Unsubscribe."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any
+
+from omnijourney.adapters.base import Outcome, TransientError
+
+
+@dataclass
+class EmailChannel:
+    host: str = "localhost"
+    port: int = 25
+    sender: str = "Northwind <hello@shop.example>"
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+    unsubscribe_url: str = "https://shop.example/unsubscribe"
+    domain: str = "omnijourney.local"
+    timeout: float = 10.0
+    name: str = "email"
+
+    def build(self, cmd: dict[str, Any]) -> EmailMessage:
+        content = cmd["content"]
+        msg = EmailMessage()
+        msg["From"] = self.sender
+        msg["To"] = cmd["to"]
+        msg["Subject"] = content.get("subject", "")
+        # The same command always carries the same Message-ID, so a repeat is recognisable.
+        msg["Message-ID"] = f"<{cmd['command_id']}@{self.domain}>"
+        msg["Date"] = formatdate(cmd["send_at"].timestamp(), usegmt=True)
+        if not cmd["transactional"]:
+            msg["List-Unsubscribe"] = f"<{self.unsubscribe_url}/{cmd['command_id']}>"
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        msg["X-Omnijourney-Command-Id"] = cmd["command_id"]
+        msg["X-Omnijourney-Journey"] = f"{cmd['journey']}/{cmd['step']}"
+        if content.get("preheader"):
+            msg["X-Preheader"] = content["preheader"]
+        msg.set_content(content.get("text", ""))
+        if content.get("html"):
+            msg.add_alternative(content["html"], subtype="html")
+        return msg
+
+    def deliver(self, cmd: dict[str, Any]) -> Outcome:
+        msg = self.build(cmd)
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                if self.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if self.username:
+                    smtp.login(self.username, self.password or "")
+                smtp.send_message(msg)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            if all(400 <= c < 500 for c in codes):
+                raise TransientError(f"recipient temporarily refused: {codes}") from None
+            return Outcome("failed", reason=f"recipient refused: {codes}")
+        except smtplib.SMTPResponseException as exc:
+            if 400 <= exc.smtp_code < 500:
+                raise TransientError(f"SMTP {exc.smtp_code}") from None
+            return Outcome("failed", reason=f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
+        except OSError as exc:  # refused, reset, timed out, disconnected mid-session
+            raise TransientError(f"SMTP connection: {exc}") from None
+        return Outcome("sent", provider_id=msg["Message-ID"])

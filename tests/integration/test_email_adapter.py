@@ -1,0 +1,61 @@
+"""Timeline in -> live engine -> email adapter -> real SMTP messages, each exactly once."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from omnijourney.adapters.base import Runner
+from omnijourney.adapters.email import EmailChannel
+from omnijourney.runtime.topics import ensure_topics
+from tests.integration.conftest import Kafka
+from tests.integration.harness import LiveEngine
+from tests.integration.test_live_engine import sample
+from tests.smtp import SmtpServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def engine(kafka: Kafka, tmp_path: Path) -> Iterator[LiveEngine]:
+    live = LiveEngine(kafka.bootstrap, tmp_path)
+    yield live
+    live.stop()
+
+
+def run_adapter(engine: LiveEngine, port: int, group: str) -> dict[str, int]:
+    settings = dataclasses.replace(engine.settings, app_id=group)
+    runner = Runner(settings, EmailChannel(port=port), base_delay=0.05)
+    try:
+        return runner.run(idle_exit=4.0)
+    finally:
+        runner.close()
+
+
+def test_every_email_arrives_once_and_a_restart_sends_nothing_again(engine: LiveEngine) -> None:
+    events, expected = sample()
+    emails = {c.command_id: c for c in expected if c.channel == "email"}
+    ensure_topics(engine.settings)
+    engine.start()
+    engine.produce(events, watermark=events[-1].occurred_at + timedelta(days=90))
+    engine.read([engine.settings.topics.command("email")], until=len(emails))
+    with SmtpServer() as smtp:
+        first = run_adapter(engine, smtp.port, "adapter-a")
+        # A new consumer group re-reads every command: the delivered log, not the offsets,
+        # is what keeps them from going out twice.
+        again = run_adapter(engine, smtp.port, "adapter-b")
+    got = [m["X-Omnijourney-Command-Id"] for m in smtp.messages]
+    assert sorted(got) == sorted(emails)
+    assert first == {"sent": len(emails)}
+    assert again == {"duplicate": len(emails)}
+    by_id = {m["X-Omnijourney-Command-Id"]: m for m in smtp.messages}
+    for cid, cmd in emails.items():
+        assert by_id[cid]["To"] == cmd.to
+        assert by_id[cid]["Subject"] == cmd.content["subject"]
+    reports = engine.read([engine.settings.topics.deliveries], until=len(emails))
+    assert sorted(r["command_id"] for r in reports) == sorted(emails)
+    assert {r["status"] for r in reports} == {"sent"}

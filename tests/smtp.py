@@ -1,0 +1,48 @@
+"""A real local SMTP server (aiosmtpd) that records what it receives."""
+
+from __future__ import annotations
+
+import email
+from email.message import Message
+from types import TracebackType
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from omnijourney.runtime.broker import free_port
+
+
+class Recorder:
+    def __init__(self, refuse: dict[str, str] | None = None) -> None:
+        self.messages: list[Message] = []
+        self.refuse = refuse or {}  # recipient -> SMTP reply, e.g. "550 no such user"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 queued"
+
+
+class SmtpServer:
+    def __init__(self, refuse: dict[str, str] | None = None) -> None:
+        self.recorder = Recorder(refuse)
+        self.port = free_port()
+        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.recorder.messages
+
+    def __enter__(self) -> SmtpServer:
+        self.controller.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.controller.stop()
