@@ -53,6 +53,37 @@ class Channel(Protocol):
     def deliver(self, command: dict[str, Any]) -> Outcome: ...
 
 
+class Limiter(Protocol):
+    def acquire(self) -> float: ...
+
+
+def deliver_with_retries(channel: Channel, cmd: dict[str, Any], *, attempts: int = 6,
+                         base_delay: float = 0.5, max_delay: float = 30.0,
+                         now: Callable[[], datetime], sleep: Callable[[float], None],
+                         respect_deadline: bool = True,
+                         limiter: Limiter | None = None) -> Outcome:
+    """Deliver, retrying transient errors with exponential backoff and jitter (or the
+    provider's Retry-After), never past the command's deadline."""
+    reason = "no attempt"
+    for attempt in range(attempts):
+        if limiter is not None:
+            limiter.acquire()
+        try:
+            return channel.deliver(cmd)
+        except TransientError as exc:
+            reason = str(exc)
+            delay = exc.retry_after if exc.retry_after is not None else min(
+                max_delay, base_delay * 2 ** attempt) * random.uniform(0.5, 1.0)
+            if attempt + 1 == attempts:
+                break
+            if respect_deadline and now() + timedelta(seconds=delay) > cmd["deadline"]:
+                return Outcome("expired", reason=f"deadline passed while retrying: {reason}")
+            log.warning("retry", command_id=cmd["command_id"], attempt=attempt + 1,
+                        delay=round(delay, 2), reason=reason)
+            sleep(delay)
+    return Outcome("failed", reason=f"gave up after {attempts} attempts: {reason}")
+
+
 class DeliveredLog:
     def __init__(self, settings: Settings, channel: str) -> None:
         self.settings = settings
@@ -93,13 +124,15 @@ class Runner:
     def __init__(self, settings: Settings, channel: Channel, *, attempts: int = 6,
                  base_delay: float = 0.5, max_delay: float = 30.0,
                  now: Callable[[], datetime] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 limiter: Limiter | None = None) -> None:
         self.settings = settings
         self.channel = channel
         self.attempts = attempts
         self.base_delay, self.max_delay = base_delay, max_delay
         self.now = now or (lambda: datetime.now(UTC))
         self.sleep = sleep
+        self.limiter = limiter
         self.delivered = DeliveredLog(settings, channel.name)
         self.reports = KafkaProducer(**settings.kafka_python(), acks="all")
         self.counts: dict[str, int] = {}
@@ -135,25 +168,11 @@ class Runner:
             # Late is worse than never for most messages (a "still in your cart" mail a
             # week on); the engine learns of it through the report.
             return self._finish(cmd, Outcome("expired", reason="past deadline"))
-        outcome = self._deliver_with_retries(cmd)
+        outcome = deliver_with_retries(
+            self.channel, cmd, attempts=self.attempts, base_delay=self.base_delay,
+            max_delay=self.max_delay, now=self.now, sleep=self.sleep,
+            respect_deadline=self.settings.clock == "wall", limiter=self.limiter)
         return self._finish(cmd, outcome)
-
-    def _deliver_with_retries(self, cmd: dict[str, Any]) -> Outcome:
-        reason = "no attempt"
-        for attempt in range(self.attempts):
-            try:
-                return self.channel.deliver(cmd)
-            except TransientError as exc:
-                reason = str(exc)
-                delay = exc.retry_after if exc.retry_after is not None else min(
-                    self.max_delay, self.base_delay * 2 ** attempt) * random.uniform(0.5, 1.0)
-                if (self.settings.clock == "wall"
-                        and self.now() + timedelta(seconds=delay) > cmd["deadline"]):
-                    return Outcome("expired", reason=f"deadline passed while retrying: {reason}")
-                log.warning("retry", command_id=cmd["command_id"], attempt=attempt + 1,
-                            delay=round(delay, 2), reason=reason)
-                self.sleep(delay)
-        return Outcome("failed", reason=f"gave up after {self.attempts} attempts: {reason}")
 
     def _finish(self, cmd: dict[str, Any], outcome: Outcome) -> str:
         if outcome.status in ("sent", "expired", "failed"):

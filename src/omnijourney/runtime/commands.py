@@ -215,27 +215,50 @@ def cmd_dev(args: argparse.Namespace) -> int:
             broker.stop()
 
 
+def channel_from_env(name: str) -> Any:
+    """The channel implementation for ``name``, configured from the environment."""
+    from omnijourney.adapters.email import EmailChannel
+    from omnijourney.adapters.push import FcmStylePush
+    from omnijourney.adapters.sms import TwilioStyleSms
+    from omnijourney.adapters.webhook import SignedWebhook
+
+    env = os.environ
+
+    def need(key: str) -> str:
+        if not env.get(key):
+            raise SystemExit(f"omnijourney adapter {name}: set {key}")
+        return env[key]
+
+    if name == "email":
+        return EmailChannel(
+            host=env.get("SMTP_HOST", "localhost"), port=int(env.get("SMTP_PORT", "25")),
+            sender=env.get("SMTP_FROM", EmailChannel.sender),
+            starttls=env.get("SMTP_STARTTLS", "").lower() in ("1", "true", "yes"),
+            username=env.get("SMTP_USERNAME"), password=env.get("SMTP_PASSWORD"),
+            unsubscribe_url=env.get("OMNIJOURNEY_UNSUBSCRIBE_URL", EmailChannel.unsubscribe_url))
+    if name == "sms":
+        return TwilioStyleSms(need("SMS_API_BASE"), need("SMS_ACCOUNT_SID"),
+                              need("SMS_AUTH_TOKEN"), need("SMS_FROM"))
+    if name == "push":
+        return FcmStylePush(need("PUSH_API_BASE"), need("PUSH_PROJECT"), need("PUSH_TOKEN"))
+    if name == "webhook":
+        return SignedWebhook(need("WEBHOOK_SECRET"))
+    raise SystemExit(f"omnijourney adapter: the {name} adapter is not built yet")
+
+
 def cmd_adapter(args: argparse.Namespace) -> int:
     from omnijourney.adapters.base import Runner
-    from omnijourney.adapters.email import EmailChannel
+    from omnijourney.adapters.http import TokenBucket
     from omnijourney.logs import configure
     from omnijourney.runtime.topics import ensure_topics
 
     configure(args.log_level)
     settings = settings_from(args)
-    if args.channel != "email":
-        print(f"omnijourney adapter: the {args.channel} adapter is not built yet",
-              file=sys.stderr)
-        return 2
-    env = os.environ
-    channel = EmailChannel(
-        host=env.get("SMTP_HOST", "localhost"), port=int(env.get("SMTP_PORT", "25")),
-        sender=env.get("SMTP_FROM", EmailChannel.sender),
-        starttls=env.get("SMTP_STARTTLS", "").lower() in ("1", "true", "yes"),
-        username=env.get("SMTP_USERNAME"), password=env.get("SMTP_PASSWORD"),
-        unsubscribe_url=env.get("OMNIJOURNEY_UNSUBSCRIBE_URL", EmailChannel.unsubscribe_url))
+    channel = channel_from_env(args.channel)
+    rate = float(os.environ.get("ADAPTER_RATE_LIMIT", "0"))
+    limiter = TokenBucket(rate=rate, burst=max(1.0, rate)) if rate > 0 else None
     ensure_topics(settings)
-    runner = Runner(settings, channel)
+    runner = Runner(settings, channel, limiter=limiter)
     try:
         counts = runner.run(idle_exit=args.idle_exit)
     finally:

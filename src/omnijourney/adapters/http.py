@@ -1,0 +1,98 @@
+"""HTTP provider plumbing shared by the SMS, push and webhook adapters."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from omnijourney.adapters.base import TransientError
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body or b"{}")
+        except ValueError:
+            return {}
+
+
+def request(method: str, url: str, *, body: bytes, headers: dict[str, str],
+            timeout: float) -> Response:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return Response(resp.status, dict(resp.headers.items()), resp.read())
+    except urllib.error.HTTPError as exc:
+        return Response(exc.code, dict(exc.headers.items()), exc.read())
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise TransientError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def check(resp: Response, what: str) -> Response:
+    """2xx passes; 408, 429 and 5xx are worth retrying; any other status is final."""
+    if 200 <= resp.status < 300:
+        return resp
+    detail = resp.body[:200].decode(errors="replace")
+    if resp.status in (408, 429) or resp.status >= 500:
+        raise TransientError(f"{what}: HTTP {resp.status} {detail}",
+                             retry_after=retry_after(resp.headers.get("Retry-After")))
+    raise PermanentError(f"{what}: HTTP {resp.status} {detail}")
+
+
+class PermanentError(Exception):
+    """The provider refused for good (bad number, unregistered token, 4xx)."""
+
+
+@dataclass
+class TokenBucket:
+    """At most ``rate`` requests a second on average, bursts up to ``burst``."""
+
+    rate: float
+    burst: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    _tokens: float = field(default=-1.0, init=False)
+    _at: float = field(default=0.0, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def acquire(self) -> float:
+        """Take one token, sleeping until there is one; returns the time slept."""
+        with self._lock:
+            now = self.clock()
+            if self._tokens < 0:
+                self._tokens, self._at = self.burst, now
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            wait = 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
+            if wait:
+                self.sleep(wait)
+                self._tokens += wait * self.rate
+                self._at = now + wait
+            self._tokens -= 1
+            return wait

@@ -1,0 +1,39 @@
+"""Webhooks: the command's request, signed with HMAC-SHA256 so receivers can trust it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from omnijourney.adapters.base import Outcome
+from omnijourney.adapters.http import PermanentError, check, request
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+@dataclass
+class SignedWebhook:
+    secret: str
+    timeout: float = 10.0
+    name: str = "webhook"
+
+    def deliver(self, cmd: dict[str, Any]) -> Outcome:
+        content = cmd["content"]
+        body = content.get("body", "").encode()
+        stamp = str(int(time.time()))
+        headers = {"Content-Type": "application/json", **json.loads(content.get("headers") or "{}"),
+                   "Idempotency-Key": cmd["command_id"], "X-Omnijourney-Timestamp": stamp,
+                   "X-Omnijourney-Signature": signature(self.secret, stamp, body)}
+        try:
+            resp = check(request(content.get("method", "POST"), content["url"], body=body,
+                                 headers=headers, timeout=self.timeout), "webhook")
+        except PermanentError as exc:
+            return Outcome("failed", reason=str(exc))
+        return Outcome("sent", provider_id=f"HTTP {resp.status}")
