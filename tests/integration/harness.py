@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,12 +25,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class LiveEngine:
-    def __init__(self, bootstrap: str, log_dir: Path, partitions: int = 4) -> None:
+    def __init__(self, bootstrap: str, log_dir: Path, partitions: int = 4,
+                 clock: str = "event") -> None:
         run = uuid.uuid4().hex[:8]
         self.prefix = f"it-{run}-"
         self.settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-it-{run}",
                                  partitions=partitions, topics=Topics.with_prefix(self.prefix),
-                                 journeys=str(REPO / "journeys"), clock="event")
+                                 journeys=str(REPO / "journeys"), clock=clock)
         self.log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -41,7 +43,8 @@ class LiveEngine:
         env = {**os.environ, "KAFKA_BOOTSTRAP": self.settings.bootstrap,
                "OMNIJOURNEY_TOPIC_PREFIX": self.prefix, "OMNIJOURNEY_APP_ID": self.settings.app_id,
                "OMNIJOURNEY_PARTITIONS": str(self.settings.partitions),
-               "OMNIJOURNEY_CLOCK": "event", "OMNIJOURNEY_JOURNEYS": self.settings.journeys,
+               "OMNIJOURNEY_CLOCK": self.settings.clock,
+               "OMNIJOURNEY_JOURNEYS": self.settings.journeys,
                # Fast failover: the restart test waits for the killed member to expire.
                "OMNIJOURNEY_SESSION_TIMEOUT": "6", "OMNIJOURNEY_MAX_POLL_INTERVAL": "20"}
         self._log = open(self.log_dir / f"worker-{self.starts}.log", "wb")  # noqa: SIM115 - closed in _reap
@@ -74,6 +77,21 @@ class LiveEngine:
     def log(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:]
                          for p in sorted(self.log_dir.glob("worker-*.log")))
+
+    def state_of(self, customer_id: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        """The customer's latest state as the worker made it durable (its changelog)."""
+        topic = f"{self.settings.app_id}-customer-state-changelog"
+        consumer = KafkaConsumer(topic, **self.settings.kafka_python(),
+                                 auto_offset_reset="earliest", enable_auto_commit=False,
+                                 consumer_timeout_ms=int(timeout * 1000))
+        latest = None
+        try:
+            for msg in consumer:
+                if msg.key == customer_id.encode():
+                    latest = json.loads(msg.value)["s"]
+        finally:
+            consumer.close()
+        return latest
 
     def produce(self, events: list[Event], watermark: datetime | None = None) -> None:
         produce_events(self.settings, events, watermark=watermark)

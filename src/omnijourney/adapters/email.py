@@ -11,6 +11,7 @@ from email.utils import formatdate
 from typing import Any
 
 from omnijourney.adapters.base import Outcome, TransientError
+from omnijourney.adapters.clicks import track
 
 
 @dataclass
@@ -24,6 +25,8 @@ class EmailChannel:
     unsubscribe_url: str = "https://shop.example/unsubscribe"
     domain: str = "omnijourney.local"
     timeout: float = 10.0
+    tracking_url: str | None = None  # base of the click redirect (omnijourney clicks)
+    tracking_secret: str = ""
     name: str = "email"
 
     def build(self, cmd: dict[str, Any]) -> EmailMessage:
@@ -42,9 +45,14 @@ class EmailChannel:
         msg["X-Omnijourney-Journey"] = f"{cmd['journey']}/{cmd['step']}"
         if content.get("preheader"):
             msg["X-Preheader"] = content["preheader"]
-        msg.set_content(content.get("text", ""))
-        if content.get("html"):
-            msg.add_alternative(content["html"], subtype="html")
+        text, html = content.get("text", ""), content.get("html")
+        if self.tracking_url and not cmd["transactional"]:
+            text = track(text, cmd, self.tracking_url, self.tracking_secret, html=False)
+            html = track(html, cmd, self.tracking_url, self.tracking_secret, html=True) \
+                if html else html
+        msg.set_content(text)
+        if html:
+            msg.add_alternative(html, subtype="html")
         return msg
 
     def deliver(self, cmd: dict[str, Any]) -> Outcome:

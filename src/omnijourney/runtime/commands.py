@@ -235,7 +235,9 @@ def channel_from_env(name: str) -> Any:
             sender=env.get("SMTP_FROM", EmailChannel.sender),
             starttls=env.get("SMTP_STARTTLS", "").lower() in ("1", "true", "yes"),
             username=env.get("SMTP_USERNAME"), password=env.get("SMTP_PASSWORD"),
-            unsubscribe_url=env.get("OMNIJOURNEY_UNSUBSCRIBE_URL", EmailChannel.unsubscribe_url))
+            unsubscribe_url=env.get("OMNIJOURNEY_UNSUBSCRIBE_URL", EmailChannel.unsubscribe_url),
+            tracking_url=env.get("CLICK_TRACKING_URL"),
+            tracking_secret=need("CLICK_SECRET") if env.get("CLICK_TRACKING_URL") else "")
     if name == "sms":
         return TwilioStyleSms(need("SMS_API_BASE"), need("SMS_ACCOUNT_SID"),
                               need("SMS_AUTH_TOKEN"), need("SMS_FROM"))
@@ -267,7 +269,42 @@ def cmd_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clicks(args: argparse.Namespace) -> int:
+    """Serve tracked-link redirects and report each click to ``deliveries``."""
+    from omnijourney.adapters.clicks import ClickServer
+    from omnijourney.codecs import encode_delivery
+
+    settings = settings_from(args)
+    secret = os.environ.get("CLICK_SECRET")
+    if not secret:
+        print("omnijourney clicks: set CLICK_SECRET (the email adapter signs with it)",
+              file=sys.stderr)
+        return 2
+    producer = KafkaProducer(**settings.kafka_python(), acks="all")
+
+    def report(rep: dict[str, Any]) -> None:
+        producer.send(settings.topics.deliveries, key=rep["customer_id"].encode(),
+                      value=encode_delivery(rep)).get(10)
+
+    server = ClickServer(secret, report, host=args.host, port=args.port)
+    print(f"click tracking on http://{args.host}:{server.port}/c/<token>", file=sys.stderr)
+    try:
+        server.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server.server_close()
+        producer.close()
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
+    ck = sub.add_parser("clicks", help="serve tracked-link redirects (reports email.clicked)")
+    ck.add_argument("--bootstrap")
+    ck.add_argument("--host", default="0.0.0.0", help="a public redirect endpoint")
+    ck.add_argument("--port", type=int, default=8080)
+    ck.set_defaults(func=cmd_clicks)
+
     a = sub.add_parser("adapter", help="deliver one channel's commands (email: SMTP)")
     a.add_argument("channel", choices=["email", "sms", "push", "ads", "webhook"])
     a.add_argument("--bootstrap")

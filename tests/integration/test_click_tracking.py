@@ -1,0 +1,92 @@
+"""A click on a tracked link in a real email ends the cart journey's wait_for."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import re
+import time
+import urllib.parse
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from omnijourney.adapters.base import Runner
+from omnijourney.adapters.clicks import ClickServer
+from omnijourney.adapters.email import EmailChannel
+from omnijourney.codecs import encode_delivery
+from omnijourney.core.events import Event
+from tests.integration.conftest import Kafka
+from tests.integration.harness import LiveEngine
+from tests.smtp import SmtpServer
+
+pytestmark = pytest.mark.integration
+SLOT = "cart_abandonment#cart-z"
+
+
+def wait_for_state(engine: LiveEngine, predicate: Callable[[dict[str, Any]], bool],
+                   timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = engine.state_of("c-click", timeout=2)
+        if st is not None and predicate(st):
+            return st
+        time.sleep(1)
+    raise AssertionError(f"state never matched: {engine.state_of('c-click')}\n{engine.log()}")
+
+
+def test_a_tracked_click_ends_the_wait_for(kafka: Kafka, tmp_path: Path) -> None:
+    engine = LiveEngine(kafka.bootstrap, tmp_path, clock="wall")
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = [
+        Event("k-1", "customer.signed_up", "c-click", now - timedelta(hours=3), "web",
+              {"email": "click@example.com", "email_opt_in": True, "first_name": "Kim",
+               # Open all day: the test must not depend on the hour it runs at.
+               "contact_window": "00:00-23:59"}),
+        Event("k-2", "cart.item_added", "c-click", now - timedelta(hours=2), "web",
+              {"cart_id": "cart-z", "product_name": "Lamp"}),
+    ]
+    producer = KafkaProducer(**engine.settings.kafka_python())
+    clicks = ClickServer("s3cret", lambda rep: producer.send(
+        engine.settings.topics.deliveries, key=rep["customer_id"].encode(),
+        value=encode_delivery(rep)).get(10)).start()
+    try:
+        engine.start()
+        engine.produce(events)
+        # The 1h wait is long over: the reminder goes out, then the run waits for a click.
+        state = wait_for_state(engine, lambda s: s["instances"].get(SLOT, {}).get("status")
+                               == "wait_for")
+        assert state["instances"][SLOT]["step"] == "wait_for_click"
+        channel = EmailChannel(tracking_url=f"http://127.0.0.1:{clicks.port}",
+                               tracking_secret="s3cret")
+        with SmtpServer() as smtp:
+            channel.port = smtp.port
+            runner = Runner(dataclasses.replace(engine.settings, app_id="click-adapter"),
+                            channel)
+            try:
+                runner.run(idle_exit=3.0)
+            finally:
+                runner.close()
+        (mail,) = [m for m in smtp.messages if m["To"] == "click@example.com"
+                   and "cart" in m["X-Omnijourney-Journey"]]
+        html = next(p for p in mail.walk() if p.get_content_type() == "text/html")
+        link = re.search(r'href="(http://127\.0\.0\.1:\d+/c/[^"]+)"',
+                         html.get_payload(decode=True).decode())
+        assert link, "the reminder has a tracked link"
+        url = urllib.parse.urlsplit(link.group(1))
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+        conn.request("GET", url.path)
+        resp = conn.getresponse()
+        assert resp.status == 302
+        assert resp.getheader("Location") == "https://shop.example/cart/cart-z"
+        conn.close()
+        # The click comes back as email.clicked and ends this cart's run.
+        wait_for_state(engine, lambda s: SLOT not in s["instances"])
+    finally:
+        clicks.stop()
+        producer.close()
+        engine.stop()
