@@ -59,3 +59,35 @@ def test_every_email_arrives_once_and_a_restart_sends_nothing_again(engine: Live
     reports = engine.read([engine.settings.topics.deliveries], until=len(emails))
     assert sorted(r["command_id"] for r in reports) == sorted(emails)
     assert {r["status"] for r in reports} == {"sent"}
+
+
+def test_ads_commands_are_batched_into_the_audience_sink(engine: LiveEngine,
+                                                         tmp_path: Path) -> None:
+    import json
+
+    from omnijourney.adapters.ads import AudienceSync
+
+    events, expected = sample()
+    ads = {c.command_id: c for c in expected if c.channel == "ads"}
+    engine.start()
+    engine.produce(events, watermark=events[-1].occurred_at + timedelta(days=90))
+    engine.read([engine.settings.topics.command("ads")], until=len(ads))
+    sink = tmp_path / "audiences.jsonl"
+    for run in range(2):  # a fresh group re-reads everything: the delivered log decides
+        settings = dataclasses.replace(engine.settings, app_id=f"ads-adapter-{run}")
+        runner = Runner(settings, AudienceSync(sink=sink))
+        try:
+            counts = runner.run(idle_exit=4.0)
+        finally:
+            runner.close()
+    assert counts == {"duplicate": len(ads)}
+    lines = [json.loads(x) for x in sink.read_text().splitlines()]
+    sent_ids = sorted(cid for line in lines for cid in line["command_ids"])
+    assert sent_ids == sorted(ads)  # each exactly once, across both runs
+    members: dict[str, set[str]] = {}
+    for line in lines:
+        members.setdefault(line["audience"], set()).update(line["members"])
+    want: dict[str, set[str]] = {}
+    for c in ads.values():
+        want.setdefault(c.content["audience"], set()).add(c.to or "")
+    assert members == want

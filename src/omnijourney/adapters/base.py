@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -30,6 +30,7 @@ from omnijourney.core.timeutil import format_instant
 from omnijourney.runtime.settings import Settings
 
 log = structlog.get_logger("omnijourney.adapter")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,41 @@ class Channel(Protocol):
     def deliver(self, command: dict[str, Any]) -> Outcome: ...
 
 
+@runtime_checkable
+class BatchChannel(Channel, Protocol):
+    """A channel whose provider takes many commands in one request (ad audiences)."""
+
+    def deliver_batch(self, commands: list[dict[str, Any]]) -> dict[str, Outcome]: ...
+
+
 class Limiter(Protocol):
     def acquire(self) -> float: ...
+
+
+def retrying(attempt_once: Callable[[], T], *, deadline: datetime | None, what: str,
+             attempts: int = 6, base_delay: float = 0.5, max_delay: float = 30.0,
+             now: Callable[[], datetime], sleep: Callable[[float], None],
+             limiter: Limiter | None = None) -> T | Outcome:
+    """Call ``attempt_once``, retrying transient errors with exponential backoff and
+    jitter (or the provider's Retry-After), never past ``deadline``."""
+    reason = "no attempt"
+    for attempt in range(attempts):
+        if limiter is not None:
+            limiter.acquire()
+        try:
+            return attempt_once()
+        except TransientError as exc:
+            reason = str(exc)
+            delay = exc.retry_after if exc.retry_after is not None else min(
+                max_delay, base_delay * 2 ** attempt) * random.uniform(0.5, 1.0)
+            if attempt + 1 == attempts:
+                break
+            if deadline is not None and now() + timedelta(seconds=delay) > deadline:
+                return Outcome("expired", reason=f"deadline passed while retrying: {reason}")
+            log.warning("retry", what=what, attempt=attempt + 1, delay=round(delay, 2),
+                        reason=reason)
+            sleep(delay)
+    return Outcome("failed", reason=f"gave up after {attempts} attempts: {reason}")
 
 
 def deliver_with_retries(channel: Channel, cmd: dict[str, Any], *, attempts: int = 6,
@@ -62,26 +96,10 @@ def deliver_with_retries(channel: Channel, cmd: dict[str, Any], *, attempts: int
                          now: Callable[[], datetime], sleep: Callable[[float], None],
                          respect_deadline: bool = True,
                          limiter: Limiter | None = None) -> Outcome:
-    """Deliver, retrying transient errors with exponential backoff and jitter (or the
-    provider's Retry-After), never past the command's deadline."""
-    reason = "no attempt"
-    for attempt in range(attempts):
-        if limiter is not None:
-            limiter.acquire()
-        try:
-            return channel.deliver(cmd)
-        except TransientError as exc:
-            reason = str(exc)
-            delay = exc.retry_after if exc.retry_after is not None else min(
-                max_delay, base_delay * 2 ** attempt) * random.uniform(0.5, 1.0)
-            if attempt + 1 == attempts:
-                break
-            if respect_deadline and now() + timedelta(seconds=delay) > cmd["deadline"]:
-                return Outcome("expired", reason=f"deadline passed while retrying: {reason}")
-            log.warning("retry", command_id=cmd["command_id"], attempt=attempt + 1,
-                        delay=round(delay, 2), reason=reason)
-            sleep(delay)
-    return Outcome("failed", reason=f"gave up after {attempts} attempts: {reason}")
+    return retrying(lambda: channel.deliver(cmd),
+                    deadline=cmd["deadline"] if respect_deadline else None,
+                    what=cmd["command_id"], attempts=attempts, base_delay=base_delay,
+                    max_delay=max_delay, now=now, sleep=sleep, limiter=limiter)
 
 
 class DeliveredLog:
@@ -148,10 +166,14 @@ class Runner:
         try:
             while idle_exit is None or time.monotonic() - last < idle_exit:
                 batch = consumer.poll(timeout_ms=500)
-                for msgs in batch.values():
-                    for msg in msgs:
-                        self.handle(msg.value)
+                values = [m.value for msgs in batch.values() for m in msgs]
+                if values:
                     last = time.monotonic()
+                if isinstance(self.channel, BatchChannel) and values:
+                    self.handle_batch(values)
+                else:
+                    for value in values:
+                        self.handle(value)
                 if batch:
                     consumer.commit()
         finally:
@@ -173,6 +195,32 @@ class Runner:
             max_delay=self.max_delay, now=self.now, sleep=self.sleep,
             respect_deadline=self.settings.clock == "wall", limiter=self.limiter)
         return self._finish(cmd, outcome)
+
+    def handle_batch(self, raws: list[bytes]) -> None:
+        """Batch channels: one provider call for everything still to deliver."""
+        assert isinstance(self.channel, BatchChannel)
+        todo: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for cmd in map(decode_command, raws):
+            if cmd["command_id"] in self.delivered or cmd["command_id"] in seen:
+                self._count("duplicate")
+            elif self.settings.clock == "wall" and self.now() > cmd["deadline"]:
+                self._finish(cmd, Outcome("expired", reason="past deadline"))
+            else:
+                todo.append(cmd)
+                seen.add(cmd["command_id"])
+        if not todo:
+            return
+        channel = self.channel
+        result = retrying(lambda: channel.deliver_batch(todo),
+                          deadline=min(c["deadline"] for c in todo)
+                          if self.settings.clock == "wall" else None,
+                          what=f"{len(todo)} {channel.name} commands", attempts=self.attempts,
+                          base_delay=self.base_delay, max_delay=self.max_delay, now=self.now,
+                          sleep=self.sleep, limiter=self.limiter)
+        for cmd in todo:
+            outcome = result if isinstance(result, Outcome) else result[cmd["command_id"]]
+            self._finish(cmd, outcome)
 
     def _finish(self, cmd: dict[str, Any], outcome: Outcome) -> str:
         if outcome.status in ("sent", "expired", "failed"):

@@ -245,6 +245,13 @@ def channel_from_env(name: str) -> Any:
         return FcmStylePush(need("PUSH_API_BASE"), need("PUSH_PROJECT"), need("PUSH_TOKEN"))
     if name == "webhook":
         return SignedWebhook(need("WEBHOOK_SECRET"))
+    if name == "ads":
+        from omnijourney.adapters.ads import AudienceSync
+
+        if not env.get("ADS_ENDPOINT") and not env.get("ADS_SINK"):
+            raise SystemExit("omnijourney adapter ads: set ADS_ENDPOINT or ADS_SINK (a file)")
+        return AudienceSync(endpoint=env.get("ADS_ENDPOINT"), token=env.get("ADS_TOKEN"),
+                            sink=Path(env["ADS_SINK"]) if env.get("ADS_SINK") else None)
     raise SystemExit(f"omnijourney adapter: the {name} adapter is not built yet")
 
 

@@ -1,0 +1,66 @@
+"""Ad-audience sync: add/remove retargeting members, batched per audience, to an HTTP
+endpoint or, where there is none, a JSON-lines file sink."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from omnijourney.adapters.base import Outcome
+from omnijourney.adapters.http import PermanentError, check, request
+from omnijourney.core.timeutil import format_instant
+
+
+@dataclass
+class AudienceSync:
+    endpoint: str | None = None  # POST {endpoint}/audiences/{audience}/members
+    token: str | None = None
+    sink: Path | None = None  # append {"audience", "action", "members", ...} lines
+    timeout: float = 10.0
+    name: str = "ads"
+
+    def deliver(self, cmd: dict[str, Any]) -> Outcome:
+        return self.deliver_batch([cmd])[cmd["command_id"]]
+
+    def deliver_batch(self, commands: list[dict[str, Any]]) -> dict[str, Outcome]:
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for cmd in commands:
+            groups[(cmd["content"]["audience"], cmd["content"].get("action", "add"))].append(cmd)
+        out: dict[str, Outcome] = {}
+        for (audience, action), cmds in sorted(groups.items()):
+            ids = sorted(c["command_id"] for c in cmds)
+            members = sorted({c["to"] for c in cmds})  # hashed identifiers (sha256:...)
+            # The same set of commands always makes the same key: a retried batch is
+            # recognisable by the platform.
+            key = hashlib.sha256("\x1f".join(ids).encode()).hexdigest()
+            body = {"action": action, "members": members, "idempotency_key": key,
+                    "command_ids": ids}
+            outcome = self._send(audience, body)
+            out.update(dict.fromkeys(ids, outcome))
+        return out
+
+    def _send(self, audience: str, body: dict[str, Any]) -> Outcome:
+        provider_id = f"{audience}:{body['action']}:{len(body['members'])}"
+        if self.endpoint:
+            headers = {"Content-Type": "application/json",
+                       "Idempotency-Key": body["idempotency_key"]}
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            try:
+                check(request("POST", f"{self.endpoint.rstrip('/')}/audiences/{audience}/members",
+                              body=json.dumps(body).encode(), headers=headers,
+                              timeout=self.timeout), "audience endpoint")
+            except PermanentError as exc:
+                return Outcome("failed", reason=str(exc))
+            return Outcome("sent", provider_id=provider_id)
+        if self.sink is None:
+            return Outcome("failed", reason="no audience endpoint or sink configured")
+        with self.sink.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"audience": audience, **body,
+                                 "at": format_instant(datetime.now(UTC))}) + "\n")
+        return Outcome("sent", provider_id=provider_id)
