@@ -31,15 +31,28 @@ class Provider:
     def __init__(self, script: list[Reply] | None = None) -> None:
         self.script = list(script or [])
         self.requests: list[Seen] = []
+        # Idempotency as real providers do it: a repeat of an accepted key gets the
+        # first answer back and sends nothing.
+        self.accepted: dict[str, Reply] = {}
+        self.delivered: list[str] = []  # keys of messages actually sent, in order
+        self.lock = threading.Lock()
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
             def _any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                provider.requests.append(Seen(self.command, self.path,
-                                              dict(self.headers.items()), body))
-                reply = provider.script.pop(0) if provider.script else Reply()
+                key = self.headers.get("Idempotency-Key")
+                with provider.lock:
+                    provider.requests.append(Seen(self.command, self.path,
+                                                  dict(self.headers.items()), body))
+                    if key and key in provider.accepted:
+                        reply = provider.accepted[key]
+                    else:
+                        reply = provider.script.pop(0) if provider.script else Reply()
+                        if 200 <= reply.status < 300 and key:
+                            provider.accepted[key] = reply
+                            provider.delivered.append(key)
                 if reply.delay:
                     time.sleep(reply.delay)
                 data = json.dumps(reply.body).encode()

@@ -45,7 +45,7 @@ def test_push_is_fcm_style_json_and_an_unregistered_token_fails_for_good() -> No
     with Provider([Reply(200), Reply(404, {"error": "UNREGISTERED"})]) as p:
         channel = FcmStylePush(p.url, "proj", "token")
         assert channel.deliver(command("push", title="T", text="B", url="u")).status == "sent"
-        gone = channel.deliver(command("push", title="T", text="B"))
+        gone = channel.deliver(dict(command("push", title="T", text="B"), command_id="cmd-2"))
     assert gone.status == "failed"
     assert "404" in (gone.reason or "")
     body = json.loads(p.requests[0].body)

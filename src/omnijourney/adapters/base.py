@@ -139,7 +139,7 @@ class DeliveredLog:
 
 
 class Runner:
-    def __init__(self, settings: Settings, channel: Channel, *, attempts: int = 6,
+    def __init__(self, settings: Settings, channel: Channel, *, attempts: int = 10,
                  base_delay: float = 0.5, max_delay: float = 30.0,
                  now: Callable[[], datetime] | None = None,
                  sleep: Callable[[float], None] = time.sleep,

@@ -267,7 +267,11 @@ def cmd_adapter(args: argparse.Namespace) -> int:
     rate = float(os.environ.get("ADAPTER_RATE_LIMIT", "0"))
     limiter = TokenBucket(rate=rate, burst=max(1.0, rate)) if rate > 0 else None
     ensure_topics(settings)
-    runner = Runner(settings, channel, limiter=limiter)
+    env = os.environ
+    runner = Runner(settings, channel, limiter=limiter,
+                    attempts=int(env.get("ADAPTER_MAX_ATTEMPTS", "10")),
+                    base_delay=float(env.get("ADAPTER_BACKOFF_BASE", "0.5")),
+                    max_delay=float(env.get("ADAPTER_BACKOFF_MAX", "30")))
     try:
         counts = runner.run(idle_exit=args.idle_exit)
     finally:
