@@ -7,10 +7,12 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from omnijourney.runtime.broker import EmbeddedBroker
+from tests.integration.harness import LiveEngine
 
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.1"  # pinned, never latest
 
@@ -64,3 +66,11 @@ def kafka(request: pytest.FixtureRequest) -> Iterator[Kafka]:
         return
     with EmbeddedBroker() as broker:
         yield Kafka(broker.bootstrap, broker.restart)
+
+
+@pytest.fixture
+def engine(kafka: Kafka, tmp_path: Path) -> Iterator[LiveEngine]:
+    """A worker harness with its own topics and group; stopped after the test."""
+    live = LiveEngine(kafka.bootstrap, tmp_path)
+    yield live
+    live.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,19 +11,12 @@ import pytest
 from omnijourney.adapters.base import Runner
 from omnijourney.adapters.email import EmailChannel
 from omnijourney.runtime.topics import ensure_topics
-from tests.integration.conftest import Kafka
 from tests.integration.harness import LiveEngine
 from tests.integration.test_live_engine import sample
 from tests.smtp import SmtpServer
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def engine(kafka: Kafka, tmp_path: Path) -> Iterator[LiveEngine]:
-    live = LiveEngine(kafka.bootstrap, tmp_path)
-    yield live
-    live.stop()
 
 
 def run_adapter(engine: LiveEngine, port: int, group: str) -> dict[str, int]:

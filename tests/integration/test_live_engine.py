@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,12 +37,6 @@ def as_rows(records: list[dict[str, Any]]) -> set[str]:
         rows.add(json.dumps(r, sort_keys=True))
     return rows
 
-
-@pytest.fixture
-def engine(kafka: Kafka, tmp_path: Path) -> Iterator[LiveEngine]:
-    live = LiveEngine(kafka.bootstrap, tmp_path)
-    yield live
-    live.stop()
 
 
 def test_sample_timeline_gives_the_simulators_commands(engine: LiveEngine) -> None:

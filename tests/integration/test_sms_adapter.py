@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,12 +19,6 @@ from tests.provider import Provider, Reply
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def engine(kafka: Kafka, tmp_path: Path) -> Iterator[LiveEngine]:
-    live = LiveEngine(kafka.bootstrap, tmp_path)
-    yield live
-    live.stop()
 
 
 def adapter(engine: LiveEngine, provider: Provider, log: Path, *, rate: str = "0",
