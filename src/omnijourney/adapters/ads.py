@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from omnijourney.adapters.base import Outcome
-from omnijourney.adapters.http import PermanentError, check, request
+from omnijourney.adapters.http import call
 from omnijourney.core.timeutil import format_instant
 
 
@@ -51,13 +51,10 @@ class AudienceSync:
                        "Idempotency-Key": body["idempotency_key"]}
             if self.token:
                 headers["Authorization"] = f"Bearer {self.token}"
-            try:
-                check(request("POST", f"{self.endpoint.rstrip('/')}/audiences/{audience}/members",
-                              body=json.dumps(body).encode(), headers=headers,
-                              timeout=self.timeout), "audience endpoint")
-            except PermanentError as exc:
-                return Outcome("failed", reason=str(exc))
-            return Outcome("sent", provider_id=provider_id)
+            resp = call("POST", f"{self.endpoint.rstrip('/')}/audiences/{audience}/members",
+                        body=json.dumps(body).encode(), headers=headers, timeout=self.timeout,
+                        what="audience endpoint")
+            return resp if isinstance(resp, Outcome) else Outcome("sent", provider_id=provider_id)
         if self.sink is None:
             return Outcome("failed", reason="no audience endpoint or sink configured")
         with self.sink.open("a", encoding="utf-8") as fh:

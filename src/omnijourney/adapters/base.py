@@ -18,6 +18,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -181,15 +182,21 @@ class Runner:
             self.reports.flush()
         return self.counts
 
-    def handle(self, raw: bytes) -> str:
-        cmd = decode_command(raw)
-        cid = cmd["command_id"]
-        if cid in self.delivered:
+    def _screen(self, cmd: dict[str, Any], seen: AbstractSet[str] = frozenset()) -> str | None:
+        """Settle a command that must not be delivered; None when it should be."""
+        if cmd["command_id"] in self.delivered or cmd["command_id"] in seen:
             return self._count("duplicate")
         if self.settings.clock == "wall" and self.now() > cmd["deadline"]:
             # Late is worse than never for most messages (a "still in your cart" mail a
             # week on); the engine learns of it through the report.
             return self._finish(cmd, Outcome("expired", reason="past deadline"))
+        return None
+
+    def handle(self, raw: bytes) -> str:
+        cmd = decode_command(raw)
+        settled = self._screen(cmd)
+        if settled is not None:
+            return settled
         outcome = deliver_with_retries(
             self.channel, cmd, attempts=self.attempts, base_delay=self.base_delay,
             max_delay=self.max_delay, now=self.now, sleep=self.sleep,
@@ -202,11 +209,7 @@ class Runner:
         todo: list[dict[str, Any]] = []
         seen: set[str] = set()
         for cmd in map(decode_command, raws):
-            if cmd["command_id"] in self.delivered or cmd["command_id"] in seen:
-                self._count("duplicate")
-            elif self.settings.clock == "wall" and self.now() > cmd["deadline"]:
-                self._finish(cmd, Outcome("expired", reason="past deadline"))
-            else:
+            if self._screen(cmd, seen) is None:
                 todo.append(cmd)
                 seen.add(cmd["command_id"])
         if not todo:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from omnijourney.adapters.base import TransientError
+from omnijourney.adapters.base import Outcome, TransientError
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,16 @@ def check(resp: Response, what: str) -> Response:
 
 class PermanentError(Exception):
     """The provider refused for good (bad number, unregistered token, 4xx)."""
+
+
+def call(method: str, url: str, *, body: bytes, headers: dict[str, str], timeout: float,
+         what: str) -> Response | Outcome:
+    """One provider request: the 2xx response, or a ``failed`` Outcome when the provider
+    refused for good; transient trouble raises TransientError for the retry loop."""
+    try:
+        return check(request(method, url, body=body, headers=headers, timeout=timeout), what)
+    except PermanentError as exc:
+        return Outcome("failed", reason=str(exc))
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omnijourney.adapters.base import Outcome
-from omnijourney.adapters.http import PermanentError, check, request
+from omnijourney.adapters.http import call
 
 
 @dataclass
@@ -28,9 +28,9 @@ class FcmStylePush:
         }}
         headers = {"Authorization": f"Bearer {self.access_token}",
                    "Content-Type": "application/json", "Idempotency-Key": cmd["command_id"]}
-        try:
-            resp = check(request("POST", url, body=json.dumps(message).encode(), headers=headers,
-                                 timeout=self.timeout), "push provider")
-        except PermanentError as exc:  # e.g. 404 UNREGISTERED: the token is gone for good
-            return Outcome("failed", reason=str(exc))
+        # A permanent refusal (e.g. 404 UNREGISTERED: the token is gone) comes back failed.
+        resp = call("POST", url, body=json.dumps(message).encode(), headers=headers,
+                    timeout=self.timeout, what="push provider")
+        if isinstance(resp, Outcome):
+            return resp
         return Outcome("sent", provider_id=str(resp.json().get("name") or "") or None)

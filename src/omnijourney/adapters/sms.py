@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omnijourney.adapters.base import Outcome
-from omnijourney.adapters.http import PermanentError, check, request
+from omnijourney.adapters.http import call
 
 
 @dataclass
@@ -30,9 +30,8 @@ class TwilioStyleSms:
                    # The provider drops a repeat of the same key: our command_id.
                    "Idempotency-Key": cmd["command_id"],
                    "I-Twilio-Idempotency-Token": cmd["command_id"]}
-        try:
-            resp = check(request("POST", url, body=form, headers=headers, timeout=self.timeout),
-                         "sms provider")
-        except PermanentError as exc:
-            return Outcome("failed", reason=str(exc))
+        resp = call("POST", url, body=form, headers=headers, timeout=self.timeout,
+                    what="sms provider")
+        if isinstance(resp, Outcome):
+            return resp
         return Outcome("sent", provider_id=str(resp.json().get("sid") or "") or None)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omnijourney.adapters.base import Outcome
-from omnijourney.adapters.http import PermanentError, check, request
+from omnijourney.adapters.http import call
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -31,9 +31,8 @@ class SignedWebhook:
         headers = {"Content-Type": "application/json", **json.loads(content.get("headers") or "{}"),
                    "Idempotency-Key": cmd["command_id"], "X-Omnijourney-Timestamp": stamp,
                    "X-Omnijourney-Signature": signature(self.secret, stamp, body)}
-        try:
-            resp = check(request(content.get("method", "POST"), content["url"], body=body,
-                                 headers=headers, timeout=self.timeout), "webhook")
-        except PermanentError as exc:
-            return Outcome("failed", reason=str(exc))
+        resp = call(content.get("method", "POST"), content["url"], body=body, headers=headers,
+                    timeout=self.timeout, what="webhook")
+        if isinstance(resp, Outcome):
+            return resp
         return Outcome("sent", provider_id=f"HTTP {resp.status}")

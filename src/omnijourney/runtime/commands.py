@@ -187,9 +187,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
         ensure_topics(settings)
         env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "OMNIJOURNEY_CLOCK": "event",
                "OMNIJOURNEY_APP_ID": settings.app_id, "OMNIJOURNEY_JOURNEYS": args.journeys}
-        log = open(Path(args.log), "w", encoding="utf-8")  # noqa: SIM115 - lives with the child
-        worker = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
+        with open(Path(args.log), "w", encoding="utf-8") as log:  # the child keeps its copy
+            worker = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker"], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT)
         events, bad = read_jsonl(args.events)
         for line in bad:
             print(f"invalid event not sent: {line}", file=sys.stderr)

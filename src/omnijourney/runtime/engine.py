@@ -73,8 +73,10 @@ class Clock:
     def observe(self, partition: int, at: datetime, *, inclusive: bool) -> None:
         # An event at T may be followed by another at T on the same partition, so timers
         # due exactly at T wait for a later event or an explicit clock record.
+        if self.mode != "event":
+            return
         mark = at if inclusive else at - ONE_MICROSECOND
-        if self.mode == "event" and mark > self.watermarks.get(partition, mark - ONE_MICROSECOND):
+        if partition not in self.watermarks or mark > self.watermarks[partition]:
             self.watermarks[partition] = mark
 
 
@@ -205,7 +207,7 @@ class Engine:
         out = evaluate(self.journeys, state, inp, now)
         result.evaluations += 1
         result.trace.extend(out.trace)
-        if out.state is not state or state is None:
+        if out.state is not state:  # a duplicate event returns the state untouched
             result.states[cid] = (partition, out.state)
         key = cid.encode()
         for cmd in out.commands:
