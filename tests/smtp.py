@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
+import threading
 from email.message import Message
 from types import TracebackType
 from typing import Any
@@ -13,9 +15,13 @@ from omnijourney.runtime.broker import free_port
 
 
 class Recorder:
-    def __init__(self, refuse: dict[str, str] | None = None) -> None:
+    def __init__(self, refuse: dict[str, str] | None = None, stall_at: int = 0) -> None:
         self.messages: list[Message] = []
         self.refuse = refuse or {}  # recipient -> SMTP reply, e.g. "550 no such user"
+        # The stall_at-th message is stored at once but answered only seconds later, the
+        # window in which a client crash duplicates mail (RFC 1047).
+        self.stall_at = stall_at
+        self.stalled = threading.Event()
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -26,12 +32,15 @@ class Recorder:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(email.message_from_bytes(envelope.content))
+        if len(self.messages) == self.stall_at:
+            self.stalled.set()
+            await asyncio.sleep(5)
         return "250 queued"
 
 
 class SmtpServer:
-    def __init__(self, refuse: dict[str, str] | None = None) -> None:
-        self.recorder = Recorder(refuse)
+    def __init__(self, refuse: dict[str, str] | None = None, stall_at: int = 0) -> None:
+        self.recorder = Recorder(refuse, stall_at)
         self.port = free_port()
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
 

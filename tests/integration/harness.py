@@ -93,6 +93,18 @@ class LiveEngine:
             consumer.close()
         return latest
 
+    def adapter(self, channel: str, log: Path, *, idle: float = 10.0,
+                **env: str) -> subprocess.Popen[bytes]:
+        """``omnijourney adapter CHANNEL`` as its own process, on this engine's topics."""
+        full = {**os.environ, "KAFKA_BOOTSTRAP": self.settings.bootstrap,
+                "OMNIJOURNEY_TOPIC_PREFIX": self.prefix,
+                "OMNIJOURNEY_APP_ID": f"{self.prefix}{channel}-adapter",
+                "OMNIJOURNEY_CLOCK": "event", "ADAPTER_BACKOFF_BASE": "0.05", **env}
+        with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen([sys.executable, "-m", "omnijourney", "adapter", channel,
+                                     "--idle-exit", str(idle)], env=full, cwd=REPO,
+                                    stdout=out, stderr=subprocess.STDOUT)
+
     def produce(self, events: list[Event], watermark: datetime | None = None) -> None:
         produce_events(self.settings, events, watermark=watermark)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from omnijourney.adapters.base import Runner
 from omnijourney.adapters.email import EmailChannel
 from omnijourney.runtime.topics import ensure_topics
+from tests.integration.conftest import Kafka
 from tests.integration.harness import LiveEngine
 from tests.integration.test_live_engine import sample
 from tests.smtp import SmtpServer
@@ -51,6 +53,46 @@ def test_every_email_arrives_once_and_a_restart_sends_nothing_again(engine: Live
     reports = engine.read([engine.settings.topics.deliveries], until=len(emails))
     assert sorted(r["command_id"] for r in reports) == sorted(emails)
     assert {r["status"] for r in reports} == {"sent"}
+
+
+@pytest.mark.parametrize("policy", ["resend", "skip"])
+def test_killed_mid_send_the_unconfirmed_email_follows_the_operators_policy(
+        engine: LiveEngine, kafka: Kafka, tmp_path: Path, policy: str) -> None:
+    events, expected = sample()
+    emails = {c.command_id for c in expected if c.channel == "email"}
+    engine.start()
+    engine.produce(events, watermark=events[-1].occurred_at + timedelta(days=90))
+    engine.read([engine.settings.topics.command("email")], until=len(emails))
+    env = {"SMTP_HOST": "127.0.0.1", "ADAPTER_UNCONFIRMED": policy}
+    with SmtpServer(stall_at=3) as smtp:
+        first = engine.adapter("email", tmp_path / "a1.log", SMTP_PORT=str(smtp.port), **env)
+        assert smtp.recorder.stalled.wait(60), (tmp_path / "a1.log").read_text()[-2000:]
+        first.send_signal(signal.SIGKILL)  # the server has the mail; the adapter never heard
+        first.wait(30)
+        kafka.expire_dead_members()
+        second = engine.adapter("email", tmp_path / "a2.log", SMTP_PORT=str(smtp.port), **env)
+        assert second.wait(120) == 0, (tmp_path / "a2.log").read_text()[-2000:]
+    ids = [m["X-Omnijourney-Command-Id"] for m in smtp.messages]
+    in_flight = ids[2]
+    assert set(ids) == emails
+    restarted = (tmp_path / "a2.log").read_text()
+    assert "unconfirmed" in restarted and in_flight in restarted
+    reports = {r["command_id"]: r for r in engine.read(
+        [engine.settings.topics.deliveries], until=len(emails), distinct="command_id")}
+    assert set(reports) == emails
+    if policy == "resend":
+        # At least once: only the unconfirmed mail repeats, under the same Message-ID.
+        assert sorted(ids) == sorted([*emails, in_flight])
+        copies = {m["Message-ID"] for m in smtp.messages
+                  if m["X-Omnijourney-Command-Id"] == in_flight}
+        assert len(copies) == 1
+        assert reports[in_flight]["status"] == "sent"
+    else:
+        # At most once: nothing repeats; the unconfirmed one is reported, not resent.
+        assert sorted(ids) == sorted(emails)
+        assert reports[in_flight]["status"] == "failed"
+        assert "unconfirmed" in reports[in_flight]["reason"]
+    assert {r["status"] for cid, r in reports.items() if cid != in_flight} == {"sent"}
 
 
 def test_ads_commands_are_batched_into_the_audience_sink(engine: LiveEngine,

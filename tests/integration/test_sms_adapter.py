@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Kafka
-from tests.integration.harness import REPO, LiveEngine
+from tests.integration.harness import LiveEngine
 from tests.integration.test_live_engine import sample
 from tests.provider import Provider, Reply
 
@@ -22,17 +20,10 @@ pytestmark = pytest.mark.integration
 
 
 def adapter(engine: LiveEngine, provider: Provider, log: Path, *, rate: str = "0",
-            idle: str = "10") -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KAFKA_BOOTSTRAP": engine.settings.bootstrap,
-           "OMNIJOURNEY_TOPIC_PREFIX": engine.prefix,
-           "OMNIJOURNEY_APP_ID": f"{engine.prefix}sms-adapter",
-           "OMNIJOURNEY_CLOCK": "event", "SMS_API_BASE": provider.url,
-           "SMS_ACCOUNT_SID": "AC1", "SMS_AUTH_TOKEN": "t", "SMS_FROM": "+15550000",
-           "ADAPTER_RATE_LIMIT": rate, "ADAPTER_BACKOFF_BASE": "0.05"}
-    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "omnijourney", "adapter", "sms",
-                                 "--idle-exit", idle], env=env, cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT)
+            idle: float = 10.0) -> subprocess.Popen[bytes]:
+    return engine.adapter("sms", log, idle=idle, SMS_API_BASE=provider.url,
+                          SMS_ACCOUNT_SID="AC1", SMS_AUTH_TOKEN="t", SMS_FROM="+15550000",
+                          ADAPTER_RATE_LIMIT=rate)
 
 
 def test_killed_mid_batch_then_restarted_every_sms_goes_out_once(

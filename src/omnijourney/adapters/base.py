@@ -8,8 +8,12 @@ a DeliveryReport to ``deliveries``; offsets are committed after each batch.
 The delivered ids live in a compacted Kafka topic (``omnijourney-delivered.<channel>``,
 keyed by command_id) read in full at start, so idempotency survives restarts and needs no
 local disk. The one window left is a crash between the provider accepting a message and
-that record being acked; providers with idempotency keys (set from command_id) close it,
-and for SMTP the Message-ID derived from command_id lets receivers recognise a repeat.
+that record being acked. Providers with idempotency keys (set from command_id) close it.
+Channels without them (SMTP) first record the command as ``attempting``: after a crash
+in that window the adapter knows the command is *unconfirmed* and applies the operator's
+choice, ``ADAPTER_UNCONFIRMED=resend`` (default: at least once; the repeat carries the
+same Message-ID, which receivers use to recognise it) or ``skip`` (at most once: report
+it as failed with the reason instead of risking a second copy).
 """
 
 from __future__ import annotations
@@ -103,11 +107,17 @@ def deliver_with_retries(channel: Channel, cmd: dict[str, Any], *, attempts: int
                     max_delay=max_delay, now=now, sleep=sleep, limiter=limiter)
 
 
+ATTEMPTING = "attempting"
+UNCONFIRMED_POLICIES = ("resend", "skip")
+
+
 class DeliveredLog:
+    """command_id -> last recorded status, from the channel's compacted topic."""
+
     def __init__(self, settings: Settings, channel: str) -> None:
         self.settings = settings
         self.topic = settings.topics.delivered(channel)
-        self.ids: set[str] = set()
+        self.ids: dict[str, str] = {}
         self.producer = KafkaProducer(**settings.kafka_python(), acks="all")
 
     def load(self) -> int:
@@ -122,21 +132,35 @@ class DeliveredLog:
             end = consumer.end_offsets(tps)
             while any(consumer.position(tp) < end[tp] for tp in tps):
                 for msgs in consumer.poll(timeout_ms=500).values():
-                    self.ids.update(m.key.decode() for m in msgs if m.key)
+                    for m in msgs:
+                        if m.key:
+                            self.ids[m.key.decode()] = _status_of(m.value)
         finally:
             consumer.close()
         return len(self.ids)
 
     def __contains__(self, command_id: object) -> bool:
-        return command_id in self.ids
+        """Settled: delivered, expired or failed for good."""
+        return self.ids.get(str(command_id), ATTEMPTING) != ATTEMPTING
+
+    def unconfirmed(self, command_id: str) -> bool:
+        """An attempt began and no outcome was recorded: a crash mid-send."""
+        return self.ids.get(command_id) == ATTEMPTING
 
     def record(self, command_id: str, status: str) -> None:
         value = json.dumps({"status": status, "at": format_instant(datetime.now(UTC))})
         self.producer.send(self.topic, key=command_id.encode(), value=value.encode()).get(30)
-        self.ids.add(command_id)
+        self.ids[command_id] = status
 
     def close(self) -> None:
         self.producer.close()
+
+
+def _status_of(value: bytes | None) -> str:
+    try:
+        return str(json.loads(value or b"{}").get("status") or "sent")
+    except (ValueError, AttributeError):
+        return "sent"  # a record we cannot read still means "settled"
 
 
 class Runner:
@@ -144,9 +168,14 @@ class Runner:
                  base_delay: float = 0.5, max_delay: float = 30.0,
                  now: Callable[[], datetime] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 limiter: Limiter | None = None) -> None:
+                 limiter: Limiter | None = None, unconfirmed: str = "resend") -> None:
+        if unconfirmed not in UNCONFIRMED_POLICIES:
+            raise ValueError(f"unconfirmed must be one of {UNCONFIRMED_POLICIES}")
         self.settings = settings
         self.channel = channel
+        # Providers that drop a repeated idempotency key need no write-ahead record.
+        self.write_ahead = not getattr(channel, "provider_dedupes", True)
+        self.unconfirmed = unconfirmed
         self.attempts = attempts
         self.base_delay, self.max_delay = base_delay, max_delay
         self.now = now or (lambda: datetime.now(UTC))
@@ -190,6 +219,14 @@ class Runner:
             # Late is worse than never for most messages (a "still in your cart" mail a
             # week on); the engine learns of it through the report.
             return self._finish(cmd, Outcome("expired", reason="past deadline"))
+        if self.delivered.unconfirmed(cmd["command_id"]):
+            log.warning("unconfirmed", command_id=cmd["command_id"], policy=self.unconfirmed,
+                        customer_id=cmd["customer_id"], journey=cmd["journey"])
+            self._count(f"unconfirmed_{self.unconfirmed}")
+            if self.unconfirmed == "skip":
+                return self._finish(cmd, Outcome(
+                    "failed", reason="unconfirmed: the adapter stopped mid-send; not resent "
+                                     "(ADAPTER_UNCONFIRMED=skip)"))
         return None
 
     def handle(self, raw: bytes) -> str:
@@ -197,6 +234,8 @@ class Runner:
         settled = self._screen(cmd)
         if settled is not None:
             return settled
+        if self.write_ahead:
+            self.delivered.record(cmd["command_id"], ATTEMPTING)
         outcome = deliver_with_retries(
             self.channel, cmd, attempts=self.attempts, base_delay=self.base_delay,
             max_delay=self.max_delay, now=self.now, sleep=self.sleep,

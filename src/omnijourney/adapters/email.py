@@ -28,6 +28,8 @@ class EmailChannel:
     tracking_url: str | None = None  # base of the click redirect (omnijourney clicks)
     tracking_secret: str = ""
     name: str = "email"
+    # SMTP has no idempotency key: the runner records each attempt before sending.
+    provider_dedupes: bool = False
 
     def build(self, cmd: dict[str, Any]) -> EmailMessage:
         content = cmd["content"]

@@ -271,7 +271,8 @@ def cmd_adapter(args: argparse.Namespace) -> int:
     runner = Runner(settings, channel, limiter=limiter,
                     attempts=int(env.get("ADAPTER_MAX_ATTEMPTS", "10")),
                     base_delay=float(env.get("ADAPTER_BACKOFF_BASE", "0.5")),
-                    max_delay=float(env.get("ADAPTER_BACKOFF_MAX", "30")))
+                    max_delay=float(env.get("ADAPTER_BACKOFF_MAX", "30")),
+                    unconfirmed=env.get("ADAPTER_UNCONFIRMED", "resend"))
     try:
         counts = runner.run(idle_exit=args.idle_exit)
     finally:
