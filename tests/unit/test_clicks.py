@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import http.client
+import urllib.parse
 from typing import Any
 
 from omnijourney.adapters.clicks import ClickServer, make_token, read_token, track
 from omnijourney.adapters.email import EmailChannel
+from omnijourney.adapters.sms import TwilioStyleSms
+from omnijourney.core.events import delivery_event
+from tests.provider import Provider
 from tests.unit.test_email_channel import command
 
 
@@ -14,7 +18,7 @@ def test_tokens_are_signed() -> None:
     cmd = command()
     token = make_token("k", cmd, "https://shop.example/cart/k1")
     assert read_token("k", token) == {"c": cmd["command_id"], "cu": "c1",
-                                      "j": "cart_abandonment", "k": "k1",
+                                      "j": "cart_abandonment", "k": "k1", "ch": "email",
                                       "u": "https://shop.example/cart/k1"}
     assert read_token("other", token) is None
     payload, _, sig = token.partition(".")
@@ -53,3 +57,42 @@ def test_the_click_server_reports_and_redirects() -> None:
         server.stop()
     (rep,) = reports
     assert (rep["status"], rep["channel"], rep["instance_key"]) == ("clicked", "email", "k1")
+
+
+def test_sms_status_callbacks_come_back_as_delivery_reports() -> None:
+    reports: list[dict[str, Any]] = []
+    server = ClickServer("k", reports.append).start()
+    base = f"http://127.0.0.1:{server.port}"
+    cmd = dict(command(), channel="sms", to="+15550100", content={"text": "Hi"})
+    try:
+        with Provider() as provider:
+            TwilioStyleSms(provider.url, "AC1", "t", "+15550000", status_callback=base,
+                           callback_secret="k").deliver(cmd)
+        (req,) = provider.requests
+        callback = urllib.parse.parse_qs(req.body.decode())["StatusCallback"][0]
+        assert callback.startswith(f"{base}/s/")
+        path = urllib.parse.urlsplit(callback).path
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        for form in ({"MessageSid": "SM9", "MessageStatus": "sent"},  # already known
+                     {"MessageSid": "SM9", "MessageStatus": "delivered"},
+                     {"MessageSid": "SM9", "MessageStatus": "undelivered",
+                      "ErrorCode": "30003"}):
+            conn.request("POST", path, body=urllib.parse.urlencode(form),
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 204
+        conn.request("POST", "/s/forged.token", body="MessageStatus=delivered")
+        forged = conn.getresponse()
+        forged.read()
+        assert forged.status == 400
+        conn.close()
+    finally:
+        server.stop()
+    assert [(r["status"], r["channel"], r["provider_id"]) for r in reports] == [
+        ("delivered", "sms", "SM9"), ("failed", "sms", "SM9")]
+    assert reports[1]["reason"] == "provider status undelivered (error 30003)"
+    assert {r["command_id"] for r in reports} == {cmd["command_id"]}
+    # The engine reads them as sms.delivered / sms.failed for the same journey instance.
+    events = [delivery_event(r, None) for r in reports]
+    assert [e.type for e in events] == ["sms.delivered", "sms.failed"]

@@ -1,9 +1,13 @@
-"""Click tracking: links in emails point at a redirect that reports ``email.clicked``.
+"""Tracking: click redirects and provider status callbacks, reported as DeliveryReports.
 
-A tracked link is ``<base>/c/<token>``; the token carries the command, customer, journey
-and instance key and the target URL, signed with HMAC-SHA256 so nobody can forge clicks
-or turn the endpoint into an open redirect. A click publishes a DeliveryReport with status
-``clicked``; the engine folds it into an ``email.clicked`` event for that instance.
+A tracked link is ``<base>/c/<token>``; the token carries the command, customer, journey,
+instance key, channel and the target URL, signed with HMAC-SHA256 so nobody can forge
+clicks or turn the endpoint into an open redirect. A click publishes a DeliveryReport with
+status ``clicked``; the engine folds it into e.g. an ``email.clicked`` event.
+
+Providers that report a message's fate later (Twilio-style ``StatusCallback``) are given
+``<base>/s/<token>`` with the same kind of token; their form POST (``MessageStatus``
+``delivered``, ``undelivered``, ``failed`` …) becomes ``sms.delivered`` / ``sms.failed``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hmac
 import json
 import re
 import threading
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +39,8 @@ def _unb64(text: str) -> bytes:
 def make_token(secret: str, cmd: dict[str, Any], url: str) -> str:
     payload = _b64(json.dumps({"c": cmd["command_id"], "cu": cmd["customer_id"],
                                "j": cmd["journey"], "k": cmd.get("instance_key") or "",
-                               "u": url}, separators=(",", ":")).encode())
+                               "ch": cmd.get("channel") or "email", "u": url},
+                              separators=(",", ":")).encode())
     sig = _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()[:16])
     return f"{payload}.{sig}"
 
@@ -61,8 +67,27 @@ def track(text: str, cmd: dict[str, Any], base: str, secret: str, *, html: bool)
     return _BARE.sub(lambda m: wrap(m.group(1)), text)
 
 
+# Provider callback status -> our DeliveryReport status; the rest (queued, sending,
+# sent: already reported by the adapter) are acknowledged and dropped.
+PROVIDER_STATUSES = {"delivered": "delivered", "undelivered": "failed", "failed": "failed",
+                     "bounced": "bounced", "read": "opened", "opened": "opened"}
+
+
+def status_callback_url(base: str, secret: str, cmd: dict[str, Any]) -> str:
+    return f"{base.rstrip('/')}/s/{make_token(secret, cmd, '')}"
+
+
+def report_from(data: dict[str, str], status: str, reason: str | None,
+                provider_id: str | None) -> dict[str, Any]:
+    return {"command_id": data["c"], "customer_id": data["cu"],
+            "channel": data.get("ch") or "email", "status": status,
+            "provider_id": provider_id, "reason": reason, "at": datetime.now(UTC),
+            "journey": data["j"], "instance_key": data["k"] or None}
+
+
 class ClickServer:
-    """Serves ``GET /c/<token>``: report the click, then redirect to the target."""
+    """Serves ``GET /c/<token>`` (report the click, then redirect to the target) and
+    ``POST /s/<token>`` (a provider's delivery status callback)."""
 
     def __init__(self, secret: str, report: Callable[[dict[str, Any]], None],
                  host: str = "127.0.0.1", port: int = 0) -> None:
@@ -74,16 +99,32 @@ class ClickServer:
             def do_GET(self) -> None:
                 data = read_token(outer.secret, self.path.removeprefix("/c/").split("?")[0]) \
                     if self.path.startswith("/c/") else None
-                if data is None:
+                if data is None or not data.get("u"):
                     self.send_error(400, "unknown or forged link")
                     return
-                outer.report({"command_id": data["c"], "customer_id": data["cu"],
-                              "channel": "email", "status": "clicked", "provider_id": None,
-                              "reason": data["u"], "at": datetime.now(UTC),
-                              "journey": data["j"], "instance_key": data["k"] or None})
+                outer.report(report_from(data, "clicked", data["u"], None))
                 self.send_response(302)
                 self.send_header("Location", data["u"])
                 self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                data = read_token(outer.secret, self.path.removeprefix("/s/").split("?")[0]) \
+                    if self.path.startswith("/s/") else None
+                if data is None:
+                    self.send_error(400, "unknown or forged callback")
+                    return
+                length = min(int(self.headers.get("Content-Length") or 0), 65536)
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode(errors="replace"))
+                raw = (form.get("MessageStatus") or form.get("status") or [""])[0].lower()
+                status = PROVIDER_STATUSES.get(raw)
+                if status is not None:
+                    error = (form.get("ErrorCode") or [""])[0]
+                    outer.report(report_from(
+                        data, status, f"provider status {raw}" + (f" (error {error})"
+                                                                  if error else ""),
+                        (form.get("MessageSid") or [""])[0] or None))
+                self.send_response(204)  # acknowledged either way: no provider retries
                 self.end_headers()
 
             def log_message(self, format: str, *args: object) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omnijourney.adapters.base import Outcome
+from omnijourney.adapters.clicks import status_callback_url
 from omnijourney.adapters.http import call
 
 
@@ -19,11 +20,18 @@ class TwilioStyleSms:
     sender: str
     timeout: float = 10.0
     name: str = "sms"
+    # Base URL of ``omnijourney clicks`` (and its secret): the provider then reports each
+    # message's fate (delivered, undelivered) there, and the engine sees sms.delivered.
+    status_callback: str | None = None
+    callback_secret: str = ""
 
     def deliver(self, cmd: dict[str, Any]) -> Outcome:
         url = f"{self.base_url.rstrip('/')}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
-        form = urllib.parse.urlencode({"To": cmd["to"], "From": self.sender,
-                                       "Body": cmd["content"].get("text", "")}).encode()
+        fields = {"To": cmd["to"], "From": self.sender, "Body": cmd["content"].get("text", "")}
+        if self.status_callback:
+            fields["StatusCallback"] = status_callback_url(self.status_callback,
+                                                           self.callback_secret, cmd)
+        form = urllib.parse.urlencode(fields).encode()
         auth = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
         headers = {"Authorization": f"Basic {auth}",
                    "Content-Type": "application/x-www-form-urlencoded",

@@ -239,8 +239,11 @@ def channel_from_env(name: str) -> Any:
             tracking_url=env.get("CLICK_TRACKING_URL"),
             tracking_secret=need("CLICK_SECRET") if env.get("CLICK_TRACKING_URL") else "")
     if name == "sms":
+        callback = env.get("SMS_STATUS_CALLBACK_URL")
         return TwilioStyleSms(need("SMS_API_BASE"), need("SMS_ACCOUNT_SID"),
-                              need("SMS_AUTH_TOKEN"), need("SMS_FROM"))
+                              need("SMS_AUTH_TOKEN"), need("SMS_FROM"),
+                              status_callback=callback,
+                              callback_secret=need("CLICK_SECRET") if callback else "")
     if name == "push":
         return FcmStylePush(need("PUSH_API_BASE"), need("PUSH_PROJECT"), need("PUSH_TOKEN"))
     if name == "webhook":
@@ -299,7 +302,8 @@ def cmd_clicks(args: argparse.Namespace) -> int:
                       value=encode_delivery(rep)).get(10)
 
     server = ClickServer(secret, report, host=args.host, port=args.port)
-    print(f"click tracking on http://{args.host}:{server.port}/c/<token>", file=sys.stderr)
+    print(f"tracking on http://{args.host}:{server.port}: GET /c/<token> (clicks), "
+          "POST /s/<token> (provider status callbacks)", file=sys.stderr)
     try:
         server.server.serve_forever()
     except KeyboardInterrupt:
@@ -311,7 +315,8 @@ def cmd_clicks(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    ck = sub.add_parser("clicks", help="serve tracked-link redirects (reports email.clicked)")
+    ck = sub.add_parser("clicks", help="serve tracked-link redirects and provider status "
+                                       "callbacks (reports email.clicked, sms.delivered)")
     ck.add_argument("--bootstrap")
     ck.add_argument("--host", default="0.0.0.0", help="a public redirect endpoint")
     ck.add_argument("--port", type=int, default=8080)
