@@ -144,9 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--kind", choices=["journey", "policies", "template"], default="journey")
     sc.set_defaults(func=cmd_schema)
 
+    from omnijourney.ops.commands import add_parsers as add_ops
     from omnijourney.runtime.commands import add_parsers
 
     add_parsers(sub)
+    add_ops(sub)
     return p
 
 

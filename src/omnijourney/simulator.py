@@ -102,7 +102,8 @@ def explain(result: SimulationResult) -> Iterator[str]:
     for cid in sorted(by_customer):
         yield f"== customer {cid}"
         for t in by_customer[cid]:
-            yield "  " + describe(t)
+            if t.kind != "step":
+                yield "  " + describe(t)
 
 
 def _events(e: str | list[str]) -> str:

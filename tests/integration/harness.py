@@ -36,6 +36,7 @@ class LiveEngine:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.starts = 0
+        self.metrics_port: int | None = None  # /metrics etc. only where a test asks
         ensure_topics(self.settings)
 
     def start(self) -> LiveEngine:
@@ -46,7 +47,9 @@ class LiveEngine:
                "OMNIJOURNEY_CLOCK": self.settings.clock,
                "OMNIJOURNEY_JOURNEYS": self.settings.journeys,
                # Fast failover: the restart test waits for the killed member to expire.
-               "OMNIJOURNEY_SESSION_TIMEOUT": "6", "OMNIJOURNEY_MAX_POLL_INTERVAL": "20"}
+               "OMNIJOURNEY_SESSION_TIMEOUT": "6", "OMNIJOURNEY_MAX_POLL_INTERVAL": "20",
+               "OMNIJOURNEY_METRICS_PORT": str(self.metrics_port or "off"),
+               "OMNIJOURNEY_DATADIR": str(self.log_dir / "faust-data")}
         self._log = open(self.log_dir / f"worker-{self.starts}.log", "wb")  # noqa: SIM115 - closed in _reap
         self.proc = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker"], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -99,7 +102,8 @@ class LiveEngine:
         full = {**os.environ, "KAFKA_BOOTSTRAP": self.settings.bootstrap,
                 "OMNIJOURNEY_TOPIC_PREFIX": self.prefix,
                 "OMNIJOURNEY_APP_ID": f"{self.prefix}{channel}-adapter",
-                "OMNIJOURNEY_CLOCK": "event", "ADAPTER_BACKOFF_BASE": "0.05", **env}
+                "OMNIJOURNEY_CLOCK": "event", "ADAPTER_BACKOFF_BASE": "0.05",
+                "OMNIJOURNEY_METRICS_PORT": "off", **env}
         with log.open("wb") as out:  # the child keeps its own copy of the descriptor
             return subprocess.Popen([sys.executable, "-m", "omnijourney", "adapter", channel,
                                      "--idle-exit", str(idle)], env=full, cwd=REPO,

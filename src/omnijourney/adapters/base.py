@@ -32,7 +32,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from omnijourney.codecs import decode_command, encode_delivery
 from omnijourney.core.timeutil import format_instant
-from omnijourney.runtime.settings import Settings
+from omnijourney.ops.lag import LagReader
+from omnijourney.ops.metrics import AdapterMetrics, Heartbeat, LagRefresher, serve
+from omnijourney.runtime.settings import Settings, adapter_group
 
 log = structlog.get_logger("omnijourney.adapter")
 T = TypeVar("T")
@@ -73,7 +75,8 @@ class Limiter(Protocol):
 def retrying(attempt_once: Callable[[], T], *, deadline: datetime | None, what: str,
              attempts: int = 6, base_delay: float = 0.5, max_delay: float = 30.0,
              now: Callable[[], datetime], sleep: Callable[[float], None],
-             limiter: Limiter | None = None) -> T | Outcome:
+             limiter: Limiter | None = None,
+             on_retry: Callable[[], object] | None = None) -> T | Outcome:
     """Call ``attempt_once``, retrying transient errors with exponential backoff and
     jitter (or the provider's Retry-After), never past ``deadline``."""
     reason = "no attempt"
@@ -92,6 +95,8 @@ def retrying(attempt_once: Callable[[], T], *, deadline: datetime | None, what: 
                 return Outcome("expired", reason=f"deadline passed while retrying: {reason}")
             log.warning("retry", what=what, attempt=attempt + 1, delay=round(delay, 2),
                         reason=reason)
+            if on_retry is not None:
+                on_retry()
             sleep(delay)
     return Outcome("failed", reason=f"gave up after {attempts} attempts: {reason}")
 
@@ -100,11 +105,13 @@ def deliver_with_retries(channel: Channel, cmd: dict[str, Any], *, attempts: int
                          base_delay: float = 0.5, max_delay: float = 30.0,
                          now: Callable[[], datetime], sleep: Callable[[float], None],
                          respect_deadline: bool = True,
-                         limiter: Limiter | None = None) -> Outcome:
+                         limiter: Limiter | None = None,
+                         on_retry: Callable[[], object] | None = None) -> Outcome:
     return retrying(lambda: channel.deliver(cmd),
                     deadline=cmd["deadline"] if respect_deadline else None,
                     what=cmd["command_id"], attempts=attempts, base_delay=base_delay,
-                    max_delay=max_delay, now=now, sleep=sleep, limiter=limiter)
+                    max_delay=max_delay, now=now, sleep=sleep, limiter=limiter,
+                    on_retry=on_retry)
 
 
 ATTEMPTING = "attempting"
@@ -184,18 +191,43 @@ class Runner:
         self.delivered = DeliveredLog(settings, channel.name)
         self.reports = KafkaProducer(**settings.kafka_python(), acks="all")
         self.counts: dict[str, int] = {}
+        self.metrics = AdapterMetrics(channel.name)
+        # The poll loop turns every poll timeout, and every retry beats too.
+        self.alive = Heartbeat(within=120.0)
+        self.assigned = False
+
+    @property
+    def group(self) -> str:
+        return adapter_group(self.settings, self.channel.name)
+
+    def ready(self) -> bool:
+        return self.assigned and self.alive()
+
+    def _retried(self) -> None:
+        self.alive.beat()
+        self.metrics.retries.labels(self.channel.name).inc()
+
+    def start_ops(self, port: int | None) -> None:
+        """/metrics, /healthz, /readyz on ``port`` and a consumer-lag probe."""
+        serve(self.metrics.registry, port, healthy=self.alive, ready=self.ready,
+              what=f"adapter {self.channel.name}")
+        reader = LagReader(self.settings)
+        groups = {self.group: [self.settings.topics.command(self.channel.name)]}
+        LagRefresher(self.metrics.lag, lambda now: reader.measure(groups, now)).start()
 
     def run(self, *, idle_exit: float | None = None) -> dict[str, int]:
         """Consume until stopped (or ``idle_exit`` seconds without a command)."""
         self.delivered.load()
         consumer = KafkaConsumer(
             self.settings.topics.command(self.channel.name), **self.settings.kafka_python(),
-            group_id=f"{self.settings.app_id}-adapter-{self.channel.name}",
+            group_id=self.group,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=100)
         last = time.monotonic()
         try:
             while idle_exit is None or time.monotonic() - last < idle_exit:
                 batch = consumer.poll(timeout_ms=500)
+                self.alive.beat()
+                self.assigned = bool(consumer.assignment())
                 values = [m.value for msgs in batch.values() for m in msgs]
                 if values:
                     last = time.monotonic()
@@ -236,10 +268,13 @@ class Runner:
             return settled
         if self.write_ahead:
             self.delivered.record(cmd["command_id"], ATTEMPTING)
+        started = time.perf_counter()
         outcome = deliver_with_retries(
             self.channel, cmd, attempts=self.attempts, base_delay=self.base_delay,
             max_delay=self.max_delay, now=self.now, sleep=self.sleep,
-            respect_deadline=self.settings.clock == "wall", limiter=self.limiter)
+            respect_deadline=self.settings.clock == "wall", limiter=self.limiter,
+            on_retry=self._retried)
+        self.metrics.latency.labels(self.channel.name).observe(time.perf_counter() - started)
         return self._finish(cmd, outcome)
 
     def handle_batch(self, raws: list[bytes]) -> None:
@@ -254,12 +289,15 @@ class Runner:
         if not todo:
             return
         channel = self.channel
+        started = time.perf_counter()
         result = retrying(lambda: channel.deliver_batch(todo),
                           deadline=min(c["deadline"] for c in todo)
                           if self.settings.clock == "wall" else None,
                           what=f"{len(todo)} {channel.name} commands", attempts=self.attempts,
                           base_delay=self.base_delay, max_delay=self.max_delay, now=self.now,
-                          sleep=self.sleep, limiter=self.limiter)
+                          sleep=self.sleep, limiter=self.limiter, on_retry=self._retried)
+        self.metrics.latency.labels(channel.name).observe(
+            (time.perf_counter() - started) / len(todo))
         for cmd in todo:
             outcome = result if isinstance(result, Outcome) else result[cmd["command_id"]]
             self._finish(cmd, outcome)
@@ -281,6 +319,7 @@ class Runner:
 
     def _count(self, status: str) -> str:
         self.counts[status] = self.counts.get(status, 0) + 1
+        self.metrics.outcome(status)
         return status
 
     def close(self) -> None:

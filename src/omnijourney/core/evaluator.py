@@ -360,6 +360,8 @@ class _Run:
             step = cj.steps[step_id]
             inst.step = step_id
             inst.visits[step_id] = inst.visits.get(step_id, 0) + 1
+            # Step reach, for analytics; explanations skip it (each step tells its own).
+            self.note(at, "step", inst, step_id, cohort=inst.cohort, visit=inst.visits[step_id])
             nxt = self.step(cj, inst, step, at)
             if nxt is _PARK:
                 return
@@ -557,6 +559,8 @@ class _Run:
     def finish(self, inst: Instance, at: datetime, reason: str, **detail: Any) -> None:
         self.st.instances.pop(inst.slot, None)
         inst.status, inst.due_at = "done", None
+        if inst.cohort:
+            detail["cohort"] = inst.cohort
         self.note(at, reason, inst, inst.step, **detail)
 
     def prune(self) -> None:

@@ -20,6 +20,8 @@ import structlog
 from faust.types import EventT, StreamT
 
 from omnijourney.core import CustomerState, JourneySet
+from omnijourney.ops.lag import LagReader
+from omnijourney.ops.metrics import Heartbeat, LagRefresher, WorkerMetrics, serve
 from omnijourney.runtime.engine import Clock, DueIndex, Engine, Outgoing, Record, tick_record
 from omnijourney.runtime.settings import Settings
 
@@ -54,6 +56,10 @@ class Worker:
         self.index = DueIndex()
         self.cache: OrderedDict[str, CustomerState] = OrderedDict()
         self.indexed: frozenset[int] | None = None
+        self.metrics = WorkerMetrics()
+        # Alive while the timer runs (the event loop is not stuck).
+        self.alive = Heartbeat(within=max(30.0, 10 * settings.tick_interval))
+        optional: dict[str, Any] = {"datadir": settings.datadir} if settings.datadir else {}
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{b}" for b in settings.bootstrap.split(",")],
@@ -71,6 +77,7 @@ class Worker:
             broker_max_poll_interval=settings.max_poll_interval,
             web_enabled=False,
             autodiscover=False,
+            **optional,
         )
         t = settings.topics
         # All three are co-partitioned and keyed by customer_id.
@@ -80,6 +87,26 @@ class Worker:
                                     key_type=bytes, value_type=bytes)
         self.app.agent(self.source, name="evaluate")(self.run_stream)
         self.app.timer(interval=settings.tick_interval)(self.drive_waits)
+        self.app.on_partitions_assigned.connect(self.on_assigned)
+
+    # -------------------------------------------------------------------- ops
+    def ready(self) -> bool:
+        """Serving: recovered, not rebalancing, due index built for what we own."""
+        return (self.indexed is not None and not self.app.in_recovery
+                and not self.app.rebalancing)
+
+    async def on_assigned(self, sender: Any, /, *args: Any, signal: Any,
+                          **kwargs: Any) -> None:
+        self.metrics.rebalances.inc()
+
+    def start_ops(self, port: int | None) -> None:
+        """/metrics, /healthz, /readyz on ``port`` and a consumer-lag probe."""
+        serve(self.metrics.registry, port, healthy=self.alive, ready=self.ready,
+              what="worker")
+        reader = LagReader(self.settings)
+        t = self.settings.topics
+        groups = {self.settings.app_id: [t.touchpoints, t.ticks, t.deliveries]}
+        LagRefresher(self.metrics.lag, lambda now: reader.measure(groups, now)).start()
 
     # ------------------------------------------------------------------ state
     def load(self, cid: str) -> CustomerState | None:
@@ -127,9 +154,12 @@ class Worker:
         await self.send_all(result.commands + result.other)
         for cid, (partition, st) in result.states.items():
             self.store(cid, partition, st)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(inputs=result.inputs, dead=result.dead_kinds, trace=result.trace,
+                             evaluation_seconds=result.eval_seconds, batch_seconds=elapsed)
         log.debug("batch", records=len(records), evaluations=result.evaluations,
                   commands=len(result.commands), dead=len(result.dead_reasons),
-                  ms=round((time.perf_counter() - started) * 1000, 2))
+                  ms=round(elapsed * 1000, 2))
         for x in result.trace:
             if x.kind in LOGGED_DECISIONS:
                 # "event" is structlog's message key; the trace's event type is renamed.
@@ -165,13 +195,18 @@ class Worker:
         log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries))
 
     async def drive_waits(self) -> None:
+        self.alive.beat()
         if self.app.in_recovery or self.app.rebalancing:
             return
         owned = self.owned()
         if owned != self.indexed:
             self.rebuild_index(owned)
+            self.metrics.assigned.set(len(owned))
+        self.metrics.due.set(len(self.index.entries))
         ticks = self.settings.topics.ticks
         for cid, partition, now in self.index.due(self.clock, set(owned)):
+            self.metrics.lateness.observe(
+                max(0.0, (now - self.index.entries[cid][1]).total_seconds()))
             self.index.pending.add(cid)
             await self.app.producer.send(ticks, cid.encode(), tick_record(cid, now), partition,
                                          None, None)

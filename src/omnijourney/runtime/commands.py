@@ -17,6 +17,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 
 from omnijourney.codecs import CodecError, decode_any, encode_event
+from omnijourney.core.commands import CHANNELS
 from omnijourney.core.events import Event
 from omnijourney.core.timeutil import format_instant
 from omnijourney.runtime.engine import clock_record
@@ -32,6 +33,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 # ----------------------------------------------------------------------- worker
+
+WORKER_METRICS_PORT = 9400  # adapters: 9401 (email) ... 9405 (webhook), CHANNELS order
+
+
+def metrics_port(args: argparse.Namespace, default: int) -> int | None:
+    """--metrics-port, else OMNIJOURNEY_METRICS_PORT, else ``default``; "off" disables."""
+    given = getattr(args, "metrics_port", None) or os.environ.get("OMNIJOURNEY_METRICS_PORT")
+    if given is None or given == "":
+        return default
+    if str(given).lower() in ("off", "none", "disabled"):
+        return None
+    return int(given)
+
 
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
@@ -54,6 +68,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 1
     ensure_topics(settings)
     worker = Worker(settings, journeys)
+    worker.start_ops(metrics_port(args, WORKER_METRICS_PORT))
     faust.Worker(worker.app, loglevel=args.log_level.upper(), quiet=True,
                  override_logging=False).execute_from_commandline()
     return 0
@@ -276,6 +291,7 @@ def cmd_adapter(args: argparse.Namespace) -> int:
                     base_delay=float(env.get("ADAPTER_BACKOFF_BASE", "0.5")),
                     max_delay=float(env.get("ADAPTER_BACKOFF_MAX", "30")),
                     unconfirmed=env.get("ADAPTER_UNCONFIRMED", "resend"))
+    runner.start_ops(metrics_port(args, WORKER_METRICS_PORT + 1 + CHANNELS.index(args.channel)))
     try:
         counts = runner.run(idle_exit=args.idle_exit)
     finally:
@@ -329,6 +345,8 @@ def add_parsers(sub: Any) -> None:
                    help="event: a replay, where deadlines in the past do not expire")
     a.add_argument("--idle-exit", type=float, help="stop after this many idle seconds")
     a.add_argument("--log-level", default="info")
+    a.add_argument("--metrics-port", help="/metrics, /healthz, /readyz (default 9401 email "
+                   "... 9405 webhook; 0: any free port; off: none)")
     a.set_defaults(func=cmd_adapter)
 
     w = sub.add_parser("worker", help="run the journey engine on Kafka (Faust worker)")
@@ -336,6 +354,8 @@ def add_parsers(sub: Any) -> None:
     w.add_argument("--bootstrap", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP)")
     w.add_argument("--clock", choices=["wall", "event"], help="wall (default) or event time")
     w.add_argument("--log-level", default="info")
+    w.add_argument("--metrics-port", help=f"/metrics, /healthz, /readyz (default "
+                   f"{WORKER_METRICS_PORT}; 0: any free port; off: none)")
     w.set_defaults(func=cmd_worker)
 
     d = sub.add_parser("dev", help="embedded broker + worker + sample events, one command")

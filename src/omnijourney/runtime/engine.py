@@ -8,6 +8,7 @@ be tested without a broker.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,9 @@ class BatchResult:
     other: list[Outgoing] = field(default_factory=list)  # dead letters, re-keyed events
     trace: list[TraceEntry] = field(default_factory=list)
     dead_reasons: list[str] = field(default_factory=list)
+    dead_kinds: list[str] = field(default_factory=list)  # low-cardinality, for metrics
+    inputs: list[str] = field(default_factory=list)  # event type (or "tick") per evaluation
+    eval_seconds: list[float] = field(default_factory=list)
     evaluations: int = 0
 
 
@@ -146,11 +150,12 @@ class Engine:
         try:
             ev = decode_event(rec.value)
         except InvalidEvent as exc:
-            self._dead(rec, str(exc), result)
+            self._dead(rec, str(exc), result, "invalid_event")
             return
         if ev.type not in self.accepted:
             self._dead(rec, f"unknown event type '{ev.type}' (no journey or profile rule uses "
-                            "it; list it in OMNIJOURNEY_EXTRA_EVENT_TYPES to accept it)", result)
+                            "it; list it in OMNIJOURNEY_EXTRA_EVENT_TYPES to accept it)", result,
+                       "unknown_type")
             return
         key = ev.customer_id.encode()
         if rec.key != key:
@@ -169,10 +174,11 @@ class Engine:
             journey = self.journeys.current.get(str(report.get("journey") or ""))
             ev = delivery_event(report, journey.defn.trigger.correlate_by if journey else None)
         except (CodecError, InvalidEvent, KeyError) as exc:
-            self._dead(rec, f"bad delivery report: {exc}", result)
+            self._dead(rec, f"bad delivery report: {exc}", result, "invalid_delivery")
             return
         if rec.key != ev.customer_id.encode():
-            self._dead(rec, "delivery reports must be keyed by customer_id", result)
+            self._dead(rec, "delivery reports must be keyed by customer_id", result,
+                       "invalid_delivery")
             return
         self._evaluate(ev.customer_id, rec.partition, ev, self._now_for(rec, ev), load=load,
                        result=result)
@@ -192,7 +198,7 @@ class Engine:
                 return
             cid, now = str(body["customer_id"]), parse_instant(body["now"])
         except (ValueError, KeyError, TypeError) as exc:
-            self._dead(rec, f"bad tick record: {exc}", result)
+            self._dead(rec, f"bad tick record: {exc}", result, "invalid_tick")
             return
         state = self._state(cid, load, result)
         if state is None:
@@ -204,7 +210,10 @@ class Engine:
                   state: CustomerState | None = None) -> None:
         if state is None:
             state = self._state(cid, load, result)
+        started = time.perf_counter()
         out = evaluate(self.journeys, state, inp, now)
+        result.eval_seconds.append(time.perf_counter() - started)
+        result.inputs.append(inp.type if isinstance(inp, Event) else "tick")
         result.evaluations += 1
         result.trace.extend(out.trace)
         if out.state is not state:  # a duplicate event returns the state untouched
@@ -216,8 +225,9 @@ class Engine:
                 headers=(("command_id", cmd.command_id.encode()),
                          ("journey", cmd.journey.encode()))))
 
-    def _dead(self, rec: Record, reason: str, result: BatchResult) -> None:
+    def _dead(self, rec: Record, reason: str, result: BatchResult, kind: str) -> None:
         result.dead_reasons.append(reason)
+        result.dead_kinds.append(kind)
         result.other.append(Outgoing(self.topics.dlq, rec.key, encode_dead_letter(
             rec.value, key=rec.key, topic=rec.topic, partition=rec.partition,
             offset=rec.offset, error=reason, at=datetime.now(UTC))))

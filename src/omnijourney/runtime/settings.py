@@ -34,6 +34,11 @@ class Topics:
         return cls(**{f.name: f"{prefix}{f.default}" for f in fields(cls)})
 
 
+def adapter_group(settings: Settings, channel: str) -> str:
+    """The consumer group of a channel's adapters."""
+    return f"{settings.app_id}-adapter-{channel}"
+
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap: str = "127.0.0.1:9092"
@@ -53,6 +58,7 @@ class Settings:
     session_timeout: float = 45.0
     max_poll_interval: float = 300.0
     security: dict[str, str] = field(default_factory=dict)
+    datadir: str | None = None  # Faust's local directory (default: <app_id>-data here)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -71,6 +77,7 @@ class Settings:
             "session_timeout": float(env.get("OMNIJOURNEY_SESSION_TIMEOUT", cls.session_timeout)),
             "max_poll_interval": float(env.get("OMNIJOURNEY_MAX_POLL_INTERVAL",
                                                cls.max_poll_interval)),
+            "datadir": env.get("OMNIJOURNEY_DATADIR") or None,
             "replication": int(env["OMNIJOURNEY_REPLICATION"])
             if env.get("OMNIJOURNEY_REPLICATION") else None,
             "security": {k: v for k, v in {

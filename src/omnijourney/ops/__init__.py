@@ -1,0 +1,1 @@
+"""Operations: consumer lag, Prometheus metrics, health endpoints."""

@@ -1,0 +1,231 @@
+"""Prometheus metrics, ``/healthz`` and ``/readyz`` for the worker and the adapters.
+
+Every series a dashboard or alert uses is declared here, in one registry per process, so
+``SERIES`` is the complete list the Grafana dashboard may reference (a test holds it to
+that). Counting rules for journeys come from ``omnijourney.core.analytics``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from omnijourney.core.analytics import LABELS, METRIC, facts
+from omnijourney.core.evaluator import TraceEntry
+from omnijourney.ops.lag import PartitionLag
+
+log = structlog.get_logger("omnijourney.metrics")
+NS = "omnijourney"
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5)
+LATENESS_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+class LagGauges:
+    """Consumer lag of one process's group(s), refreshed in the background."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["group", "topic", "partition"]
+        self.records = Gauge(f"{NS}_consumer_lag", "Records not yet processed "
+                             "(end offset - committed offset)", labels, registry=registry)
+        self.seconds = Gauge(f"{NS}_consumer_lag_seconds", "Age of the oldest unprocessed "
+                             "record", labels, registry=registry)
+        self.errors = Counter(f"{NS}_lag_probe_errors", "Failed lag measurements",
+                              registry=registry)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.events = Counter(f"{NS}_events", "Records processed, by event type (tick for "
+                              "timer ticks)", ["type"], registry=r)
+        self.dead = Counter(f"{NS}_dead_letters", "Records sent to the dead-letter topic",
+                            ["reason"], registry=r)
+        self.due = Gauge(f"{NS}_due_waits", "Journey instances waiting for a time on this "
+                         "worker's partitions", registry=r)
+        self.lateness = Histogram(f"{NS}_timer_lateness_seconds", "How late a due wait "
+                                  "was picked up by the timer", buckets=LATENESS_BUCKETS,
+                                  registry=r)
+        self.evaluation = Histogram(f"{NS}_evaluation_seconds", "Time to evaluate one input "
+                                    "for one customer", buckets=LATENCY_BUCKETS, registry=r)
+        self.batch = Histogram(f"{NS}_batch_seconds", "Time to process one batch, commands "
+                               "acked", buckets=LATENCY_BUCKETS, registry=r)
+        self.rebalances = Counter(f"{NS}_rebalances", "Partition assignments received",
+                                  registry=r)
+        self.assigned = Gauge(f"{NS}_assigned_partitions", "Source partitions this worker "
+                              "owns", registry=r)
+        self.journey = {
+            name: Counter(f"{NS}_{METRIC[name]}", _HELP[name], list(LABELS[name]), registry=r)
+            for name in LABELS}
+        self.lag = LagGauges(r)
+
+    def observe(self, *, inputs: Iterable[str], dead: Iterable[str],
+                trace: Iterable[TraceEntry], evaluation_seconds: Iterable[float],
+                batch_seconds: float) -> None:
+        for kind in inputs:
+            self.events.labels(kind).inc()
+        for reason in dead:
+            self.dead.labels(reason).inc()
+        for entry in trace:
+            for name, values in facts(entry):
+                self.journey[name].labels(*values).inc()
+        for seconds in evaluation_seconds:
+            self.evaluation.observe(seconds)
+        self.batch.observe(batch_seconds)
+
+
+_HELP = {
+    "entries": "Journey instances started",
+    "steps": "Steps reached, per A/B cohort",
+    "cohorts": "A/B split assignments",
+    "exits": "Journey instances ended, by reason",
+    "goals": "Goal conversions within the journey's window, per cohort",
+    "sends": "Channel-send commands emitted",
+    "suppressed": "Sends not made, by reason (no_consent, frequency_cap, no_address ...)",
+    "deferred": "Sends deferred (quiet hours)",
+}
+
+
+class AdapterMetrics:
+    def __init__(self, channel: str, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.channel = channel
+        self.outcomes = Counter(f"{NS}_adapter_deliveries", "Commands settled by the adapter",
+                                ["channel", "status"], registry=r)
+        self.retries = Counter(f"{NS}_adapter_retries", "Transient provider errors retried",
+                               ["channel"], registry=r)
+        self.latency = Histogram(f"{NS}_adapter_delivery_seconds", "Provider call time per "
+                                 "command, retries included", ["channel"],
+                                 buckets=(*LATENCY_BUCKETS, 5.0, 10.0, 30.0), registry=r)
+        self.lag = LagGauges(r)
+
+    def outcome(self, status: str) -> None:
+        self.outcomes.labels(self.channel, status).inc()
+
+
+# Every series name a process exposes (the Grafana dashboard may use only these).
+def series(registry: CollectorRegistry) -> set[str]:
+    names = set()
+    for family in registry.collect():
+        for sample in family.samples:
+            names.add(sample.name)
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        elif family.type == "histogram":
+            names.update(f"{family.name}_{s}" for s in ("bucket", "sum", "count"))
+        else:
+            names.add(family.name)
+    return names
+
+
+class LagRefresher:
+    """Measures this process's consumer lag every ``interval`` seconds in a thread."""
+
+    def __init__(self, gauges: LagGauges, measure: Callable[[datetime], list[PartitionLag]],
+                 interval: float = 10.0) -> None:
+        self.gauges, self.measure, self.interval = gauges, measure, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lag", daemon=True)
+
+    def start(self) -> LagRefresher:
+        self._thread.start()
+        return self
+
+    def refresh(self) -> None:
+        for row in self.measure(datetime.now(UTC)):
+            labels = (row.group, row.topic, str(row.partition))
+            self.gauges.records.labels(*labels).set(row.lag)
+            self.gauges.seconds.labels(*labels).set(row.time_lag or 0.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.refresh()
+            except Exception as exc:  # a broker hiccup must not kill the probe
+                self.gauges.errors.inc()
+                log.warning("lag_probe_failed", error=str(exc))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class MetricsServer:
+    """``/metrics`` (Prometheus text), ``/healthz`` (alive) and ``/readyz`` (serving)."""
+
+    def __init__(self, registry: CollectorRegistry, *, healthy: Callable[[], bool],
+                 ready: Callable[[], bool], host: str = "0.0.0.0", port: int = 0) -> None:
+        outer = self
+        self.registry, self.healthy, self.ready = registry, healthy, ready
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(outer.registry), CONTENT_TYPE_LATEST)
+                elif path in ("/healthz", "/readyz"):
+                    ok = (outer.healthy if path == "/healthz" else outer.ready)()
+                    self._send(200 if ok else 503, b"ok\n" if ok else b"not ok\n",
+                               "text/plain")
+                else:
+                    self._send(404, b"try /metrics, /healthz or /readyz\n", "text/plain")
+
+            def _send(self, status: int, body: bytes, ctype: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, name="metrics",
+                                        daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+
+class Heartbeat:
+    """Alive while ``beat()`` was called within ``within`` seconds."""
+
+    def __init__(self, within: float) -> None:
+        self.within = within
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def __call__(self) -> bool:
+        return time.monotonic() - self.last <= self.within
+
+
+def serve(registry: CollectorRegistry, port: int | None, *, healthy: Callable[[], bool],
+          ready: Callable[[], bool], what: str) -> MetricsServer | None:
+    """Start the endpoint on ``port`` (None: disabled); a taken port is logged, not fatal."""
+    if port is None:
+        return None
+    try:
+        server = MetricsServer(registry, healthy=healthy, ready=ready, port=port).start()
+    except OSError as exc:
+        log.error("metrics_unavailable", what=what, port=port, error=str(exc))
+        return None
+    log.info("metrics", what=what, url=f"http://0.0.0.0:{server.port}/metrics")
+    return server
