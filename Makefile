@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo validate simulate graphs test unit lint types bench bench-live clean
+.PHONY: help install demo validate simulate graphs stats test unit lint types bench bench-live clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,10 @@ graphs: install ## Print every example journey as a Mermaid flowchart
 	@for f in journeys/*.yaml; do case $$f in *policies.yaml) continue;; esac; \
 	  echo "## $$f"; $(BIN)/omnijourney graph --markdown $$f; done
 
+stats: install ## Funnel of every example journey over the sample timeline (simulated)
+	@for f in journeys/*.yaml; do case $$f in *policies.yaml) continue;; esac; \
+	  $(BIN)/omnijourney stats $$(basename $$f .yaml) --events examples/events.jsonl; echo; done
+
 test: install lint types ## Lint, type-check and run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
 
@@ -52,4 +56,4 @@ bench-live: install ## Live engine vs a raw aiokafka loop on the same broker (ra
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info \
-	  omnijourney-worker.log
+	  omnijourney-worker.log omnijourney*-data

@@ -1,0 +1,85 @@
+"""Lag thresholds and table, the metrics endpoint and health checks (no broker)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from omnijourney.core.evaluator import TraceEntry
+from omnijourney.ops.lag import PartitionLag, over, render
+from omnijourney.ops.metrics import Heartbeat, MetricsServer, WorkerMetrics
+from tests.helpers import t
+
+ROWS = [PartitionLag("omnijourney", "touchpoints", 0, 10, 10, 0, None),
+        PartitionLag("omnijourney", "touchpoints", 1, 5, 25, 20, 340.0),
+        PartitionLag("omnijourney-adapter-sms", "commands.sms", 0, None, 3, 3, 4.0)]
+
+
+def test_thresholds_pick_the_partitions_over_either_limit() -> None:
+    assert over(ROWS, max_lag=None, max_time_lag=None) == []
+    assert over(ROWS, max_lag=5, max_time_lag=None) == [ROWS[1]]
+    assert over(ROWS, max_lag=None, max_time_lag=3.0) == [ROWS[1], ROWS[2]]
+    assert over(ROWS, max_lag=0, max_time_lag=None) == [ROWS[1], ROWS[2]]
+
+
+def test_the_table_shows_each_partition_and_a_total_per_group() -> None:
+    lines = render(ROWS).splitlines()
+    assert lines[0].split() == ["GROUP", "TOPIC", "PART", "COMMITTED", "END", "LAG", "TIME-LAG"]
+    assert lines[2].split() == ["omnijourney", "touchpoints", "1", "5", "25", "20", "5.7m"]
+    assert lines[3].split() == ["total", "20", "5.7m"]
+    assert lines[4].split() == ["omnijourney-adapter-sms", "commands.sms", "0", "-", "3", "3",
+                                "4.0s"]
+    marked = render(ROWS, lambda text, bad: ("! " if bad else "  ") + text).splitlines()
+    assert [line[0] for line in marked[1:]] == [" ", "!", "!", "!", "!"]
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+def test_metrics_health_and_readiness_over_http() -> None:
+    metrics = WorkerMetrics()
+    state = {"ready": False}
+    alive = Heartbeat(within=60)
+    server = MetricsServer(metrics.registry, healthy=alive, ready=lambda: state["ready"],
+                           host="127.0.0.1", port=0).start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        at = t("2026-03-02T10:00:00Z")
+        metrics.observe(inputs=["cart.item_added", "cart.item_added", "tick"],
+                        dead=["unknown_type"], evaluation_seconds=[0.001, 0.002, 0.0005],
+                        batch_seconds=0.01, trace=[
+                            TraceEntry(at, "c1", "entered", "cart", "k1", None, {"version": 2}),
+                            TraceEntry(at, "c1", "sent", "cart", "k1", "mail",
+                                       {"channel": "email", "command_id": "x"}),
+                            TraceEntry(at, "c1", "suppressed", "cart", "k1", "sms",
+                                       {"channel": "sms", "reason": "no_consent"})])
+        status, text = get(f"{base}/metrics")
+        assert status == 200
+        got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+        assert got[("omnijourney_events_total", (("type", "cart.item_added"),))] == 2
+        assert got[("omnijourney_dead_letters_total", (("reason", "unknown_type"),))] == 1
+        assert got[("omnijourney_journey_entries_total",
+                    (("journey", "cart"), ("version", "2")))] == 1
+        assert got[("omnijourney_commands_total",
+                    (("channel", "email"), ("journey", "cart"), ("step", "mail")))] == 1
+        assert got[("omnijourney_suppressed_total", (("channel", "sms"), ("journey", "cart"),
+                                                     ("reason", "no_consent"),
+                                                     ("step", "sms")))] == 1
+        assert got[("omnijourney_evaluation_seconds_count", ())] == 3
+        assert get(f"{base}/healthz")[0] == 200
+        assert get(f"{base}/readyz")[0] == 503
+        state["ready"] = True
+        assert get(f"{base}/readyz")[0] == 200
+        alive.last -= 120  # the loop stopped turning
+        assert get(f"{base}/healthz")[0] == 503
+        assert get(f"{base}/nope")[0] == 404
+    finally:
+        server.stop()
