@@ -68,7 +68,7 @@ def cmd_lag(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------ stats
 
-def _scrape(urls: Iterable[str]) -> list[tuple[str, dict[str, str], float]]:
+def scrape_facts(urls: Iterable[str]) -> list[tuple[str, dict[str, str], float]]:
     """(fact, labels, value) from every worker's /metrics, summed over workers."""
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -109,7 +109,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         urls = args.metrics or ["http://127.0.0.1:9400/metrics"]
         stats = JourneyStats(args.journey)
         try:
-            samples = _scrape(urls)
+            samples = scrape_facts(urls)
         except OSError as exc:
             print(f"omnijourney stats: cannot scrape {', '.join(urls)}: {exc} (is the worker "
                   "running? pass --metrics URL, or --events FILE to simulate)",
@@ -124,6 +124,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
     order = [s.id for s in cj.defn.steps]
     print(report(stats, order, source))
     return 0
+
+
+def live_summary(url: str, journeys: Iterable[str]) -> list[str]:
+    """One line per journey from a worker's /metrics (what ``omnijourney dev`` ends with)."""
+    samples = scrape_facts([url])
+    lines = []
+    for name in journeys:
+        s = JourneyStats(name)
+        for fact, labels, value in samples:
+            s.add(fact, labels, value)
+        sent = sum(s.sends.values())
+        lines.append(f"  {name:<20} entered {s.entries:>3}  sent {sent:>3}  "
+                     f"not sent {sum(s.suppressed.values()):>2}  goals {s.goals:>3} "
+                     f"({_pct(s.goals, s.entries).strip()})")
+    return lines
 
 
 def _pct(part: float, whole: float) -> str:

@@ -6,8 +6,10 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from datetime import datetime
@@ -186,7 +188,8 @@ def cmd_schemas_check(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Embedded broker + worker + the sample timeline, commands shown per channel."""
-    from omnijourney.runtime.broker import EmbeddedBroker
+    from omnijourney.ops.commands import live_summary
+    from omnijourney.runtime.broker import EmbeddedBroker, free_port
     from omnijourney.runtime.topics import ensure_topics
 
     broker = None
@@ -198,10 +201,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
     settings = Settings.from_env(bootstrap=bootstrap, journeys=args.journeys, clock="event",
                                  app_id=f"omnijourney-dev-{int(time.time())}")
     worker = None
+    scratch = Path(tempfile.mkdtemp(prefix="omnijourney-dev-"))
     try:
         ensure_topics(settings)
-        env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "OMNIJOURNEY_CLOCK": "event",
-               "OMNIJOURNEY_APP_ID": settings.app_id, "OMNIJOURNEY_JOURNEYS": args.journeys}
+        port = free_port()
+        env = {"OMNIJOURNEY_DATADIR": str(scratch), **os.environ,  # a throwaway app's files
+               "KAFKA_BOOTSTRAP": bootstrap, "OMNIJOURNEY_CLOCK": "event",
+               "OMNIJOURNEY_APP_ID": settings.app_id, "OMNIJOURNEY_JOURNEYS": args.journeys,
+               "OMNIJOURNEY_METRICS_PORT": str(port)}
         with open(Path(args.log), "w", encoding="utf-8") as log:  # the child keeps its copy
             worker = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker"], env=env,
                                       stdout=log, stderr=subprocess.STDOUT)
@@ -221,6 +228,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
                   f"{rec['journey']}.{rec['step']}  -> {rec['to']}")
         summary = ", ".join(f"{k} {v}" for k, v in sorted(by_channel.items())) or "none"
         print(f"{len(got)} commands from the live engine ({summary})", file=sys.stderr)
+        url = f"http://127.0.0.1:{port}/metrics"
+        try:
+            names = sorted({rec["journey"] for _, rec in got} | set(_journey_ids(args.journeys)))
+            print("journeys, live from the worker's /metrics (more: omnijourney stats):",
+                  file=sys.stderr)
+            for line in live_summary(url, names):
+                print(line, file=sys.stderr)
+        except OSError as exc:
+            print(f"(no live journey stats: {exc})", file=sys.stderr)
         return 0 if got else 1
     finally:
         if worker is not None:
@@ -228,6 +244,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
             worker.wait(30)
         if broker is not None:
             broker.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _journey_ids(folder: str) -> list[str]:
+    from omnijourney.config import load_or_raise
+
+    return sorted(load_or_raise(folder).current)
 
 
 def channel_from_env(name: str) -> Any:
