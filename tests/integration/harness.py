@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -38,6 +39,14 @@ class LiveEngine:
         self.starts = 0
         self.metrics_port: int | None = None  # /metrics etc. only where a test asks
         ensure_topics(self.settings)
+
+    def twin(self, name: str = "b") -> LiveEngine:
+        """A second worker of the same app (same group, topics and tables)."""
+        other = copy.copy(self)
+        other.proc, other._log, other.starts = None, None, 0
+        other.log_dir = self.log_dir / name
+        other.log_dir.mkdir(exist_ok=True)
+        return other
 
     def start(self) -> LiveEngine:
         self.starts += 1

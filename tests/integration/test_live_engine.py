@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -68,6 +69,36 @@ def test_kill_9_mid_timeline_loses_nothing_and_keeps_every_id(engine: LiveEngine
                                              for c in expected}
     # A repeat is allowed (at-least-once) but always byte-identical (same id, same content).
     assert len(as_rows(got)) == len(expected)
+
+
+def test_a_second_worker_takes_over_partitions_with_their_state_and_waits(
+        engine: LiveEngine) -> None:
+    """A second worker joins mid-timeline: partitions move to it with their state
+    (restored from the changelog) and the waits set on the first worker fire on it."""
+    events, expected = sample()
+    half = len(events) // 2  # customers are mid-wait here
+    other = engine.twin()
+    try:
+        engine.start()
+        engine.produce(events[:half])
+        assert engine.read(engine.settings.topics.commands, until=1, settle=2.0), engine.log()
+        other.start()  # rebalance: half the partitions move to the new worker
+        deadline = time.monotonic() + 60
+        while "due_index_rebuilt" not in other.log():
+            assert time.monotonic() < deadline, other.log()
+            time.sleep(0.5)
+        engine.produce(events[half:], watermark=events[-1].occurred_at + timedelta(days=90))
+        got = engine.read(engine.settings.topics.commands, until=len(expected),
+                          distinct="command_id")
+    finally:
+        other.stop()
+    by_id = {r["command_id"]: r for r in got}
+    assert set(by_id) == {c.command_id for c in expected}, engine.log() + other.log()
+    assert as_rows(list(by_id.values())) == {json.dumps(c.to_dict(), sort_keys=True)
+                                             for c in expected}
+    assert len(as_rows(got)) == len(expected)  # repeats, if any, are byte-identical
+    # Both workers evaluated: the new one took partitions, it did not sit idle.
+    assert '"event": "sent"' in engine.log() and '"event": "sent"' in other.log()
 
 
 def test_poison_records_go_to_the_dlq_and_the_partition_keeps_flowing(

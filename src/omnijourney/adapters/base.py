@@ -209,8 +209,9 @@ class Runner:
 
     def start_ops(self, port: int | None) -> None:
         """/metrics, /healthz, /readyz on ``port`` and a consumer-lag probe."""
-        serve(self.metrics.registry, port, healthy=self.alive, ready=self.ready,
-              what=f"adapter {self.channel.name}")
+        if serve(self.metrics.registry, port, healthy=self.alive, ready=self.ready,
+                 what=f"adapter {self.channel.name}") is None:
+            return  # nobody to show lag gauges to
         reader = LagReader(self.settings)
         groups = {self.group: [self.settings.topics.command(self.channel.name)]}
         LagRefresher(self.metrics.lag, lambda now: reader.measure(groups, now)).start()

@@ -101,8 +101,9 @@ class Worker:
 
     def start_ops(self, port: int | None) -> None:
         """/metrics, /healthz, /readyz on ``port`` and a consumer-lag probe."""
-        serve(self.metrics.registry, port, healthy=self.alive, ready=self.ready,
-              what="worker")
+        if serve(self.metrics.registry, port, healthy=self.alive, ready=self.ready,
+                 what="worker") is None:
+            return  # nobody to show lag gauges to
         reader = LagReader(self.settings)
         t = self.settings.topics
         groups = {self.settings.app_id: [t.touchpoints, t.ticks, t.deliveries]}
