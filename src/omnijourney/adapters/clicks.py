@@ -17,12 +17,12 @@ import hashlib
 import hmac
 import json
 import re
-import threading
 import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from omnijourney.serving import BackgroundServer, QuietHandler
 
 _HREF = re.compile(r'(href\s*=\s*")(https?://[^"]+)(")', re.IGNORECASE)
 _BARE = re.compile(r"(?<![\"'=])(https?://[^\s<>\"']+)")
@@ -85,7 +85,7 @@ def report_from(data: dict[str, str], status: str, reason: str | None,
             "journey": data["j"], "instance_key": data["k"] or None}
 
 
-class ClickServer:
+class ClickServer(BackgroundServer):
     """Serves ``GET /c/<token>`` (report the click, then redirect to the target) and
     ``POST /s/<token>`` (a provider's delivery status callback)."""
 
@@ -95,7 +95,7 @@ class ClickServer:
         self.report = report
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 data = read_token(outer.secret, self.path.removeprefix("/c/").split("?")[0]) \
                     if self.path.startswith("/c/") else None
@@ -127,18 +127,4 @@ class ClickServer:
                 self.send_response(204)  # acknowledged either way: no provider retries
                 self.end_headers()
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> ClickServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
+        super().__init__(Handler, host, port, "tracking")

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -20,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from omnijourney.core.analytics import LABELS, METRIC, facts
 from omnijourney.core.evaluator import TraceEntry
 from omnijourney.ops.lag import PartitionLag
+from omnijourney.serving import BackgroundServer, QuietHandler
 
 log = structlog.get_logger("omnijourney.metrics")
 NS = "omnijourney"
@@ -157,7 +157,7 @@ class LagRefresher:
         self._thread.join(5)
 
 
-class MetricsServer:
+class MetricsServer(BackgroundServer):
     """``/metrics`` (Prometheus text), ``/healthz`` (alive) and ``/readyz`` (serving)."""
 
     def __init__(self, registry: CollectorRegistry, *, healthy: Callable[[], bool],
@@ -165,7 +165,7 @@ class MetricsServer:
         outer = self
         self.registry, self.healthy, self.ready = registry, healthy, ready
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path == "/metrics":
@@ -184,23 +184,7 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name="metrics",
-                                        daemon=True)
-
-    def start(self) -> MetricsServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
+        super().__init__(Handler, host, port, "metrics")
 
 
 class Heartbeat:
