@@ -46,6 +46,7 @@ class Kafka:
     # the session timeout by itself. The embedded broker never does (a known limit of its
     # group coordinator), so there a restart, keeping all data, drops the membership.
     expire_dead_members: Callable[[], object] = lambda: None
+    restart: Callable[[], object] | None = None  # only a broker this suite owns
 
 
 @pytest.fixture(scope="session", params=["embedded", "testcontainers"])
@@ -65,7 +66,7 @@ def kafka(request: pytest.FixtureRequest) -> Iterator[Kafka]:
             yield Kafka(container.get_bootstrap_server())
         return
     with EmbeddedBroker() as broker:
-        yield Kafka(broker.bootstrap, broker.restart)
+        yield Kafka(broker.bootstrap, broker.restart, broker.restart)
 
 
 @pytest.fixture

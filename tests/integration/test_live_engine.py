@@ -101,6 +101,24 @@ def test_a_second_worker_takes_over_partitions_with_their_state_and_waits(
     assert '"event": "sent"' in engine.log() and '"event": "sent"' in other.log()
 
 
+def test_the_worker_rides_out_a_broker_restart(engine: LiveEngine, kafka: Kafka) -> None:
+    """A single broker restarts under a running worker (data kept): it reconnects and the
+    timeline completes with every command as simulated."""
+    if kafka.restart is None:
+        pytest.skip("needs a broker this suite can restart (the embedded one)")
+    events, expected = sample()
+    half = len(events) // 2
+    engine.start()
+    engine.produce(events[:half])
+    assert engine.read(engine.settings.topics.commands, until=1, settle=3.0), engine.log()
+    kafka.restart()
+    engine.produce(events[half:], watermark=events[-1].occurred_at + timedelta(days=90))
+    got = engine.read(engine.settings.topics.commands, until=len(expected),
+                      distinct="command_id")
+    assert {r["command_id"] for r in got} == {c.command_id for c in expected}, engine.log()
+    assert len(as_rows(got)) == len(expected)
+
+
 def test_poison_records_go_to_the_dlq_and_the_partition_keeps_flowing(
         engine: LiveEngine) -> None:
     events, _ = sample()
