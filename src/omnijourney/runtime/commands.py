@@ -309,6 +309,8 @@ def cmd_adapter(args: argparse.Namespace) -> int:
     limiter = TokenBucket(rate=rate, burst=max(1.0, rate)) if rate > 0 else None
     ensure_topics(settings)
     env = os.environ
+    if env.get("ADAPTER_UNCONFIRMED", "resend") not in ("resend", "skip"):
+        raise SystemExit("omnijourney adapter: ADAPTER_UNCONFIRMED must be 'resend' or 'skip'")
     runner = Runner(settings, channel, limiter=limiter,
                     attempts=int(env.get("ADAPTER_MAX_ATTEMPTS", "10")),
                     base_delay=float(env.get("ADAPTER_BACKOFF_BASE", "0.5")),
