@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from omnijourney.ops.lag import LagReader, PartitionLag
+from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
 from omnijourney.runtime.broker import free_port
 from tests.integration.harness import REPO, LiveEngine
 from tests.integration.test_live_engine import sample
@@ -26,11 +26,10 @@ pytestmark = pytest.mark.integration
 
 
 def engine_lag(engine: LiveEngine) -> list[PartitionLag]:
-    t = engine.settings.topics
+    group = engine.settings.app_id
     reader = LagReader(engine.settings)
     try:
-        return reader.measure({engine.settings.app_id: [t.touchpoints, t.ticks, t.deliveries]},
-                              datetime.now(UTC))
+        return reader.measure({group: known_groups(engine.settings)[group]}, datetime.now(UTC))
     finally:
         reader.close()
 

@@ -81,6 +81,10 @@ def test_dead_letters_carry_origin_and_reason() -> None:
     assert "unknown event type 'order.plaecd'" in dead[1]["error"]
     assert "bad tick record" in dead[2]["error"]
     assert "c1" in result.states  # the accepted extra type was processed
+    # Metrics get a low-cardinality kind per dead letter, and the type per evaluation.
+    assert result.dead_kinds == ["invalid_event", "unknown_type", "invalid_tick"]
+    assert result.inputs == ["loyalty.tier_changed"]
+    assert len(result.eval_seconds) == result.evaluations == 1
 
 
 def test_event_clock_and_due_index_drive_ticks_without_firing_early() -> None:

@@ -32,7 +32,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from omnijourney.codecs import decode_command, encode_delivery
 from omnijourney.core.timeutil import format_instant
-from omnijourney.ops.lag import LagReader
+from omnijourney.ops.lag import LagReader, known_groups
 from omnijourney.ops.metrics import AdapterMetrics, Heartbeat, LagRefresher, serve
 from omnijourney.runtime.settings import Settings, adapter_group
 
@@ -213,7 +213,7 @@ class Runner:
                  what=f"adapter {self.channel.name}") is None:
             return  # nobody to show lag gauges to
         reader = LagReader(self.settings)
-        groups = {self.group: [self.settings.topics.command(self.channel.name)]}
+        groups = {self.group: known_groups(self.settings)[self.group]}
         LagRefresher(self.metrics.lag, lambda now: reader.measure(groups, now)).start()
 
     def run(self, *, idle_exit: float | None = None) -> dict[str, int]:

@@ -20,7 +20,7 @@ import structlog
 from faust.types import EventT, StreamT
 
 from omnijourney.core import CustomerState, JourneySet
-from omnijourney.ops.lag import LagReader
+from omnijourney.ops.lag import LagReader, known_groups
 from omnijourney.ops.metrics import Heartbeat, LagRefresher, WorkerMetrics, serve
 from omnijourney.runtime.engine import Clock, DueIndex, Engine, Outgoing, Record, tick_record
 from omnijourney.runtime.settings import Settings
@@ -105,8 +105,8 @@ class Worker:
                  what="worker") is None:
             return  # nobody to show lag gauges to
         reader = LagReader(self.settings)
-        t = self.settings.topics
-        groups = {self.settings.app_id: [t.touchpoints, t.ticks, t.deliveries]}
+        group = self.settings.app_id
+        groups = {group: known_groups(self.settings)[group]}
         LagRefresher(self.metrics.lag, lambda now: reader.measure(groups, now)).start()
 
     # ------------------------------------------------------------------ state
