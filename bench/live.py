@@ -1,9 +1,11 @@
 """Live engine vs a raw aiokafka consume->produce loop: same broker, same payloads, one run.
 
-Both drain the same pre-filled records (Avro touchpoint events from the realistic mix of
-bench/evaluator.py). The raw loop only forwards each record to another topic; the engine
-decodes, evaluates all five journeys, sends commands, waits for their acks and writes
-state to its changelog. Prints events/s for each and the ratio.
+All drain the same pre-filled records (Avro touchpoint events from the realistic mix of
+bench/evaluator.py). The raw loop only forwards each record to another topic; so does a
+Faust agent with the engine's batching (bench/faust_floor.py: the floor of any Faust
+worker on this broker); the engine decodes, evaluates all five journeys, sends
+commands, waits for their acks and writes state to its changelog. Prints events/s for
+each and the ratios.
 
     python bench/live.py [--customers 5000]     (KAFKA_BOOTSTRAP to use a real cluster)
 """
@@ -78,10 +80,25 @@ def live_engine(settings: Settings, prefix: str, n: int, log: Path) -> float:
     """Seconds from the worker's first batch to the batch that completes n records."""
     env = {**os.environ, "KAFKA_BOOTSTRAP": settings.bootstrap, "OMNIJOURNEY_TOPIC_PREFIX": prefix,
            "OMNIJOURNEY_APP_ID": settings.app_id, "OMNIJOURNEY_PARTITIONS": str(PARTITIONS),
-           "OMNIJOURNEY_CLOCK": "event", "OMNIJOURNEY_JOURNEYS": str(ROOT / "journeys")}
+           "OMNIJOURNEY_CLOCK": "event", "OMNIJOURNEY_JOURNEYS": str(ROOT / "journeys"),
+           "OMNIJOURNEY_METRICS_PORT": "off", "OMNIJOURNEY_DATADIR": str(log.parent / "engine")}
+    return drain_seconds([sys.executable, "-m", "omnijourney", "worker", "--log-level", "debug"],
+                         env, n, log)
+
+
+def faust_floor(bootstrap: str, source: str, sink: str, n: int, log: Path) -> float:
+    """The same, for a Faust agent that only forwards records (bench/faust_floor.py)."""
+    env = {**os.environ, "FLOOR_BOOTSTRAP": bootstrap, "FLOOR_SOURCE": source,
+           "FLOOR_SINK": sink, "FLOOR_APP": f"floor-{uuid.uuid4().hex[:6]}",
+           "FLOOR_DATADIR": str(log.parent / "floor")}
+    return drain_seconds([sys.executable, str(Path(__file__).with_name("faust_floor.py"))],
+                         env, n, log)
+
+
+def drain_seconds(argv: list[str], env: dict[str, str], n: int, log: Path) -> float:
+    """Run a worker until its "batch" log lines add up to n records; first to last batch."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker", "--log-level",
-                                 "debug"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -136,10 +153,19 @@ def main() -> int:
                                topics=Topics(touchpoints=raw_src, ticks=raw_sink,
                                              deliveries=f"{prefix}raw-d", dlq=f"{prefix}raw-dlq",
                                              command_prefix=f"{prefix}raw-c.")))
+        floor_src, floor_sink = f"{prefix}floor-in", f"{prefix}floor-out"
+        ensure_topics(Settings(bootstrap=bootstrap, partitions=PARTITIONS,
+                               topics=Topics(touchpoints=floor_src, ticks=floor_sink,
+                                             deliveries=f"{prefix}floor-d",
+                                             dlq=f"{prefix}floor-dlq",
+                                             command_prefix=f"{prefix}floor-c.")))
         asyncio.run(fill(bootstrap, raw_src, records))
+        asyncio.run(fill(bootstrap, floor_src, records))
         asyncio.run(fill(bootstrap, settings.topics.touchpoints, records))
         raw_s = asyncio.run(raw_loop(bootstrap, raw_src, raw_sink, len(records)))
         log_dir = Path(os.environ.get("BENCH_LOG_DIR") or tempfile.mkdtemp(prefix="bench-"))
+        floor_s = faust_floor(bootstrap, floor_src, floor_sink, len(records),
+                              log_dir / "floor.log")
         live_s = live_engine(settings, prefix, len(records), log_dir / "worker.log")
     finally:
         if broker is not None:
@@ -148,8 +174,11 @@ def main() -> int:
     print(f"{n:,} touchpoint events ({args.customers:,} customers), {PARTITIONS} partitions, "
           f"broker {'embedded' if broker else bootstrap}")
     print(f"  raw aiokafka consume->produce: {n / raw_s:>9,.0f} events/s  ({raw_s:.1f} s)")
+    print(f"  Faust forwarding agent:        {n / floor_s:>9,.0f} events/s  ({floor_s:.1f} s)")
     print(f"  live omnijourney engine:       {n / live_s:>9,.0f} events/s  ({live_s:.1f} s)")
     print(f"  ratio live/raw: {raw_s / live_s:.2f}x  (goal >= 0.3x)")
+    print(f"  ratio Faust floor/raw: {raw_s / floor_s:.2f}x; live/Faust floor: "
+          f"{floor_s / live_s:.2f}x")
     return 0
 
 

@@ -1,0 +1,46 @@
+"""The floor of any Faust agent on a broker: take batches, forward each record, wait for
+the acks. No decoding, no state. bench/live.py runs it beside the engine so the engine's
+own cost can be told apart from Faust's and the broker's.
+
+    FLOOR_BOOTSTRAP=... FLOOR_SOURCE=... FLOOR_SINK=... python faust_floor.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import faust
+
+app = faust.App(os.environ.get("FLOOR_APP", "omnijourney-floor"),
+                broker=f"kafka://{os.environ.get('FLOOR_BOOTSTRAP', '127.0.0.1:9092')}",
+                store="memory://", processing_guarantee="at_least_once",
+                consumer_auto_offset_reset="earliest", producer_linger=0.005,
+                web_enabled=False, autodiscover=False,
+                datadir=os.environ.get("FLOOR_DATADIR", "floor-data"))
+source = app.topic(os.environ.get("FLOOR_SOURCE", "floor-in"), key_serializer="raw",
+                   value_serializer="raw")
+SINK = os.environ.get("FLOOR_SINK", "floor-out")
+
+
+@app.agent(source)
+async def forward(stream: Any) -> None:
+    batches = cast("faust.Stream[Any]", stream).take_events(500, within=0.05)
+    async for events in batches:
+        started = time.perf_counter()
+        pending = [await app.producer.send(SINK, e.message.key, e.message.value, None, None,
+                                           None) for e in events]
+        await asyncio.gather(*pending)
+        print(json.dumps({"event": "batch", "records": len(events),
+                          "ms": round((time.perf_counter() - started) * 1000, 2),
+                          "timestamp": datetime.now(UTC).isoformat()}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
+    app.main()
