@@ -55,6 +55,23 @@ def test_the_dashboard_uses_only_series_the_processes_export() -> None:
         assert must in used, must
 
 
+def test_alert_rules_use_only_exported_series_and_are_loaded() -> None:
+    prom_dir = REPO / "deploy" / "prometheus"
+    rules = YAML(typ="safe").load((prom_dir / "alerts.yml").read_text())
+    names = exported() | {"up"}  # Prometheus' own per-target series
+    alerts = [r for g in rules["groups"] for r in g["rules"]]
+    assert alerts and all(r["alert"] and r["expr"] and r["annotations"]["summary"]
+                          for r in alerts)
+    for rule in alerts:
+        used = set(re.findall(r"\b(omnijourney_[a-z_]+|up)\b(?=[{\[ )]|$)", rule["expr"]))
+        assert used and used <= names, (rule["alert"], sorted(used - names))
+    config = YAML(typ="safe").load((prom_dir / "prometheus.yml").read_text())
+    compose = YAML(typ="safe").load((REPO / "docker-compose.yml").read_text())
+    mounted = dict(v.split(":")[:2][::-1] for v in compose["services"]["prometheus"]["volumes"])
+    for path in config["rule_files"]:
+        assert (REPO / mounted[path]).resolve() == (prom_dir / "alerts.yml").resolve()
+
+
 def test_the_exported_series_include_what_the_issue_lists() -> None:
     names = exported()
     for name in ("omnijourney_consumer_lag", "omnijourney_consumer_lag_seconds",
