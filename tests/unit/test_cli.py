@@ -92,6 +92,36 @@ def test_graph_is_a_mermaid_flowchart_of_every_step(capsys: pytest.CaptureFixtur
     assert md.startswith("```mermaid\n") and 'holdout 10%' in md
 
 
+def test_stats_shows_the_funnel_as_text_json_and_a_picture(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "stats", "cart_abandonment", "--journeys", JOURNEYS,
+                       "--events", EVENTS, "--json")
+    assert code == 0
+    doc = json.loads(out)
+    _, sim, _ = run(capsys, "simulate", "--journeys", JOURNEYS, "--events", EVENTS)
+    carts = [json.loads(line) for line in sim.splitlines()
+             if json.loads(line)["journey"] == "cart_abandonment"]
+    by_channel: dict[str, int] = {}
+    for c in carts:
+        by_channel[c["channel"]] = by_channel.get(c["channel"], 0) + 1
+    assert doc["sends"] == by_channel  # the same commands simulate prints
+    assert doc["steps"]["cart_reminder"] == by_channel["email"] + doc["suppressed"].get(
+        "frequency_cap", 0)  # reached: sent or held back by the cap
+    assert doc["entries"] >= doc["steps"]["wait_1h"] >= doc["steps"]["cart_reminder"]
+    _, text, _ = run(capsys, "stats", "cart_abandonment", "--journeys", JOURNEYS,
+                     "--events", EVENTS)
+    assert f"entries {doc['entries']}" in text and "step reach" in text
+    _, graph, _ = run(capsys, "stats", "cart_abandonment", "--journeys", JOURNEYS,
+                      "--events", EVENTS, "--graph")
+    assert graph.startswith("flowchart TD")
+    assert f"<b>{doc['entries']}</b> entered" in graph
+    assert f"<b>{doc['steps']['cart_reminder']}</b> reached" in graph
+    assert f"({doc['goals']} converted)" in graph
+    code, _, err = run(capsys, "stats", "no_such_journey", "--journeys", JOURNEYS,
+                       "--events", EVENTS)
+    assert code == 2 and "cart_abandonment" in err
+
+
 def test_schema_describes_the_language(capsys: pytest.CaptureFixture[str]) -> None:
     _, out, _ = run(capsys, "schema")
     schema = json.loads(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from omnijourney.core import model as m
+from omnijourney.core.analytics import JourneyStats
 from omnijourney.core.validation import successors
 
 
@@ -34,8 +35,11 @@ def _label(step: m.Step) -> str:
             return step.id
 
 
-def _node(step: m.Step) -> str:
-    label = _q(_label(step))
+def _node(step: m.Step, stats: JourneyStats | None) -> str:
+    text = _label(step)
+    if stats is not None:
+        text += f"<br/><b>{stats.steps.get(step.id, 0):,}</b> reached"
+    label = _q(text)
     if isinstance(step, m.BranchStep | m.SplitStep):
         return f"{step.id}{{{label}}}"
     if isinstance(step, m.WaitStep | m.WaitForStep):
@@ -45,13 +49,17 @@ def _node(step: m.Step) -> str:
     return f"{step.id}[{label}]"
 
 
-def to_mermaid(journey: m.JourneyDef) -> str:
+def to_mermaid(journey: m.JourneyDef, stats: JourneyStats | None = None) -> str:
+    """The flowchart; with ``stats``, each step also shows how many instances reached it
+    (``omnijourney stats JOURNEY --graph``)."""
     t = journey.trigger
     trig = f"when {t.event}" + (f" if {t.when}" if t.when else "")
     if t.correlate_by:
         trig += f"<br/>one per {t.correlate_by}"
+    if stats is not None:
+        trig += f"<br/><b>{stats.entries:,}</b> entered"
     lines = ["flowchart TD", f"  start(({_q(trig)}))", f"  start --> {journey.steps[0].id}"]
-    lines += [f"  {_node(s)}" for s in journey.steps]
+    lines += [f"  {_node(s, stats)}" for s in journey.steps]
     needs_end = False
     for sid, edges in successors(journey).items():
         for label, target in edges:
@@ -67,7 +75,8 @@ def to_mermaid(journey: m.JourneyDef) -> str:
         lines.append('  finish(("end"))')
     notes = [f"exit on {r.event}" + (f" if {r.when}" if r.when else "") for r in journey.exit_on]
     if journey.goal:
-        notes.append(f"goal: {journey.goal.event} within {journey.goal.within}")
+        notes.append(f"goal: {journey.goal.event} within {journey.goal.within}"
+                     + (f" ({stats.goals:,} converted)" if stats is not None else ""))
     notes.append(f"re-entry: {journey.entry.re_entry}")
     lines.append(f"  rules[{_q('<br/>'.join(notes))}]")
     lines.append("  classDef rules fill:#fff8e1,stroke:#d4a017")

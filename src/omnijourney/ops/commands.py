@@ -121,6 +121,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"source": source, **stats.to_dict()}))
         return 0
+    if args.graph:
+        from omnijourney.core.graph import to_mermaid
+
+        diagram = to_mermaid(cj.defn, stats)
+        print(f"```mermaid\n{diagram}```" if args.markdown else diagram, end="")
+        return 0
     order = [s.id for s in cj.defn.steps]
     print(report(stats, order, source))
     return 0
@@ -196,5 +202,8 @@ def add_parsers(sub: Any) -> None:
                          "http://127.0.0.1:9400/metrics)")
     st.add_argument("--events", help="instead: simulate this JSON Lines timeline")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--graph", action="store_true",
+                    help="the journey's Mermaid flowchart with entries, reach and goals on it")
+    st.add_argument("--markdown", action="store_true", help="with --graph: a ```mermaid block")
     st.set_defaults(func=cmd_stats)
 
