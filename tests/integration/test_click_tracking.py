@@ -1,4 +1,5 @@
-"""A click on a tracked link in a real email ends the cart journey's wait_for."""
+"""A click on a tracked link in a real email ends the cart journey's wait_for; one click on
+its List-Unsubscribe revokes email consent."""
 
 from __future__ import annotations
 
@@ -86,6 +87,16 @@ def test_a_tracked_click_ends_the_wait_for(kafka: Kafka, tmp_path: Path) -> None
         conn.close()
         # The click comes back as email.clicked and ends this cart's run.
         wait_for_state(engine, lambda s: SLOT not in s["instances"])
+        # One click on the mail's List-Unsubscribe revokes email consent (RFC 8058 POST).
+        unsub = urllib.parse.urlsplit(mail["List-Unsubscribe"].strip("<>"))
+        conn = http.client.HTTPConnection(unsub.hostname, unsub.port, timeout=5)
+        conn.request("POST", unsub.path, body="List-Unsubscribe=One-Click",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        state = wait_for_state(engine, lambda s: s["profile"].get("consent", {}).get("email")
+                               is False)
+        assert state["profile"]["consent"]["email"] is False
     finally:
         clicks.stop()
         producer.close()

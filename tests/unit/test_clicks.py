@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 import http.client
 import urllib.parse
 from typing import Any
@@ -96,3 +97,42 @@ def test_sms_status_callbacks_come_back_as_delivery_reports() -> None:
     # The engine reads them as sms.delivered / sms.failed for the same journey instance.
     events = [delivery_event(r, None) for r in reports]
     assert [e.type for e in events] == ["sms.delivered", "sms.failed"]
+
+
+def test_one_click_unsubscribe_reports_on_post_only() -> None:
+    reports: list[dict[str, Any]] = []
+    server = ClickServer("k", reports.append).start()
+    base = f"http://127.0.0.1:{server.port}"
+    cmd = command()
+    mail = EmailChannel(tracking_url=base, tracking_secret="k").build(cmd)
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = mail["List-Unsubscribe"].strip("<>")
+    assert url.startswith(f"{base}/u/")
+    # On the wire too: a mail client reads the URL as is (no RFC 2047 encoded words).
+    wire = email.message_from_bytes(mail.as_bytes())
+    assert wire["List-Unsubscribe"] == f"<{url}>"
+    receipt = EmailChannel(tracking_url=base, tracking_secret="k").build(
+        dict(cmd, transactional=True))
+    assert receipt["List-Unsubscribe"] is None  # receipts are not marketing
+    path = urllib.parse.urlsplit(url).path
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("GET", path)  # a link scanner, or a person before the button
+        page = conn.getresponse()
+        assert page.status == 200 and b'method="post"' in page.read()
+        assert reports == []
+        conn.request("POST", path, body="List-Unsubscribe=One-Click",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        done = conn.getresponse()
+        assert done.status == 200 and b"unsubscribed" in done.read()
+        conn.request("POST", "/u/forged.token", body="List-Unsubscribe=One-Click")
+        forged = conn.getresponse()
+        forged.read()
+        assert forged.status == 400
+    finally:
+        conn.close()
+        server.stop()
+    (rep,) = reports
+    assert (rep["status"], rep["channel"], rep["command_id"]) == (
+        "unsubscribed", "email", cmd["command_id"])
+    assert delivery_event(rep, None).type == "email.unsubscribed"

@@ -5,6 +5,10 @@ instance key, channel and the target URL, signed with HMAC-SHA256 so nobody can 
 clicks or turn the endpoint into an open redirect. A click publishes a DeliveryReport with
 status ``clicked``; the engine folds it into e.g. an ``email.clicked`` event.
 
+``<base>/u/<token>`` is the one-click unsubscribe (RFC 8058) in marketing mail: a POST
+reports ``unsubscribed``, which the engine folds into ``email.unsubscribed`` (consent
+revoked); a GET only shows the button.
+
 Providers that report a message's fate later (Twilio-style ``StatusCallback``) are given
 ``<base>/s/<token>`` with the same kind of token; their form POST (``MessageStatus``
 ``delivered``, ``undelivered``, ``failed`` …) becomes ``sms.delivered`` / ``sms.failed``.
@@ -86,8 +90,9 @@ def report_from(data: dict[str, str], status: str, reason: str | None,
 
 
 class ClickServer(BackgroundServer):
-    """Serves ``GET /c/<token>`` (report the click, then redirect to the target) and
-    ``POST /s/<token>`` (a provider's delivery status callback)."""
+    """Serves ``GET /c/<token>`` (report the click, then redirect to the target),
+    ``POST /u/<token>`` (one-click unsubscribe) and ``POST /s/<token>`` (a provider's
+    delivery status callback)."""
 
     def __init__(self, secret: str, report: Callable[[dict[str, Any]], None],
                  host: str = "127.0.0.1", port: int = 0) -> None:
@@ -96,7 +101,30 @@ class ClickServer(BackgroundServer):
         outer = self
 
         class Handler(QuietHandler):
+            def _unsubscribe(self, *, post: bool) -> None:
+                # RFC 8058: only a POST unsubscribes; a GET (a person, or a mail
+                # scanner following links) gets a page with the button.
+                token = self.path.removeprefix("/u/").split("?")[0]
+                data = read_token(outer.secret, token)
+                if data is None:
+                    self.send_error(400, "unknown or forged link")
+                    return
+                if post:
+                    outer.report(report_from(data, "unsubscribed", "one-click unsubscribe",
+                                             None))
+                page = (b"<p>You are unsubscribed.</p>" if post else
+                        b'<form method="post"><input type="hidden" name="List-Unsubscribe" '
+                        b'value="One-Click"><button>Unsubscribe</button></form>')
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
             def do_GET(self) -> None:
+                if self.path.startswith("/u/"):
+                    self._unsubscribe(post=False)
+                    return
                 data = read_token(outer.secret, self.path.removeprefix("/c/").split("?")[0]) \
                     if self.path.startswith("/c/") else None
                 if data is None or not data.get("u"):
@@ -109,6 +137,9 @@ class ClickServer(BackgroundServer):
                 self.end_headers()
 
             def do_POST(self) -> None:
+                if self.path.startswith("/u/"):
+                    self._unsubscribe(post=True)
+                    return
                 data = read_token(outer.secret, self.path.removeprefix("/s/").split("?")[0]) \
                     if self.path.startswith("/s/") else None
                 if data is None:

@@ -7,11 +7,17 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.policy import default as default_policy
 from email.utils import formatdate
 from typing import Any
 
 from omnijourney.adapters.base import Outcome, TransientError
-from omnijourney.adapters.clicks import track
+from omnijourney.adapters.clicks import make_token, track
+
+# A signed List-Unsubscribe URL is one long word: at the default 78 columns the policy
+# would RFC 2047-encode it, and no mail client reads a URL from an encoded word. SMTP's
+# own limit is 998.
+HEADERS_UNFOLDED = default_policy.clone(max_line_length=998)
 
 
 @dataclass
@@ -33,7 +39,7 @@ class EmailChannel:
 
     def build(self, cmd: dict[str, Any]) -> EmailMessage:
         content = cmd["content"]
-        msg = EmailMessage()
+        msg = EmailMessage(policy=HEADERS_UNFOLDED)
         msg["From"] = self.sender
         msg["To"] = cmd["to"]
         msg["Subject"] = content.get("subject", "")
@@ -41,7 +47,11 @@ class EmailChannel:
         msg["Message-ID"] = f"<{cmd['command_id']}@{self.domain}>"
         msg["Date"] = formatdate(cmd["send_at"].timestamp(), usegmt=True)
         if not cmd["transactional"]:
-            msg["List-Unsubscribe"] = f"<{self.unsubscribe_url}/{cmd['command_id']}>"
+            # With the tracking server, one click (RFC 8058 POST) comes back as
+            # email.unsubscribed and revokes consent; otherwise the shop's own page.
+            url = (f"{self.tracking_url.rstrip('/')}/u/{make_token(self.tracking_secret, cmd, '')}"
+                   if self.tracking_url else f"{self.unsubscribe_url}/{cmd['command_id']}")
+            msg["List-Unsubscribe"] = f"<{url}>"
             msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         msg["X-Omnijourney-Command-Id"] = cmd["command_id"]
         msg["X-Omnijourney-Journey"] = f"{cmd['journey']}/{cmd['step']}"
