@@ -98,6 +98,22 @@ def test_lag_rises_while_the_worker_is_stopped_and_drains_after_restart(
     assert independent_lag(engine, touchpoints) == dict.fromkeys(
         (r.partition for r in drained if r.topic == touchpoints), 0)
     assert lag_cli(engine, "--max-lag", "0")[0] == 0
+    # --watch measures again and again: one JSON document per measurement.
+    env = {"KAFKA_BOOTSTRAP": engine.settings.bootstrap, "OMNIJOURNEY_TOPIC_PREFIX": engine.prefix,
+           "OMNIJOURNEY_APP_ID": engine.settings.app_id}
+    watch = subprocess.Popen([sys.executable, "-m", "omnijourney", "lag", "--json", "--watch",
+                              "0.2", "--group", engine.settings.app_id], env=env, cwd=REPO,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert watch.stdout is not None
+        docs = [json.loads(watch.stdout.readline()) for _ in range(3)]
+    finally:
+        watch.terminate()
+        watch.wait(30)
+        if watch.stdout is not None:
+            watch.stdout.close()
+    assert len({d["at"] for d in docs}) == 3
+    assert all(d["over_threshold"] == 0 for d in docs)
 
 
 def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:

@@ -194,14 +194,16 @@ class Runner:
         self.metrics = AdapterMetrics(channel.name)
         # The poll loop turns every poll timeout, and every retry beats too.
         self.alive = Heartbeat(within=120.0)
-        self.assigned = False
+        self.consuming = False  # the delivered log is loaded and the poll loop runs
 
     @property
     def group(self) -> str:
         return adapter_group(self.settings, self.channel.name)
 
     def ready(self) -> bool:
-        return self.assigned and self.alive()
+        # A standby adapter (more adapters than partitions) is ready too: it owns nothing
+        # until a rebalance gives it partitions.
+        return self.consuming and self.alive()
 
     def _retried(self) -> None:
         self.alive.beat()
@@ -228,7 +230,7 @@ class Runner:
             while idle_exit is None or time.monotonic() - last < idle_exit:
                 batch = consumer.poll(timeout_ms=500)
                 self.alive.beat()
-                self.assigned = bool(consumer.assignment())
+                self.consuming = True
                 values = [m.value for msgs in batch.values() for m in msgs]
                 if values:
                     last = time.monotonic()
