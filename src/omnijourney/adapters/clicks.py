@@ -101,32 +101,31 @@ class ClickServer(BackgroundServer):
         outer = self
 
         class Handler(QuietHandler):
-            def _unsubscribe(self, *, post: bool) -> None:
-                # RFC 8058: only a POST unsubscribes; a GET (a person, or a mail
-                # scanner following links) gets a page with the button.
-                token = self.path.removeprefix("/u/").split("?")[0]
-                data = read_token(outer.secret, token)
-                if data is None:
-                    self.send_error(400, "unknown or forged link")
-                    return
-                if post:
-                    outer.report(report_from(data, "unsubscribed", "one-click unsubscribe",
-                                             None))
-                page = (b"<p>You are unsubscribed.</p>" if post else
-                        b'<form method="post"><input type="hidden" name="List-Unsubscribe" '
-                        b'value="One-Click"><button>Unsubscribe</button></form>')
+            def _token(self, prefix: str) -> dict[str, str] | None:
+                if not self.path.startswith(prefix):
+                    return None
+                return read_token(outer.secret, self.path.removeprefix(prefix).split("?")[0])
+
+            def _form(self) -> dict[str, list[str]]:
+                length = min(int(self.headers.get("Content-Length") or 0), 65536)
+                return urllib.parse.parse_qs(self.rfile.read(length).decode(errors="replace"))
+
+            def _page(self, html: bytes) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(page)))
+                self.send_header("Content-Length", str(len(html)))
                 self.end_headers()
-                self.wfile.write(page)
+                self.wfile.write(html)
 
             def do_GET(self) -> None:
-                if self.path.startswith("/u/"):
-                    self._unsubscribe(post=False)
+                if (data := self._token("/u/")) is not None:
+                    # RFC 8058: only a POST unsubscribes; a GET (a person, or a mail
+                    # scanner following links) gets the button.
+                    self._page(b'<form method="post"><input type="hidden" '
+                               b'name="List-Unsubscribe" value="One-Click">'
+                               b"<button>Unsubscribe</button></form>")
                     return
-                data = read_token(outer.secret, self.path.removeprefix("/c/").split("?")[0]) \
-                    if self.path.startswith("/c/") else None
+                data = self._token("/c/")
                 if data is None or not data.get("u"):
                     self.send_error(400, "unknown or forged link")
                     return
@@ -137,16 +136,16 @@ class ClickServer(BackgroundServer):
                 self.end_headers()
 
             def do_POST(self) -> None:
-                if self.path.startswith("/u/"):
-                    self._unsubscribe(post=True)
+                form = self._form()
+                if (data := self._token("/u/")) is not None:
+                    outer.report(report_from(data, "unsubscribed", "one-click unsubscribe",
+                                             None))
+                    self._page(b"<p>You are unsubscribed.</p>")
                     return
-                data = read_token(outer.secret, self.path.removeprefix("/s/").split("?")[0]) \
-                    if self.path.startswith("/s/") else None
+                data = self._token("/s/")
                 if data is None:
-                    self.send_error(400, "unknown or forged callback")
+                    self.send_error(400, "unknown or forged link")
                     return
-                length = min(int(self.headers.get("Content-Length") or 0), 65536)
-                form = urllib.parse.parse_qs(self.rfile.read(length).decode(errors="replace"))
                 raw = (form.get("MessageStatus") or form.get("status") or [""])[0].lower()
                 status = PROVIDER_STATUSES.get(raw)
                 if status is not None:
