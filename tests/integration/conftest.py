@@ -47,6 +47,7 @@ class Kafka:
     # group coordinator), so there a restart, keeping all data, drops the membership.
     expire_dead_members: Callable[[], object] = lambda: None
     restart: Callable[[], object] | None = None  # only a broker this suite owns
+    embedded: bool = False
 
 
 @pytest.fixture(scope="session", params=["embedded", "testcontainers"])
@@ -66,7 +67,7 @@ def kafka(request: pytest.FixtureRequest) -> Iterator[Kafka]:
             yield Kafka(container.get_bootstrap_server())
         return
     with EmbeddedBroker() as broker:
-        yield Kafka(broker.bootstrap, broker.restart, broker.restart)
+        yield Kafka(broker.bootstrap, broker.restart, broker.restart, embedded=True)
 
 
 @pytest.fixture
