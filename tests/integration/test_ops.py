@@ -160,6 +160,7 @@ def test_worker_and_adapter_metrics_health_and_live_stats(engine: LiveEngine,
         assert time.monotonic() < deadline, engine.log()
         time.sleep(0.5)
     assert scrape(port, "/healthz")[0] == 200
+    assert total(samples(scrape(port)[1]), "omnijourney_ready") == 1
     engine.produce(events, watermark=events[-1].occurred_at + timedelta(days=90))
     engine.produce_raw([(b"c-bad", b"{not json"), (b"c-x", json.dumps({
         "event_id": "x1", "type": "no.such_type", "customer_id": "c-x",

@@ -76,8 +76,11 @@ def test_metrics_health_and_readiness_over_http() -> None:
         assert got[("omnijourney_evaluation_seconds_count", ())] == 3
         assert get(f"{base}/healthz")[0] == 200
         assert get(f"{base}/readyz")[0] == 503
+        metrics.ready.set_function(lambda: float(state["ready"]))
+        assert "omnijourney_ready 0.0" in get(f"{base}/metrics")[1]
         state["ready"] = True
         assert get(f"{base}/readyz")[0] == 200
+        assert "omnijourney_ready 1.0" in get(f"{base}/metrics")[1]
         alive.last -= 120  # the loop stopped turning
         assert get(f"{base}/healthz")[0] == 503
         assert get(f"{base}/nope")[0] == 404

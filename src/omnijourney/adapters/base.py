@@ -211,6 +211,7 @@ class Runner:
 
     def start_ops(self, port: int | None) -> None:
         """/metrics, /healthz, /readyz on ``port`` and a consumer-lag probe."""
+        self.metrics.ready.set_function(lambda: float(self.ready()))
         if serve(self.metrics.registry, port, healthy=self.alive, ready=self.ready,
                  what=f"adapter {self.channel.name}") is None:
             return  # nobody to show lag gauges to

@@ -41,6 +41,12 @@ class LagGauges:
                               registry=registry)
 
 
+def ready_gauge(registry: CollectorRegistry) -> Gauge:
+    """1 while /readyz answers 200 (set to a function of the process's readiness)."""
+    return Gauge(f"{NS}_ready", "1 while ready: recovered, not rebalancing, consuming",
+                 registry=registry)
+
+
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
@@ -61,6 +67,7 @@ class WorkerMetrics:
                                   registry=r)
         self.assigned = Gauge(f"{NS}_assigned_partitions", "Source partitions this worker "
                               "owns", registry=r)
+        self.ready = ready_gauge(r)
         self.journey = {
             name: Counter(f"{NS}_{METRIC[name]}", _HELP[name], list(LABELS[name]), registry=r)
             for name in LABELS}
@@ -105,6 +112,7 @@ class AdapterMetrics:
                                  "command, retries included", ["channel"],
                                  buckets=(*LATENCY_BUCKETS, 5.0, 10.0, 30.0), registry=r)
         self.lag = LagGauges(r)
+        self.ready = ready_gauge(r)
 
     def outcome(self, status: str) -> None:
         self.outcomes.labels(self.channel, status).inc()

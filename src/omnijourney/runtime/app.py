@@ -101,6 +101,7 @@ class Worker:
 
     def start_ops(self, port: int | None) -> None:
         """/metrics, /healthz, /readyz on ``port`` and a consumer-lag probe."""
+        self.metrics.ready.set_function(lambda: float(self.ready()))
         if serve(self.metrics.registry, port, healthy=self.alive, ready=self.ready,
                  what="worker") is None:
             return  # nobody to show lag gauges to
