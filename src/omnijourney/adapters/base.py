@@ -32,8 +32,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from omnijourney.codecs import decode_command, encode_delivery
 from omnijourney.core.timeutil import format_instant
-from omnijourney.ops.lag import LagReader, known_groups
-from omnijourney.ops.metrics import AdapterMetrics, Heartbeat, LagRefresher, serve
+from omnijourney.ops.metrics import AdapterMetrics, Heartbeat, start_ops
 from omnijourney.runtime.settings import Settings, adapter_group
 
 log = structlog.get_logger("omnijourney.adapter")
@@ -211,13 +210,8 @@ class Runner:
 
     def start_ops(self, port: int | None) -> None:
         """/metrics, /healthz, /readyz on ``port`` and a consumer-lag probe."""
-        self.metrics.ready.set_function(lambda: float(self.ready()))
-        if serve(self.metrics.registry, port, healthy=self.alive, ready=self.ready,
-                 what=f"adapter {self.channel.name}") is None:
-            return  # nobody to show lag gauges to
-        reader = LagReader(self.settings)
-        groups = {self.group: known_groups(self.settings)[self.group]}
-        LagRefresher(self.metrics.lag, lambda now: reader.measure(groups, now)).start()
+        start_ops(self.metrics, self.settings, self.group, port, healthy=self.alive,
+                  ready=self.ready, what=f"adapter {self.channel.name}")
 
     def run(self, *, idle_exit: float | None = None) -> dict[str, int]:
         """Consume until stopped (or ``idle_exit`` seconds without a command)."""

@@ -13,22 +13,30 @@ from dataclasses import dataclass, field
 
 from omnijourney.core.evaluator import TraceEntry
 
-# fact name -> its labels, in order. The metric for a fact is omnijourney_<METRIC[name]>.
-LABELS: dict[str, tuple[str, ...]] = {
-    "entries": ("journey", "version"),
-    "steps": ("journey", "step", "cohort"),
-    "cohorts": ("journey", "step", "cohort"),
-    "exits": ("journey", "reason", "cohort"),
-    "goals": ("journey", "cohort"),
-    "sends": ("journey", "step", "channel"),
-    "suppressed": ("journey", "step", "channel", "reason"),
-    "deferred": ("journey", "step", "channel", "reason"),
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    metric: str  # exported as omnijourney_<metric>_total
+    labels: tuple[str, ...]
+    help: str
+
+
+FACTS: dict[str, Fact] = {
+    "entries": Fact("journey_entries", ("journey", "version"), "Journey instances started"),
+    "steps": Fact("journey_steps", ("journey", "step", "cohort"),
+                  "Steps reached, per A/B cohort"),
+    "cohorts": Fact("journey_cohorts", ("journey", "step", "cohort"), "A/B split assignments"),
+    "exits": Fact("journey_exits", ("journey", "reason", "cohort"),
+                  "Journey instances ended, by reason"),
+    "goals": Fact("journey_goals", ("journey", "cohort"),
+                  "Goal conversions within the journey's window, per cohort"),
+    "sends": Fact("commands", ("journey", "step", "channel"), "Channel-send commands emitted"),
+    "suppressed": Fact("suppressed", ("journey", "step", "channel", "reason"),
+                       "Sends not made, by reason (no_consent, frequency_cap, no_address ...)"),
+    "deferred": Fact("deferred", ("journey", "step", "channel", "reason"),
+                     "Sends deferred (quiet hours)"),
 }
-METRIC = {
-    "entries": "journey_entries", "steps": "journey_steps", "cohorts": "journey_cohorts",
-    "exits": "journey_exits", "goals": "journey_goals", "sends": "commands",
-    "suppressed": "suppressed", "deferred": "deferred",
-}
+LABELS = {name: f.labels for name, f in FACTS.items()}  # fact name -> its labels, in order
 # How an instance ends; each is the trace kind the evaluator notes when it finishes one.
 ENDINGS = frozenset({"completed", "exited", "goal_exit", "holdout", "aborted",
                      "version_retired"})
@@ -116,12 +124,19 @@ class JourneyStats:
             self.deferred += n
 
     @classmethod
-    def from_trace(cls, journey: str, trace: Iterable[TraceEntry]) -> JourneyStats:
+    def from_samples(cls, journey: str,
+                     samples: Iterable[tuple[str, dict[str, str], float]]) -> JourneyStats:
+        """From counter values: (fact name, labels, value), e.g. scraped from workers."""
         stats = cls(journey)
-        for entry in trace:
-            for name, values in facts(entry):
-                stats.add(name, dict(zip(LABELS[name], values, strict=True)), 1)
+        for name, labels, value in samples:
+            stats.add(name, labels, value)
         return stats
+
+    @classmethod
+    def from_trace(cls, journey: str, trace: Iterable[TraceEntry]) -> JourneyStats:
+        return cls.from_samples(journey, (
+            (name, dict(zip(LABELS[name], values, strict=True)), 1)
+            for entry in trace for name, values in facts(entry)))
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from omnijourney.core.analytics import METRIC, JourneyStats
+from omnijourney.core.analytics import FACTS, JourneyStats
 from omnijourney.runtime.settings import Settings
 
 EXIT_OVER = 1  # a threshold was crossed
@@ -72,7 +72,7 @@ def scrape_facts(urls: Iterable[str]) -> list[tuple[str, dict[str, str], float]]
     """(fact, labels, value) from every worker's /metrics, summed over workers."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    by_metric = {f"omnijourney_{metric}_total": fact for fact, metric in METRIC.items()}
+    by_metric = {f"omnijourney_{f.metric}_total": name for name, f in FACTS.items()}
     out = []
     for url in urls:
         with urllib.request.urlopen(url, timeout=10) as resp:
@@ -107,7 +107,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
         source = f"simulated from {args.events}"
     else:
         urls = args.metrics or ["http://127.0.0.1:9400/metrics"]
-        stats = JourneyStats(args.journey)
         try:
             samples = scrape_facts(urls)
         except OSError as exc:
@@ -115,8 +114,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                   "running? pass --metrics URL, or --events FILE to simulate)",
                   file=sys.stderr)
             return EXIT_ERROR
-        for fact, labels, value in samples:
-            stats.add(fact, labels, value)
+        stats = JourneyStats.from_samples(args.journey, samples)
         source = f"live, since each worker started ({', '.join(urls)})"
     if args.json:
         print(json.dumps({"source": source, **stats.to_dict()}))
@@ -137,9 +135,7 @@ def live_summary(url: str, journeys: Iterable[str]) -> list[str]:
     samples = scrape_facts([url])
     lines = []
     for name in journeys:
-        s = JourneyStats(name)
-        for fact, labels, value in samples:
-            s.add(fact, labels, value)
+        s = JourneyStats.from_samples(name, samples)
         sent = sum(s.sends.values())
         lines.append(f"  {name:<20} entered {s.entries:>3}  sent {sent:>3}  "
                      f"not sent {sum(s.suppressed.values()):>2}  goals {s.goals:>3} "

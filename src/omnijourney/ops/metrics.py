@@ -1,8 +1,9 @@
 """Prometheus metrics, ``/healthz`` and ``/readyz`` for the worker and the adapters.
 
 Every series a dashboard or alert uses is declared here, in one registry per process, so
-``SERIES`` is the complete list the Grafana dashboard may reference (a test holds it to
-that). Counting rules for journeys come from ``omnijourney.core.analytics``.
+``series()`` of these registries is the complete list the Grafana dashboard and the alert
+rules may reference (a test holds them to that). Counting rules for journeys come from
+``omnijourney.core.analytics``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from omnijourney.core.analytics import LABELS, METRIC, facts
+from omnijourney.core.analytics import FACTS, facts
 from omnijourney.core.evaluator import TraceEntry
-from omnijourney.ops.lag import PartitionLag
+from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
+from omnijourney.runtime.settings import Settings
 from omnijourney.serving import BackgroundServer, QuietHandler
 
 log = structlog.get_logger("omnijourney.metrics")
@@ -41,15 +43,20 @@ class LagGauges:
                               registry=registry)
 
 
-def ready_gauge(registry: CollectorRegistry) -> Gauge:
-    """1 while /readyz answers 200 (set to a function of the process's readiness)."""
-    return Gauge(f"{NS}_ready", "1 while ready: recovered, not rebalancing, consuming",
-                 registry=registry)
+class ProcessMetrics:
+    """What every process exposes: its registry, consumer lag and readiness."""
 
-
-class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = self.registry = registry or CollectorRegistry()
+        self.registry = registry or CollectorRegistry()
+        self.lag = LagGauges(self.registry)
+        self.ready = Gauge(f"{NS}_ready", "1 while ready: recovered, not rebalancing, "
+                           "consuming", registry=self.registry)
+
+
+class WorkerMetrics(ProcessMetrics):
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        r = self.registry
         self.events = Counter(f"{NS}_events", "Records processed, by event type (tick for "
                               "timer ticks)", ["type"], registry=r)
         self.dead = Counter(f"{NS}_dead_letters", "Records sent to the dead-letter topic",
@@ -67,11 +74,8 @@ class WorkerMetrics:
                                   registry=r)
         self.assigned = Gauge(f"{NS}_assigned_partitions", "Source partitions this worker "
                               "owns", registry=r)
-        self.ready = ready_gauge(r)
-        self.journey = {
-            name: Counter(f"{NS}_{METRIC[name]}", _HELP[name], list(LABELS[name]), registry=r)
-            for name in LABELS}
-        self.lag = LagGauges(r)
+        self.journey = {name: Counter(f"{NS}_{f.metric}", f.help, list(f.labels), registry=r)
+                        for name, f in FACTS.items()}
 
     def observe(self, *, inputs: Iterable[str], dead: Iterable[str],
                 trace: Iterable[TraceEntry], evaluation_seconds: Iterable[float],
@@ -88,21 +92,10 @@ class WorkerMetrics:
         self.batch.observe(batch_seconds)
 
 
-_HELP = {
-    "entries": "Journey instances started",
-    "steps": "Steps reached, per A/B cohort",
-    "cohorts": "A/B split assignments",
-    "exits": "Journey instances ended, by reason",
-    "goals": "Goal conversions within the journey's window, per cohort",
-    "sends": "Channel-send commands emitted",
-    "suppressed": "Sends not made, by reason (no_consent, frequency_cap, no_address ...)",
-    "deferred": "Sends deferred (quiet hours)",
-}
-
-
-class AdapterMetrics:
+class AdapterMetrics(ProcessMetrics):
     def __init__(self, channel: str, registry: CollectorRegistry | None = None) -> None:
-        r = self.registry = registry or CollectorRegistry()
+        super().__init__(registry)
+        r = self.registry
         self.channel = channel
         self.outcomes = Counter(f"{NS}_adapter_deliveries", "Commands settled by the adapter",
                                 ["channel", "status"], registry=r)
@@ -111,8 +104,6 @@ class AdapterMetrics:
         self.latency = Histogram(f"{NS}_adapter_delivery_seconds", "Provider call time per "
                                  "command, retries included", ["channel"],
                                  buckets=(*LATENCY_BUCKETS, 5.0, 10.0, 30.0), registry=r)
-        self.lag = LagGauges(r)
-        self.ready = ready_gauge(r)
 
     def outcome(self, status: str) -> None:
         self.outcomes.labels(self.channel, status).inc()
@@ -209,15 +200,20 @@ class Heartbeat:
         return time.monotonic() - self.last <= self.within
 
 
-def serve(registry: CollectorRegistry, port: int | None, *, healthy: Callable[[], bool],
-          ready: Callable[[], bool], what: str) -> MetricsServer | None:
-    """Start the endpoint on ``port`` (None: disabled); a taken port is logged, not fatal."""
+def start_ops(metrics: ProcessMetrics, settings: Settings, group: str, port: int | None, *,
+              healthy: Callable[[], bool], ready: Callable[[], bool], what: str) -> None:
+    """/metrics, /healthz, /readyz on ``port`` (None: disabled) and a background probe of
+    ``group``'s consumer lag. A taken port is logged, not fatal."""
+    metrics.ready.set_function(lambda: float(ready()))
     if port is None:
-        return None
+        return
     try:
-        server = MetricsServer(registry, healthy=healthy, ready=ready, port=port).start()
+        server = MetricsServer(metrics.registry, healthy=healthy, ready=ready,
+                               port=port).start()
     except OSError as exc:
         log.error("metrics_unavailable", what=what, port=port, error=str(exc))
-        return None
+        return  # nobody to show lag gauges to
     log.info("metrics", what=what, url=f"http://0.0.0.0:{server.port}/metrics")
-    return server
+    reader = LagReader(settings)
+    groups = {group: known_groups(settings)[group]}
+    LagRefresher(metrics.lag, lambda now: reader.measure(groups, now)).start()

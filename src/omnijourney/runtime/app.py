@@ -20,8 +20,7 @@ import structlog
 from faust.types import EventT, StreamT
 
 from omnijourney.core import CustomerState, JourneySet
-from omnijourney.ops.lag import LagReader, known_groups
-from omnijourney.ops.metrics import Heartbeat, LagRefresher, WorkerMetrics, serve
+from omnijourney.ops.metrics import Heartbeat, WorkerMetrics, start_ops
 from omnijourney.runtime.engine import Clock, DueIndex, Engine, Outgoing, Record, tick_record
 from omnijourney.runtime.settings import Settings
 
@@ -101,14 +100,8 @@ class Worker:
 
     def start_ops(self, port: int | None) -> None:
         """/metrics, /healthz, /readyz on ``port`` and a consumer-lag probe."""
-        self.metrics.ready.set_function(lambda: float(self.ready()))
-        if serve(self.metrics.registry, port, healthy=self.alive, ready=self.ready,
-                 what="worker") is None:
-            return  # nobody to show lag gauges to
-        reader = LagReader(self.settings)
-        group = self.settings.app_id
-        groups = {group: known_groups(self.settings)[group]}
-        LagRefresher(self.metrics.lag, lambda now: reader.measure(groups, now)).start()
+        start_ops(self.metrics, self.settings, self.settings.app_id, port, healthy=self.alive,
+                  ready=self.ready, what="worker")
 
     # ------------------------------------------------------------------ state
     def load(self, cid: str) -> CustomerState | None:

@@ -297,7 +297,7 @@ def channel_from_env(name: str) -> Any:
 
 
 def cmd_adapter(args: argparse.Namespace) -> int:
-    from omnijourney.adapters.base import Runner
+    from omnijourney.adapters.base import UNCONFIRMED_POLICIES, Runner
     from omnijourney.adapters.http import TokenBucket
     from omnijourney.logs import configure
     from omnijourney.runtime.topics import ensure_topics
@@ -309,8 +309,9 @@ def cmd_adapter(args: argparse.Namespace) -> int:
     limiter = TokenBucket(rate=rate, burst=max(1.0, rate)) if rate > 0 else None
     ensure_topics(settings)
     env = os.environ
-    if env.get("ADAPTER_UNCONFIRMED", "resend") not in ("resend", "skip"):
-        raise SystemExit("omnijourney adapter: ADAPTER_UNCONFIRMED must be 'resend' or 'skip'")
+    if env.get("ADAPTER_UNCONFIRMED", "resend") not in UNCONFIRMED_POLICIES:
+        raise SystemExit("omnijourney adapter: ADAPTER_UNCONFIRMED must be one of "
+                         f"{', '.join(UNCONFIRMED_POLICIES)}")
     runner = Runner(settings, channel, limiter=limiter,
                     attempts=int(env.get("ADAPTER_MAX_ATTEMPTS", "10")),
                     base_delay=float(env.get("ADAPTER_BACKOFF_BASE", "0.5")),
