@@ -230,7 +230,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(f"{len(got)} commands from the live engine ({summary})", file=sys.stderr)
         url = f"http://127.0.0.1:{port}/metrics"
         try:
-            names = sorted({rec["journey"] for _, rec in got} | set(_journey_ids(args.journeys)))
+            names = _journey_ids(args.journeys)  # every journey, sending or not
             print("journeys, live from the worker's /metrics (more: omnijourney stats):",
                   file=sys.stderr)
             for line in live_summary(url, names):
@@ -309,14 +309,15 @@ def cmd_adapter(args: argparse.Namespace) -> int:
     limiter = TokenBucket(rate=rate, burst=max(1.0, rate)) if rate > 0 else None
     ensure_topics(settings)
     env = os.environ
-    if env.get("ADAPTER_UNCONFIRMED", "resend") not in UNCONFIRMED_POLICIES:
+    unconfirmed = env.get("ADAPTER_UNCONFIRMED", "resend")
+    if unconfirmed not in UNCONFIRMED_POLICIES:
         raise SystemExit("omnijourney adapter: ADAPTER_UNCONFIRMED must be one of "
                          f"{', '.join(UNCONFIRMED_POLICIES)}")
     runner = Runner(settings, channel, limiter=limiter,
                     attempts=int(env.get("ADAPTER_MAX_ATTEMPTS", "10")),
                     base_delay=float(env.get("ADAPTER_BACKOFF_BASE", "0.5")),
                     max_delay=float(env.get("ADAPTER_BACKOFF_MAX", "30")),
-                    unconfirmed=env.get("ADAPTER_UNCONFIRMED", "resend"))
+                    unconfirmed=unconfirmed)
     runner.start_ops(metrics_port(args, WORKER_METRICS_PORT + 1 + CHANNELS.index(args.channel)))
     try:
         counts = runner.run(idle_exit=args.idle_exit)
