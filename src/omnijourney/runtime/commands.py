@@ -346,7 +346,8 @@ def cmd_clicks(args: argparse.Namespace) -> int:
 
     server = ClickServer(secret, report, host=args.host, port=args.port)
     print(f"tracking on http://{args.host}:{server.port}: GET /c/<token> (clicks), "
-          "POST /s/<token> (provider status callbacks)", file=sys.stderr)
+          "POST /u/<token> (one-click unsubscribe), POST /s/<token> (provider status "
+          "callbacks)", file=sys.stderr)
     try:
         server.server.serve_forever()
     except KeyboardInterrupt:
@@ -358,8 +359,9 @@ def cmd_clicks(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    ck = sub.add_parser("clicks", help="serve tracked-link redirects and provider status "
-                                       "callbacks (reports email.clicked, sms.delivered)")
+    ck = sub.add_parser("clicks", help="serve tracked links, one-click unsubscribe and "
+                                       "provider status callbacks (email.clicked, "
+                                       "email.unsubscribed, sms.delivered)")
     ck.add_argument("--bootstrap")
     ck.add_argument("--host", default="0.0.0.0", help="a public redirect endpoint")
     ck.add_argument("--port", type=int, default=8080)
