@@ -18,6 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from omnijourney.codecs import decode_any
 from omnijourney.core.events import Event
+from omnijourney.runtime.app import EXIT_STALLED
 from omnijourney.runtime.commands import produce_events, send_watermark
 from omnijourney.runtime.settings import Settings, Topics
 from omnijourney.runtime.topics import ensure_topics
@@ -37,6 +38,7 @@ class LiveEngine:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.starts = 0
+        self.revived = 0  # restarts after the worker stopped itself (EXIT_STALLED)
         self.metrics_port: int | None = None  # /metrics etc. only where a test asks
         ensure_topics(self.settings)
 
@@ -57,12 +59,22 @@ class LiveEngine:
                "OMNIJOURNEY_JOURNEYS": self.settings.journeys,
                # Fast failover: the restart test waits for the killed member to expire.
                "OMNIJOURNEY_SESSION_TIMEOUT": "6", "OMNIJOURNEY_MAX_POLL_INTERVAL": "20",
+               # A stalled table restore stops the worker soon (see revive()).
+               "OMNIJOURNEY_RECOVERY_STALL": "20",
                "OMNIJOURNEY_METRICS_PORT": str(self.metrics_port or "off"),
                "OMNIJOURNEY_DATADIR": str(self.log_dir / "faust-data")}
         self._log = open(self.log_dir / f"worker-{self.starts}.log", "wb")  # noqa: SIM115 - closed in _reap
         self.proc = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker"], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
         return self
+
+    def revive(self) -> None:
+        """Start the worker again if it stopped itself because its table restore stalled,
+        as the restart policy of compose, Kubernetes or systemd does."""
+        if self.proc is not None and self.proc.poll() == EXIT_STALLED:
+            self._reap()
+            self.revived += 1
+            self.start()
 
     def _reap(self) -> None:
         self.proc = None
@@ -147,6 +159,7 @@ class LiveEngine:
             while time.monotonic() < deadline:
                 for msg in consumer:
                     out.append(decode_any(msg.value)[1])
+                self.revive()
                 count = len({r[distinct] for r in out}) if distinct else len(out)
                 if count >= until and done_at is None:
                     done_at = time.monotonic()

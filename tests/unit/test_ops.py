@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from omnijourney.core.evaluator import TraceEntry
 from omnijourney.ops.lag import PartitionLag, over, render
-from omnijourney.ops.metrics import Heartbeat, MetricsServer, WorkerMetrics
+from omnijourney.ops.metrics import Heartbeat, MetricsServer, ProgressWatch, WorkerMetrics
 from tests.helpers import t
 
 ROWS = [PartitionLag("omnijourney", "touchpoints", 0, 10, 10, 0, None),
@@ -86,3 +86,19 @@ def test_metrics_health_and_readiness_over_http() -> None:
         assert get(f"{base}/nope")[0] == 404
     finally:
         server.stop()
+
+
+def test_a_restore_is_stalled_only_when_it_stays_put_for_the_whole_window() -> None:
+    watch = ProgressWatch(within=20.0)
+    assert not watch.observe(None, 0.0)        # serving: nothing under way
+    assert not watch.observe(120, 1.0)         # restore starts, 120 records to go
+    assert not watch.observe(120, 20.9)        # not moved, but not for 20 s yet
+    assert watch.observe(120, 21.0)            # 20 s without a record: stalled
+    assert watch.stuck_for(21.0) == 20.0
+    assert not watch.observe(80, 22.0)         # it moved: the window starts again
+    assert not watch.observe(80, 41.9)
+    assert watch.observe(80, 42.0)
+    assert not watch.observe(None, 43.0)       # restore done
+    assert not watch.observe(80, 44.0)         # a new restore is a new window
+    assert watch.stuck_for(44.0) == 0.0
+    assert not ProgressWatch(within=0).observe(5, 1e9)  # 0 disables the watch

@@ -69,11 +69,14 @@ class WorkerMetrics(ProcessMetrics):
         self.evaluation = Histogram(f"{NS}_evaluation_seconds", "Time to evaluate one input "
                                     "for one customer", buckets=LATENCY_BUCKETS, registry=r)
         self.batch = Histogram(f"{NS}_batch_seconds", "Time to process one batch, commands "
-                               "acked", buckets=LATENCY_BUCKETS, registry=r)
+                               "and states acked", buckets=LATENCY_BUCKETS, registry=r)
         self.rebalances = Counter(f"{NS}_rebalances", "Partition assignments received",
                                   registry=r)
         self.assigned = Gauge(f"{NS}_assigned_partitions", "Source partitions this worker "
                               "owns", registry=r)
+        self.restoring = Gauge(f"{NS}_recovery_remaining", "Changelog records this worker "
+                               "still has to restore before it serves (0 when serving)",
+                               registry=r)
         self.journey = {name: Counter(f"{NS}_{f.metric}", f.help, list(f.labels), registry=r)
                         for name, f in FACTS.items()}
 
@@ -198,6 +201,31 @@ class Heartbeat:
 
     def __call__(self) -> bool:
         return time.monotonic() - self.last <= self.within
+
+
+class ProgressWatch:
+    """Stalled when work stays under way without moving for ``within`` seconds.
+
+    Fed a progress marker (e.g. changelog records still to restore) on every check, or
+    None when nothing is under way; ``within`` <= 0 never reports a stall.
+    """
+
+    def __init__(self, within: float) -> None:
+        self.within = within
+        self.marker: int | None = None
+        self.since = 0.0
+
+    def observe(self, marker: int | None, now: float) -> bool:
+        if marker is None or self.within <= 0:
+            self.marker = None
+            return False
+        if marker != self.marker:
+            self.marker, self.since = marker, now
+            return False
+        return now - self.since >= self.within
+
+    def stuck_for(self, now: float) -> float:
+        return 0.0 if self.marker is None else now - self.since
 
 
 def start_ops(metrics: ProcessMetrics, settings: Settings, group: str, port: int | None, *,

@@ -1,14 +1,18 @@
 """The Faust app: topics, the state table, the agent and the timer. Wiring only.
 
 The agent loads state, lets the Engine call the core, sends the commands and waits for
-the broker's acks, and only then writes the new state. A crash can therefore repeat a
-command (same command_id; adapters drop it) but never lose one.
+the broker's acks, then writes the new states to the changelog and waits for those acks
+too, before the batch's events can be acked and their offsets committed. A crash can
+therefore repeat a command (same command_id; adapters drop it) but never lose one, and
+never lose a state whose events are committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import ssl
 import time
 from collections import OrderedDict
@@ -17,15 +21,19 @@ from typing import Any, cast
 
 import faust
 import structlog
+from faust.tables.manager import TableManager
 from faust.types import EventT, StreamT
 
 from omnijourney.core import CustomerState, JourneySet
-from omnijourney.ops.metrics import Heartbeat, WorkerMetrics, start_ops
+from omnijourney.ops.metrics import Heartbeat, ProgressWatch, WorkerMetrics, start_ops
 from omnijourney.runtime.engine import Clock, DueIndex, Engine, Outgoing, Record, tick_record
 from omnijourney.runtime.settings import Settings
 
 log = structlog.get_logger("omnijourney.worker")
 STATE_CACHE = 200_000  # decoded states kept in memory; the table stays the truth
+# Exit status of a worker that stopped itself because its table restore stalled: its
+# supervisor (compose, Kubernetes, systemd) starts it again, which restores afresh.
+EXIT_STALLED = 75  # EX_TEMPFAIL
 LOGGED_DECISIONS = frozenset({"sent", "suppressed", "deferred", "exited", "goal", "error"})
 
 
@@ -58,6 +66,8 @@ class Worker:
         self.metrics = WorkerMetrics()
         # Alive while the timer runs (the event loop is not stuck).
         self.alive = Heartbeat(within=max(30.0, 10 * settings.tick_interval))
+        self.restore = ProgressWatch(within=settings.recovery_stall)
+        self.stalled = False
         optional: dict[str, Any] = {"datadir": settings.datadir} if settings.datadir else {}
         self.app = faust.App(
             settings.app_id,
@@ -84,6 +94,7 @@ class Worker:
                                      key_serializer="raw", value_serializer="raw")
         self.table = self.app.Table("customer-state", partitions=settings.partitions,
                                     key_type=bytes, value_type=bytes)
+        self.changelog = self.table.changelog_topic.get_topic_name()
         self.app.agent(self.source, name="evaluate")(self.run_stream)
         self.app.timer(interval=settings.tick_interval)(self.drive_waits)
         self.app.on_partitions_assigned.connect(self.on_assigned)
@@ -122,15 +133,30 @@ class Worker:
         if len(self.cache) > STATE_CACHE:
             self.cache.popitem(last=False)
 
-    def store(self, cid: str, partition: int, st: CustomerState) -> None:
-        # Written to the partition the customer's events arrive on (co-partitioning), even
-        # when a batch mixes partitions: hence send_changelog rather than table[key] = v.
-        key = cid.encode()
-        value = json.dumps({"p": partition, "s": st.to_dict()}, separators=(",", ":")).encode()
-        self.table.data[key] = value
-        self.table.send_changelog(partition, key, value)
-        self._remember(cid, st)
-        self.index.update(cid, partition, st.next_due())
+    async def store(self, states: dict[str, tuple[int, CustomerState]]) -> None:
+        """Write new states to the changelog, wait for the acks, then serve them.
+
+        Each goes to the partition the customer's events arrive on (co-partitioning), even
+        when a batch mixes partitions. Not through ``table[key] = v`` / ``send_changelog``:
+        those queue in Faust's producer buffer, whose flush before an offset commit gives
+        up after 0.1 s without a send (faust ``ProducerBuffer.flush_atmost``), so on a busy
+        machine offsets could be committed ahead of the state, and a crash then would lose
+        it. Awaiting the acks here makes the state durable before its events are acked.
+        """
+        if not states:
+            return
+        producer = self.app.producer
+        encoded = [(cid, partition, st, cid.encode(),
+                    json.dumps({"p": partition, "s": st.to_dict()},
+                               separators=(",", ":")).encode())
+                   for cid, (partition, st) in states.items()]
+        pending = [await producer.send(self.changelog, key, value, partition, None, None)
+                   for _, partition, _, key, value in encoded]
+        await asyncio.gather(*pending)
+        for cid, partition, st, key, value in encoded:
+            self.table.data[key] = value
+            self._remember(cid, st)
+            self.index.update(cid, partition, st.next_due())
 
     # ----------------------------------------------------------------- stream
     async def run_stream(self, stream: StreamT[Any]) -> None:
@@ -147,8 +173,7 @@ class Worker:
                           e.message.key, e.message.value or b"") for e in events]
         result = self.engine.process(records, self.load)
         await self.send_all(result.commands + result.other)
-        for cid, (partition, st) in result.states.items():
-            self.store(cid, partition, st)
+        await self.store(result.states)
         elapsed = time.perf_counter() - started
         self.metrics.observe(inputs=result.inputs, dead=result.dead_kinds, trace=result.trace,
                              evaluation_seconds=result.eval_seconds, batch_seconds=elapsed)
@@ -189,8 +214,24 @@ class Worker:
         self.indexed = owned
         log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries))
 
+    def watch_restore(self) -> None:
+        """Stop the worker when its table restore makes no progress for
+        ``recovery_stall`` seconds. Faust waits forever there ("No event received for
+        active tp ..."); a fresh start restores from the changelog and goes on."""
+        recovery = cast(TableManager, self.app.tables).recovery
+        remaining = recovery.active_remaining_total() if self.app.in_recovery else None
+        self.metrics.restoring.set(remaining or 0)
+        now = time.monotonic()
+        if not self.restore.observe(remaining, now) or self.stalled:
+            return
+        self.stalled = True
+        log.error("recovery_stalled", seconds=round(self.restore.stuck_for(now), 1),
+                  remaining=remaining, exit_status=EXIT_STALLED)
+        os.kill(os.getpid(), signal.SIGTERM)  # a graceful stop: leave the group, close
+
     async def drive_waits(self) -> None:
         self.alive.beat()
+        self.watch_restore()
         if self.app.in_recovery or self.app.rebalancing:
             return
         owned = self.owned()

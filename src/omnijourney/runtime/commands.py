@@ -54,7 +54,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from omnijourney.config import ConfigError, load_or_raise
     from omnijourney.logs import configure
-    from omnijourney.runtime.app import Worker
+    from omnijourney.runtime.app import EXIT_STALLED, Worker
     from omnijourney.runtime.topics import ensure_topics
 
     configure(args.log_level)
@@ -71,9 +71,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     worker = Worker(settings, journeys)
     worker.start_ops(metrics_port(args, WORKER_METRICS_PORT))
-    faust.Worker(worker.app, loglevel=args.log_level.upper(), quiet=True,
-                 override_logging=False).execute_from_commandline()
-    return 0
+    try:
+        faust.Worker(worker.app, loglevel=args.log_level.upper(), quiet=True,
+                     override_logging=False).execute_from_commandline()
+    except SystemExit:
+        if not worker.stalled:
+            raise
+    return EXIT_STALLED  # stopped itself: the table restore stalled
 
 
 # ---------------------------------------------------------------------- produce

@@ -57,6 +57,9 @@ class Settings:
     producer_linger: float = 0.005  # seconds
     session_timeout: float = 45.0
     max_poll_interval: float = 300.0
+    # A table restore that makes no progress this long stops the worker with
+    # EXIT_STALLED, for its supervisor to start it again (0: wait forever).
+    recovery_stall: float = 120.0
     security: dict[str, str] = field(default_factory=dict)
     datadir: str | None = None  # Faust's local directory (default: <app_id>-data here)
 
@@ -77,6 +80,7 @@ class Settings:
             "session_timeout": float(env.get("OMNIJOURNEY_SESSION_TIMEOUT", cls.session_timeout)),
             "max_poll_interval": float(env.get("OMNIJOURNEY_MAX_POLL_INTERVAL",
                                                cls.max_poll_interval)),
+            "recovery_stall": float(env.get("OMNIJOURNEY_RECOVERY_STALL", cls.recovery_stall)),
             "datadir": env.get("OMNIJOURNEY_DATADIR") or None,
             "replication": int(env["OMNIJOURNEY_REPLICATION"])
             if env.get("OMNIJOURNEY_REPLICATION") else None,
