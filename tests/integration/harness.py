@@ -52,21 +52,25 @@ class LiveEngine:
 
     def start(self) -> LiveEngine:
         self.starts += 1
-        env = {**os.environ, "KAFKA_BOOTSTRAP": self.settings.bootstrap,
-               "OMNIJOURNEY_TOPIC_PREFIX": self.prefix, "OMNIJOURNEY_APP_ID": self.settings.app_id,
-               "OMNIJOURNEY_PARTITIONS": str(self.settings.partitions),
-               "OMNIJOURNEY_CLOCK": self.settings.clock,
-               "OMNIJOURNEY_JOURNEYS": self.settings.journeys,
-               # Fast failover: the restart test waits for the killed member to expire.
-               "OMNIJOURNEY_SESSION_TIMEOUT": "6", "OMNIJOURNEY_MAX_POLL_INTERVAL": "20",
-               # A stalled table restore stops the worker soon (see revive()).
-               "OMNIJOURNEY_RECOVERY_STALL": "20",
-               "OMNIJOURNEY_METRICS_PORT": str(self.metrics_port or "off"),
-               "OMNIJOURNEY_DATADIR": str(self.log_dir / "faust-data")}
         self._log = open(self.log_dir / f"worker-{self.starts}.log", "wb")  # noqa: SIM115 - closed in _reap
-        self.proc = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker"], env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker"],
+                                     env=self.env(), stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=REPO)
         return self
+
+    def env(self) -> dict[str, str]:
+        """The worker's environment: this engine's broker, topics, group and tables."""
+        return {**os.environ, "KAFKA_BOOTSTRAP": self.settings.bootstrap,
+                "OMNIJOURNEY_TOPIC_PREFIX": self.prefix, "OMNIJOURNEY_APP_ID": self.settings.app_id,
+                "OMNIJOURNEY_PARTITIONS": str(self.settings.partitions),
+                "OMNIJOURNEY_CLOCK": self.settings.clock,
+                "OMNIJOURNEY_JOURNEYS": self.settings.journeys,
+                # Fast failover: the restart test waits for the killed member to expire.
+                "OMNIJOURNEY_SESSION_TIMEOUT": "6", "OMNIJOURNEY_MAX_POLL_INTERVAL": "20",
+                # A stalled table restore stops the worker soon (see revive()).
+                "OMNIJOURNEY_RECOVERY_STALL": "20",
+                "OMNIJOURNEY_METRICS_PORT": str(self.metrics_port or "off"),
+                "OMNIJOURNEY_DATADIR": str(self.log_dir / "faust-data")}
 
     def revive(self) -> None:
         """Start the worker again if it stopped itself because its table restore stalled,

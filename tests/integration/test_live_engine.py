@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from typing import Any
@@ -14,6 +16,7 @@ from omnijourney.config import load
 from omnijourney.core.commands import ChannelCommand
 from omnijourney.core.events import Event
 from omnijourney.core.timeutil import format_instant
+from omnijourney.runtime.app import EXIT_STALLED
 from omnijourney.simulator import read_events, simulate
 from tests.integration.conftest import Kafka
 from tests.integration.harness import REPO, LiveEngine
@@ -153,3 +156,30 @@ def test_poison_records_go_to_the_dlq_and_the_partition_keeps_flowing(
     assert all(d["topic"] == engine.settings.topics.touchpoints for d in dead)
     sms = engine.read([engine.settings.topics.command("sms")], until=1)
     assert [s["step"] for s in sms] == ["welcome_sms"], engine.log()
+
+
+def test_a_worker_whose_restore_stalls_stops_and_a_fresh_start_goes_on(
+        engine: LiveEngine) -> None:
+    """The restore after a start never progresses: the worker says so, leaves its group
+    and exits EXIT_STALLED; started again (as a supervisor would), it restores from the
+    changelog and the timeline completes as simulated."""
+    events, expected = sample()
+    half = len(events) // 2
+    engine.start()
+    engine.produce(events[:half])
+    assert engine.read(engine.settings.topics.commands, until=1, settle=2.0), engine.log()
+    engine.stop()
+    script = REPO / "tests" / "integration" / "stalled_worker.py"
+    stalled = subprocess.run([sys.executable, str(script)], check=False, cwd=REPO,
+                             env={**engine.env(), "OMNIJOURNEY_RECOVERY_STALL": "2"},
+                             capture_output=True, text=True, timeout=120)
+    assert stalled.returncode == EXIT_STALLED, stalled.stderr[-3000:]
+    line = next(json.loads(x) for x in stalled.stdout.splitlines() + stalled.stderr.splitlines()
+                if '"recovery_stalled"' in x)
+    assert line["remaining"] == 7 and line["seconds"] >= 2.0
+    engine.start()
+    engine.produce(events[half:], watermark=events[-1].occurred_at + timedelta(days=90))
+    got = engine.read(engine.settings.topics.commands, until=len(expected),
+                      distinct="command_id")
+    assert {r["command_id"] for r in got} == {c.command_id for c in expected}, engine.log()
+    assert len(as_rows(got)) == len(expected)
