@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -52,22 +53,33 @@ def test_sample_timeline_gives_the_simulators_commands(engine: LiveEngine) -> No
     assert len(got) == len(expected)  # and nothing twice
 
 
-def test_kill_9_mid_timeline_loses_nothing_and_keeps_every_id(engine: LiveEngine,
-                                                             kafka: Kafka) -> None:
+def timeline_with_a_break(engine: LiveEngine, disrupt: Callable[[], object],
+                          settle: float = 3.0) -> tuple[list[dict[str, Any]],
+                                                        list[ChannelCommand]]:
+    """The first half of the sample timeline (customers are mid-wait there: welcome,
+    carts, win-back), then ``disrupt()``, then the rest: every command as simulated."""
     events, expected = sample()
-    half = len(events) // 2  # customers are mid-wait here (welcome, carts, win-back)
+    half = len(events) // 2
     engine.start()
     engine.produce(events[:half])
-    first = engine.read(engine.settings.topics.commands, until=1, settle=3.0)
-    assert first, engine.log()
-    engine.kill()
-    kafka.expire_dead_members()
-    engine.start()
+    assert engine.read(engine.settings.topics.commands, until=1, settle=settle), engine.log()
+    disrupt()
     engine.produce(events[half:], watermark=events[-1].occurred_at + timedelta(days=90))
     got = engine.read(engine.settings.topics.commands, until=len(expected),
                       distinct="command_id")
+    assert {r["command_id"] for r in got} == {c.command_id for c in expected}, engine.log()
+    return got, expected
+
+
+def test_kill_9_mid_timeline_loses_nothing_and_keeps_every_id(engine: LiveEngine,
+                                                             kafka: Kafka) -> None:
+    def kill_and_start_again() -> None:
+        engine.kill()
+        kafka.expire_dead_members()
+        engine.start()
+
+    got, expected = timeline_with_a_break(engine, kill_and_start_again)
     by_id = {r["command_id"]: r for r in got}
-    assert set(by_id) == {c.command_id for c in expected}, engine.log()
     assert as_rows(list(by_id.values())) == {json.dumps(c.to_dict(), sort_keys=True)
                                              for c in expected}
     # A repeat is allowed (at-least-once) but always byte-identical (same id, same content).
@@ -117,16 +129,7 @@ def test_the_worker_rides_out_a_broker_restart(engine: LiveEngine, kafka: Kafka)
     timeline completes with every command as simulated."""
     if kafka.restart is None:
         pytest.skip("needs a broker this suite can restart (the embedded one)")
-    events, expected = sample()
-    half = len(events) // 2
-    engine.start()
-    engine.produce(events[:half])
-    assert engine.read(engine.settings.topics.commands, until=1, settle=3.0), engine.log()
-    kafka.restart()
-    engine.produce(events[half:], watermark=events[-1].occurred_at + timedelta(days=90))
-    got = engine.read(engine.settings.topics.commands, until=len(expected),
-                      distinct="command_id")
-    assert {r["command_id"] for r in got} == {c.command_id for c in expected}, engine.log()
+    got, expected = timeline_with_a_break(engine, kafka.restart)
     assert len(as_rows(got)) == len(expected)
 
 
@@ -163,23 +166,17 @@ def test_a_worker_whose_restore_stalls_stops_and_a_fresh_start_goes_on(
     """The restore after a start never progresses: the worker says so, leaves its group
     and exits EXIT_STALLED; started again (as a supervisor would), it restores from the
     changelog and the timeline completes as simulated."""
-    events, expected = sample()
-    half = len(events) // 2
-    engine.start()
-    engine.produce(events[:half])
-    assert engine.read(engine.settings.topics.commands, until=1, settle=2.0), engine.log()
-    engine.stop()
-    script = REPO / "tests" / "integration" / "stalled_worker.py"
-    stalled = subprocess.run([sys.executable, str(script)], check=False, cwd=REPO,
-                             env={**engine.env(), "OMNIJOURNEY_RECOVERY_STALL": "2"},
-                             capture_output=True, text=True, timeout=120)
-    assert stalled.returncode == EXIT_STALLED, stalled.stderr[-3000:]
-    line = next(json.loads(x) for x in stalled.stdout.splitlines() + stalled.stderr.splitlines()
-                if '"recovery_stalled"' in x)
-    assert line["remaining"] == 7 and line["seconds"] >= 2.0
-    engine.start()
-    engine.produce(events[half:], watermark=events[-1].occurred_at + timedelta(days=90))
-    got = engine.read(engine.settings.topics.commands, until=len(expected),
-                      distinct="command_id")
-    assert {r["command_id"] for r in got} == {c.command_id for c in expected}, engine.log()
+    def stall_then_start_again() -> None:
+        engine.stop()
+        script = REPO / "tests" / "integration" / "stalled_worker.py"
+        stalled = subprocess.run([sys.executable, str(script)], check=False, cwd=REPO,
+                                 env={**engine.env(), "OMNIJOURNEY_RECOVERY_STALL": "2"},
+                                 capture_output=True, text=True, timeout=120)
+        assert stalled.returncode == EXIT_STALLED, stalled.stderr[-3000:]
+        line = next(json.loads(x) for x in stalled.stdout.splitlines()
+                    + stalled.stderr.splitlines() if '"recovery_stalled"' in x)
+        assert line["remaining"] == 7 and line["seconds"] >= 2.0
+        engine.start()
+
+    got, expected = timeline_with_a_break(engine, stall_then_start_again, settle=2.0)
     assert len(as_rows(got)) == len(expected)
