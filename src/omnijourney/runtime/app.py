@@ -214,6 +214,11 @@ class Worker:
         self.indexed = owned
         log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries))
 
+    def services(self) -> list[faust.Service]:
+        """Services to run beside the app from the start: Faust starts its own timers
+        only after the first table restore, too late to watch that one."""
+        return [RestoreWatch(self)]
+
     def watch_restore(self) -> None:
         """Stop the worker when its table restore makes no progress for
         ``recovery_stall`` seconds. Faust waits forever there ("No event received for
@@ -222,7 +227,10 @@ class Worker:
         remaining = recovery.active_remaining_total() if self.app.in_recovery else None
         self.metrics.restoring.set(remaining or 0)
         now = time.monotonic()
-        if not self.restore.observe(remaining, now) or self.stalled:
+        stalled = self.restore.observe(remaining, now)
+        if remaining is not None and not stalled:
+            self.alive.beat()  # restoring, not stuck: a long restore is no reason to kill
+        if not stalled or self.stalled:
             return
         self.stalled = True
         log.error("recovery_stalled", seconds=round(self.restore.stuck_for(now), 1),
@@ -231,7 +239,6 @@ class Worker:
 
     async def drive_waits(self) -> None:
         self.alive.beat()
-        self.watch_restore()
         if self.app.in_recovery or self.app.rebalancing:
             return
         owned = self.owned()
@@ -246,3 +253,17 @@ class Worker:
             self.index.pending.add(cid)
             await self.app.producer.send(ticks, cid.encode(), tick_record(cid, now), partition,
                                          None, None)
+
+
+class RestoreWatch(faust.Service):
+    """Calls ``Worker.watch_restore`` every second while the worker runs."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        super().__init__()
+
+    @faust.Service.task
+    async def _watch(self) -> None:
+        while not self.should_stop:
+            self.worker.watch_restore()
+            await self.sleep(1.0)

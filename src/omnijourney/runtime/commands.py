@@ -72,8 +72,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker = Worker(settings, journeys)
     worker.start_ops(metrics_port(args, WORKER_METRICS_PORT))
     try:
-        faust.Worker(worker.app, loglevel=args.log_level.upper(), quiet=True,
-                     override_logging=False).execute_from_commandline()
+        faust.Worker(worker.app, *worker.services(), loglevel=args.log_level.upper(),
+                     quiet=True, override_logging=False).execute_from_commandline()
     except SystemExit:
         if not worker.stalled:
             raise
