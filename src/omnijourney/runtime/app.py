@@ -165,7 +165,16 @@ class Worker:
         batches = cast("faust.Stream[Any]", stream).take_events(self.settings.batch_size,
                                                                 within=0.05)
         async for events in batches:
+            # take_events acks a batch in a ``finally``, so also a batch the handler never
+            # finished (the agent cancelled by a stop, an error): its offsets would be
+            # committed and the batch lost. Holding a reference to each record until the
+            # batch is done keeps that ack from being the last one.
+            held = [e.message for e in events]
+            for message in held:
+                message.incref()
             await self.handle(events)
+            for message in held:
+                message.decref()
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
         started = time.perf_counter()
