@@ -64,7 +64,7 @@ class Worker:
         self.cache: OrderedDict[str, CustomerState] = OrderedDict()
         self.indexed: frozenset[int] | None = None
         self.metrics = WorkerMetrics()
-        # Alive while the timer runs (the event loop is not stuck).
+        # Alive while the timer runs (the event loop is not stuck) or a restore progresses.
         self.alive = Heartbeat(within=max(30.0, 10 * settings.tick_interval))
         self.restore = ProgressWatch(within=settings.recovery_stall)
         self.stalled = False
