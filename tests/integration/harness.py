@@ -38,7 +38,6 @@ class LiveEngine:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.starts = 0
-        self.revived = 0  # restarts after the worker stopped itself (EXIT_STALLED)
         self.metrics_port: int | None = None  # /metrics etc. only where a test asks
         ensure_topics(self.settings)
 
@@ -77,7 +76,6 @@ class LiveEngine:
         as the restart policy of compose, Kubernetes or systemd does."""
         if self.proc is not None and self.proc.poll() == EXIT_STALLED:
             self._reap()
-            self.revived += 1
             self.start()
 
     def _reap(self) -> None:
