@@ -143,18 +143,13 @@ class Worker:
         machine offsets could be committed ahead of the state, and a crash then would lose
         it. Awaiting the acks here makes the state durable before its events are acked.
         """
-        if not states:
-            return
-        producer = self.app.producer
-        encoded = [(cid, partition, st, cid.encode(),
-                    json.dumps({"p": partition, "s": st.to_dict()},
-                               separators=(",", ":")).encode())
-                   for cid, (partition, st) in states.items()]
-        pending = [await producer.send(self.changelog, key, value, partition, None, None)
-                   for _, partition, _, key, value in encoded]
-        await asyncio.gather(*pending)
-        for cid, partition, st, key, value in encoded:
-            self.table.data[key] = value
+        docs = {cid: json.dumps({"p": partition, "s": st.to_dict()},
+                                separators=(",", ":")).encode()
+                for cid, (partition, st) in states.items()}
+        await self.send_all([Outgoing(self.changelog, cid.encode(), doc, states[cid][0])
+                             for cid, doc in docs.items()])
+        for cid, (partition, st) in states.items():
+            self.table.data[cid.encode()] = docs[cid]
             self._remember(cid, st)
             self.index.update(cid, partition, st.next_due())
 
@@ -204,7 +199,7 @@ class Worker:
         pending = [await producer.send(o.topic, o.key, o.value, o.partition, None,
                                        list(o.headers) or None) for o in outgoing]
         if pending:
-            await asyncio.gather(*pending)  # the broker has them before state moves on
+            await asyncio.gather(*pending)  # the broker has them before we go on
 
     # ------------------------------------------------------------------ timer
     def owned(self) -> frozenset[int]:
