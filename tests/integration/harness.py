@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from omnijourney.codecs import decode_any
 from omnijourney.core.events import Event
+from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
 from omnijourney.runtime.app import EXIT_STALLED
 from omnijourney.runtime.commands import produce_events, send_watermark
 from omnijourney.runtime.settings import Settings, Topics
@@ -70,6 +72,26 @@ class LiveEngine:
                 "OMNIJOURNEY_RECOVERY_STALL": "20",
                 "OMNIJOURNEY_METRICS_PORT": str(self.metrics_port or "off"),
                 "OMNIJOURNEY_DATADIR": str(self.log_dir / "faust-data")}
+
+    def lag(self) -> list[PartitionLag]:
+        """The worker group's lag per topic and partition, as ``omnijourney lag`` shows it."""
+        group = self.settings.app_id
+        reader = LagReader(self.settings)
+        try:
+            return reader.measure({group: known_groups(self.settings)[group]},
+                                  datetime.now(UTC))
+        finally:
+            reader.close()
+
+    def wait_for_lag(self, done: Callable[[list[PartitionLag]], bool],
+                     timeout: float = 90) -> list[PartitionLag]:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.lag()
+            if done(rows):
+                return rows
+            assert time.monotonic() < deadline, [r.to_dict() for r in rows]
+            time.sleep(1)
 
     def revive(self) -> None:
         """Start the worker again if it stopped itself because its table restore stalled,

@@ -9,39 +9,19 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
 from omnijourney.runtime.broker import free_port
 from tests.integration.harness import REPO, LiveEngine
 from tests.integration.test_live_engine import sample
 from tests.provider import Provider
 
 pytestmark = pytest.mark.integration
-
-
-def engine_lag(engine: LiveEngine) -> list[PartitionLag]:
-    group = engine.settings.app_id
-    reader = LagReader(engine.settings)
-    try:
-        return reader.measure({group: known_groups(engine.settings)[group]}, datetime.now(UTC))
-    finally:
-        reader.close()
-
-
-def wait_for_lag(engine: LiveEngine, done: object, timeout: float = 90) -> list[PartitionLag]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = engine_lag(engine)
-        if done(rows):  # type: ignore[operator]
-            return rows
-        assert time.monotonic() < deadline, [r.to_dict() for r in rows]
-        time.sleep(1)
 
 
 def independent_lag(engine: LiveEngine, topic: str) -> dict[int, int]:
@@ -73,13 +53,13 @@ def test_lag_rises_while_the_worker_is_stopped_and_drains_after_restart(
     touchpoints = engine.settings.topics.touchpoints
     engine.start()
     engine.produce(first)
-    wait_for_lag(engine, lambda rows: all(r.committed is not None and r.lag == 0
+    engine.wait_for_lag(lambda rows: all(r.committed is not None and r.lag == 0
                                           for r in rows if r.topic == touchpoints and r.end))
     engine.stop()
 
     engine.produce(second)
     time.sleep(1.5)  # so the oldest waiting record is measurably old
-    rows = [r for r in engine_lag(engine) if r.topic == touchpoints]
+    rows = [r for r in engine.lag() if r.topic == touchpoints]
     assert sum(r.lag for r in rows) == len(second)
     assert {r.partition: r.lag for r in rows} == independent_lag(engine, touchpoints)
     assert all(r.lag == r.end - (r.committed or 0) for r in rows)
@@ -92,7 +72,7 @@ def test_lag_rises_while_the_worker_is_stopped_and_drains_after_restart(
     assert lag_cli(engine, "--max-lag", str(len(second)))[0] == 0  # under the threshold
 
     engine.start()
-    drained = wait_for_lag(engine, lambda rows: sum(r.lag for r in rows
+    drained = engine.wait_for_lag(lambda rows: sum(r.lag for r in rows
                                                     if r.topic == touchpoints) == 0)
     assert all(r.time_lag is None for r in drained if r.topic == touchpoints)
     assert independent_lag(engine, touchpoints) == dict.fromkeys(
