@@ -27,6 +27,7 @@ from faust.types import EventT, StreamT
 from omnijourney.core import CustomerState, JourneySet
 from omnijourney.ops.metrics import Heartbeat, ProgressWatch, WorkerMetrics, start_ops
 from omnijourney.runtime.engine import Clock, DueIndex, Engine, Outgoing, Record, tick_record
+from omnijourney.runtime.faustguard import guard_handover
 from omnijourney.runtime.settings import Settings
 
 log = structlog.get_logger("omnijourney.worker")
@@ -98,6 +99,7 @@ class Worker:
         self.app.agent(self.source, name="evaluate")(self.run_stream)
         self.app.timer(interval=settings.tick_interval)(self.drive_waits)
         self.app.on_partitions_assigned.connect(self.on_assigned)
+        guard_handover(self.app)
 
     # -------------------------------------------------------------------- ops
     def ready(self) -> bool:

@@ -1,0 +1,82 @@
+"""Two places where Faust (faust-streaming 0.15, aiokafka driver) loses source records
+around a table restore, and the guards the worker puts in front of them.
+
+Both lose records without an error: fetched, never handed to the agent, never acked,
+so never committed, yet not fetched again until the next rebalance. Seen after a restart
+with a backlog: a partition's later events (or a watermark) were not evaluated. Both
+are broker-independent (they are in the client), so the guards hold on any cluster.
+
+1. **The live set handed to another thread.** Faust passes its set of active
+   partitions by reference to the consumer thread, which reads it only when the fetch
+   runs. When the restore ends, Faust pauses the changelog partitions, which were the
+   only active ones, so the set the thread reads can be empty; aiokafka reads an empty
+   set as "every assigned partition" and hands over the records it prefetched for the
+   still-paused source partitions. Faust drops those (flow stopped, or partition not
+   active) and seeks back only partitions with a committed offset above 0, so on a
+   partition nothing was committed on yet, they are gone. Guard: fetch for a copy of the
+   set taken when the fetch is asked for.
+
+2. **Records fetched before the stream queues are cleared.** ``on_recovery_completed``
+   resumes the source partitions, awaits a seek to the committed offsets, and only then
+   calls ``flow_control.resume()``, which empties every stream queue (meant for records
+   of partitions just revoked). The restore left the flow on, so records fetched in that
+   window went into the queues and were cleared. Guard: stop the flow first; the source
+   partitions are still paused then, so nothing of theirs is in flight, and Faust's own
+   seek and ``resume_flow()`` start them from the committed offsets once the queues are
+   clear.
+
+The guards wrap the methods on the app's own objects (not Faust's classes) and check
+that the methods exist, so a Faust upgrade that renames them fails at start-up instead
+of silently running unguarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import faust
+from faust.tables.manager import TableManager
+from faust.transport.consumer import Consumer
+
+
+def guard_handover(app: faust.App) -> None:
+    _fetch_for_a_copy(app)
+    _hold_flow_until_queues_clear(app)
+
+
+def _original(owner: object, name: str) -> Callable[..., Any]:
+    method = getattr(owner, name, None)
+    if not callable(method):
+        raise RuntimeError(f"faust changed: {type(owner).__name__}.{name} is gone; "
+                           "omnijourney.runtime.faustguard needs a look")
+    return cast(Callable[..., Any], method)
+
+
+def _fetch_for_a_copy(app: faust.App) -> None:
+    new_consumer = _original(app, "_new_consumer")
+
+    def _new_consumer() -> Any:
+        consumer = new_consumer()
+        getmany = _original(consumer, "_getmany")
+
+        async def _getmany(active_partitions: set[Any] | None, timeout: float) -> Any:
+            frozen = None if active_partitions is None else set(active_partitions)
+            return await getmany(frozen, timeout)
+
+        consumer._getmany = _getmany
+        return consumer
+
+    app._new_consumer = _new_consumer  # type: ignore[method-assign]
+
+
+def _hold_flow_until_queues_clear(app: faust.App) -> None:
+    recovery = cast(TableManager, app.tables).recovery
+    completed = _original(recovery, "on_recovery_completed")
+    _original(Consumer, "stop_flow")
+
+    async def on_recovery_completed(generation_id: int = 0) -> None:
+        app.consumer.stop_flow()
+        await completed(generation_id)
+
+    recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
