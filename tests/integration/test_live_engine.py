@@ -168,8 +168,7 @@ def test_a_worker_whose_restore_stalls_stops_and_a_fresh_start_goes_on(
     the worker says so, leaves its group and exits EXIT_STALLED; started again (as a supervisor would), it restores from the
     changelog and the timeline completes as simulated."""
     def stall_then_start_again() -> None:
-        # Stopped idle, everything read committed: this test is about the restore, not
-        # about a stop that cuts a batch off (an open problem; see the README).
+        # Stopped idle, everything read committed: this test is about the restore.
         engine.wait_for_lag(lambda rows: all(r.lag == 0 for r in rows))
         engine.stop()
         script = REPO / "tests" / "integration" / "stalled_worker.py"

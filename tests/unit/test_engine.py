@@ -97,13 +97,28 @@ def test_event_clock_and_due_index_drive_ticks_without_firing_early() -> None:
     assert due == t("2026-03-03T10:00:00Z")  # the welcome wait_for order, 24h
     index.update("c1", 3, due)
     assert index.due(clock) == []  # event time is still at the sign-up
-    engine.process([rec(clock_record(due - timedelta(seconds=1)), key=None,
-                        topic=TOPICS.ticks)], store.load)
+    # Clock records ride the touchpoints partition, behind the events sent before them.
+    engine.process([rec(clock_record(due - timedelta(seconds=1)), key=None)], store.load)
     assert index.due(clock) == []
-    engine.process([rec(clock_record(due), key=None, topic=TOPICS.ticks)], store.load)
+    moved = engine.process([rec(clock_record(due), key=None)], store.load)
+    assert (moved.states, moved.other, moved.evaluations) == ({}, [], 0)
     assert index.due(clock) == [("c1", 3, due)]
     result = engine.process([rec(tick_record("c1", due), topic=TOPICS.ticks)], store.load)
     assert [decode_command(c.value)["step"] for c in result.commands] == ["welcome_followup"]
+
+
+def test_only_a_well_formed_clock_record_moves_the_clock() -> None:
+    clock = Clock("event")
+    engine = Engine(JS, TOPICS, clock)
+    result = engine.process([
+        rec(b'{"watermark": "soon"}', key=None, offset=1),
+        rec(b'{"watermark": "2026-03-02T10:00:00Z", "type": "x"}', key=None, offset=2),
+        rec(clock_record(t("2026-03-02T10:00:00Z")), key=None, topic=TOPICS.ticks, offset=3),
+    ], Store().load)
+    assert clock.now(3) is None
+    dead = [decode_any(o.value)[1] for o in result.other]
+    assert [(d["offset"], d["topic"]) for d in dead] == [
+        (1, TOPICS.touchpoints), (2, TOPICS.touchpoints), (3, TOPICS.ticks)]
 
 
 def test_an_event_at_time_t_does_not_let_timers_due_at_t_fire_before_it() -> None:

@@ -102,10 +102,14 @@ def produce_events(settings: Settings, events: list[Event], *, watermark: dateti
 
 
 def send_watermark(producer: KafkaProducer, settings: Settings, at: datetime) -> None:
-    """Move event-time forward on every partition (replays: lets final waits fire)."""
-    parts = producer.partitions_for(settings.topics.ticks) or set(range(settings.partitions))
+    """Move event time forward on every partition (replays: lets final waits fire).
+
+    A clock record goes to each touchpoints partition, behind the events already there,
+    so it never overtakes one of them."""
+    topic = settings.topics.touchpoints
+    parts = producer.partitions_for(topic) or set(range(settings.partitions))
     for p in sorted(parts):
-        producer.send(settings.topics.ticks, value=clock_record(at), partition=p)
+        producer.send(topic, value=clock_record(at), partition=p)
     producer.flush()
 
 

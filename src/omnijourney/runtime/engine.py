@@ -118,7 +118,26 @@ def tick_record(customer_id: str, now: datetime) -> bytes:
 
 
 def clock_record(at: datetime) -> bytes:
+    """Event time moves to ``at`` on the partition this record is on (``event`` clock).
+
+    Sent to the touchpoints partition itself, so the engine sees it after every event
+    produced there before it; on another topic it could overtake them.
+    """
     return json.dumps({"watermark": format_instant(at)}).encode()
+
+
+def read_clock_record(value: bytes) -> datetime | None:
+    """The time a clock record moves to; None for anything else (events)."""
+    if not value.startswith(CLOCK_PREFIX):
+        return None
+    try:
+        body = json.loads(value)
+        return parse_instant(body["watermark"]) if set(body) == {"watermark"} else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+CLOCK_PREFIX = b'{"watermark"'
 
 
 class Engine:
@@ -150,6 +169,10 @@ class Engine:
 
     def _event(self, rec: Record, load: Callable[[str], CustomerState | None],
                result: BatchResult) -> None:
+        mark = read_clock_record(rec.value)
+        if mark is not None:
+            self.clock.observe(rec.partition, mark, inclusive=True)
+            return
         try:
             ev = decode_event(rec.value)
         except InvalidEvent as exc:
@@ -195,10 +218,6 @@ class Engine:
               result: BatchResult) -> None:
         try:
             body = json.loads(rec.value)
-            if "watermark" in body:
-                self.clock.observe(rec.partition, parse_instant(body["watermark"]),
-                                   inclusive=True)
-                return
             cid, now = str(body["customer_id"]), parse_instant(body["now"])
         except (ValueError, KeyError, TypeError) as exc:
             self._dead(rec, f"bad tick record: {exc}", result, "invalid_tick")

@@ -12,7 +12,7 @@ from omnijourney.core.commands import CHANNELS
 @dataclass(frozen=True)
 class Topics:
     touchpoints: str = "touchpoints"
-    ticks: str = "omnijourney-ticks"  # internal: timer ticks and clock records
+    ticks: str = "omnijourney-ticks"  # internal: timer ticks
     deliveries: str = "deliveries"
     dlq: str = "dlq"
     command_prefix: str = "commands."
