@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import signal
-from datetime import timedelta
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from omnijourney.adapters.base import Runner
 from omnijourney.adapters.email import EmailChannel
+from omnijourney.core.events import Event
 from omnijourney.runtime.topics import ensure_topics
 from tests.integration.conftest import Kafka
-from tests.integration.harness import LiveEngine
+from tests.integration.harness import REPO, LiveEngine
 from tests.integration.test_live_engine import sample
 from tests.smtp import SmtpServer
 
@@ -125,3 +130,68 @@ def test_ads_commands_are_batched_into_the_audience_sink(engine: LiveEngine,
     for c in ads.values():
         want.setdefault(c.content["audience"], set()).add(c.to or "")
     assert members == want
+
+
+NUDGE = """\
+name: Cart nudge
+version: 1
+trigger: {event: cart.item_added, correlate_by: cart_id}
+entry: {re_entry: always}
+steps:
+  - {id: nudge, type: send, channel: email, template: cart_reminder}
+"""
+
+
+def test_a_hard_bounce_stops_email_to_that_address_until_the_customer_gives_another(
+        kafka: Kafka, tmp_path: Path) -> None:
+    """SMTP refuses the mailbox (550) -> the adapter reports ``bounced`` -> the engine
+    marks the address: the next email is suppressed; a new address gets mail again."""
+    journeys = tmp_path / "journeys"
+    journeys.mkdir()
+    shutil.copytree(REPO / "journeys" / "templates", journeys / "templates")
+    shutil.copy(REPO / "journeys" / "policies.yaml", journeys)
+    (journeys / "cart_nudge.yaml").write_text(NUDGE)
+    engine = LiveEngine(kafka.bootstrap, tmp_path, clock="wall")
+    engine.settings = dataclasses.replace(engine.settings, journeys=str(journeys))
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def cart(n: int, at: datetime) -> Event:
+        return Event(f"b-cart-{n}", "cart.item_added", "c-bo", at, "web",
+                     {"cart_id": f"cart-{n}", "product_name": "Lamp"})
+
+    def emails(until: int) -> list[dict[str, Any]]:
+        return engine.read([engine.settings.topics.command("email")], until=until)
+
+    try:
+        engine.start()
+        engine.produce([
+            Event("b-1", "customer.signed_up", "c-bo", now - timedelta(hours=3), "web",
+                  {"email": "bo@example.com", "email_opt_in": True,
+                   "contact_window": "00:00-23:59"}),  # open all day: any hour the test runs
+            cart(1, now - timedelta(hours=2))])
+        assert [m["to"] for m in emails(1)] == ["bo@example.com"]
+        with SmtpServer(refuse={"bo@example.com": "550 5.1.1 no such user"}) as smtp:
+            counts = run_adapter(engine, smtp.port, "bounce-adapter")
+        assert counts == {"bounced": 1} and smtp.messages == []
+        (report,) = engine.read([engine.settings.topics.deliveries], until=1)
+        assert report["status"] == "bounced" and "550" in report["reason"]
+        poll(lambda: "bounced" in (engine.state_of("c-bo") or {}).get("profile", {}),
+             engine.log)
+        engine.produce([cart(2, now - timedelta(hours=1))])
+        poll(lambda: '"address_bounced"' in engine.log(), engine.log)
+        engine.produce([
+            Event("b-2", "customer.updated", "c-bo", now - timedelta(minutes=30), "web",
+                  {"email": "bo.new@example.com"}),
+            cart(3, now - timedelta(minutes=20))])
+        got = emails(2)
+        assert [m["to"] for m in got] == ["bo@example.com", "bo.new@example.com"]
+        assert [m["instance_key"] for m in got] == ["cart-1", "cart-3"]  # none for cart-2
+    finally:
+        engine.stop()
+
+
+def poll(done: Callable[[], bool], log: Callable[[], str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, log()
+        time.sleep(1)

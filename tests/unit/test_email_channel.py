@@ -52,11 +52,13 @@ def test_delivers_over_real_smtp() -> None:
     assert got["Message-ID"] == outcome.provider_id
 
 
-def test_permanent_refusal_fails_and_temporary_ones_retry() -> None:
+def test_a_permanent_refusal_is_a_hard_bounce_and_temporary_ones_retry() -> None:
     with SmtpServer(refuse={"gone@example.com": "550 no such user",
                             "busy@example.com": "451 try later"}) as smtp:
         channel = EmailChannel(port=smtp.port)
-        assert channel.deliver(command(to="gone@example.com")).status == "failed"
+        gone = channel.deliver(command(to="gone@example.com"))
+        assert gone.status == "bounced"
+        assert "550" in (gone.reason or "") and "no such user" in (gone.reason or "")
         with pytest.raises(TransientError, match="temporarily"):
             channel.deliver(command(to="busy@example.com"))
     assert smtp.messages == []

@@ -8,6 +8,7 @@ import pytest
 
 from omnijourney.core import TICK, CustomerState, evaluate
 from omnijourney.core.evaluator import MAX_STEPS_PER_RUN, cohort_bucket
+from omnijourney.core.profile import view
 from tests.helpers import Driver, build, ev, signup, t
 
 SEND_EMAIL = """
@@ -83,6 +84,35 @@ def test_transactional_ignores_consent_quiet_hours_and_caps_but_needs_an_address
     assert all(c.transactional and c.send_at.hour == 23 for c in d.commands)
     d = Driver(js).send(signup(phone=None), *night)
     assert d.commands == []
+
+
+def test_a_bounced_address_gets_nothing_more_until_the_customer_gives_another() -> None:
+    js = build(journey(), """
+        trigger: {event: order.placed}
+        entry: {re_entry: always}
+        steps:
+          - {id: r, type: send, channel: sms, template: receipt}
+    """)
+    d = Driver(js).send(
+        signup(),
+        ev("product.viewed", "2026-03-02T11:00:00Z"),
+        ev("email.bounced", "2026-03-02T11:01:00Z", reason="550 5.1.1 no such user"),
+        ev("product.viewed", "2026-03-02T12:00:00Z"),
+        ev("sms.bounced", "2026-03-02T12:01:00Z"),
+        ev("order.placed", "2026-03-02T12:30:00Z", order_id="o1"),  # transactional too
+    )
+    assert [c.channel for c in d.commands] == ["email"]
+    assert [(x.detail["channel"], x.detail["reason"]) for x in d.kinds("suppressed")] == [
+        ("email", "address_bounced"), ("sms", "address_bounced")]
+    profile = d.states["c1"].profile
+    assert "c1@example.com" not in json.dumps(profile["bounced"])  # a digest, not a copy
+    seen = view(profile, js.policies)
+    assert seen["bounced"] == {"email": True, "sms": True, "push": False, "ads": False}
+    assert seen["reachable"]["email"] is False and seen["consent"]["email"] is True
+    d.send(ev("customer.updated", "2026-03-02T13:00:00Z", email="C1.New@example.com"),
+           ev("product.viewed", "2026-03-02T14:00:00Z"))
+    assert [c.to for c in d.commands] == ["c1@example.com", "C1.New@example.com"]
+    assert view(d.states["c1"].profile, js.policies)["reachable"]["email"] is True
 
 
 def test_quiet_hours_defer_to_the_next_window_in_the_customers_zone() -> None:

@@ -41,17 +41,30 @@ def test_sms_is_form_encoded_with_basic_auth_and_an_idempotency_key() -> None:
     assert req.headers["Authorization"].startswith("Basic ")
 
 
-def test_push_is_fcm_style_json_and_an_unregistered_token_fails_for_good() -> None:
-    with Provider([Reply(200), Reply(404, {"error": "UNREGISTERED"})]) as p:
+def test_push_is_fcm_style_json_and_an_unregistered_token_bounces() -> None:
+    with Provider([Reply(200), Reply(404, {"error": "UNREGISTERED"}),
+                   Reply(400, {"error": "INVALID_ARGUMENT"})]) as p:
         channel = FcmStylePush(p.url, "proj", "token")
         assert channel.deliver(command("push", title="T", text="B", url="u")).status == "sent"
         gone = channel.deliver(dict(command("push", title="T", text="B"), command_id="cmd-2"))
-    assert gone.status == "failed"
+        bad = channel.deliver(dict(command("push", title="T", text="B"), command_id="cmd-3"))
+    assert gone.status == "bounced"  # the token is dead: nothing more goes to it
     assert "404" in (gone.reason or "")
+    assert bad.status == "failed"  # the request was wrong, not the address
     body = json.loads(p.requests[0].body)
     assert body["message"]["token"] == "tok-1"
     assert body["message"]["notification"] == {"title": "T", "body": "B"}
     assert p.requests[0].path == "/v1/projects/proj/messages:send"
+
+
+def test_an_sms_to_a_dead_number_bounces_other_refusals_fail() -> None:
+    with Provider([Reply(400, {"code": 21211, "message": "Invalid 'To' Phone Number"}),
+                   Reply(400, {"code": 21602, "message": "Message body is required"})]) as p:
+        channel = TwilioStyleSms(p.url, "AC1", "secret", "+15550000")
+        dead = channel.deliver(command("sms", text="Hi"))
+        empty = channel.deliver(dict(command("sms", text=""), command_id="cmd-2"))
+    assert (dead.status, empty.status) == ("bounced", "failed")
+    assert "21211" in (dead.reason or "")
 
 
 def test_webhooks_are_signed() -> None:

@@ -147,5 +147,5 @@ def test_hard_rules_hold_for_every_marketing_send(events: list[Event]) -> None:
     # Suppressed sends are recorded with a reason, never silently dropped.
     for x in result.trace:
         if x.kind == "suppressed":
-            assert x.detail["reason"] in {"no_consent", "no_address", "frequency_cap",
-                                          "template_error"}
+            assert x.detail["reason"] in {"no_consent", "no_address", "address_bounced",
+                                          "frequency_cap", "template_error"}

@@ -41,7 +41,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # sent | failed (permanent)
+    status: str  # sent | failed (permanent) | bounced (the address itself is dead)
     provider_id: str | None = None
     reason: str | None = None
 
@@ -146,7 +146,7 @@ class DeliveredLog:
         return len(self.ids)
 
     def __contains__(self, command_id: object) -> bool:
-        """Settled: delivered, expired or failed for good."""
+        """Settled: delivered, expired, bounced or failed for good."""
         return self.ids.get(str(command_id), ATTEMPTING) != ATTEMPTING
 
     def unconfirmed(self, command_id: str) -> bool:
@@ -301,7 +301,7 @@ class Runner:
             self._finish(cmd, outcome)
 
     def _finish(self, cmd: dict[str, Any], outcome: Outcome) -> str:
-        if outcome.status in ("sent", "expired", "failed"):
+        if outcome.status in ("sent", "expired", "failed", "bounced"):
             self.delivered.record(cmd["command_id"], outcome.status)
         self.reports.send(self.settings.topics.deliveries, key=cmd["customer_id"].encode(),
                           value=encode_delivery({

@@ -80,7 +80,10 @@ class EmailChannel:
             codes = [code for code, _ in exc.recipients.values()]
             if all(400 <= c < 500 for c in codes):
                 raise TransientError(f"recipient temporarily refused: {codes}") from None
-            return Outcome("failed", reason=f"recipient refused: {codes}")
+            # A hard bounce at RCPT: the mailbox does not exist or refuses for good. The
+            # engine marks the address, and sends nothing more to it.
+            return Outcome("bounced", reason=f"recipient refused: {codes} "
+                                             f"{_first_reply(exc.recipients)}")
         except smtplib.SMTPResponseException as exc:
             if 400 <= exc.smtp_code < 500:
                 raise TransientError(f"SMTP {exc.smtp_code}") from None
@@ -88,3 +91,9 @@ class EmailChannel:
         except OSError as exc:  # refused, reset, timed out, disconnected mid-session
             raise TransientError(f"SMTP connection: {exc}") from None
         return Outcome("sent", provider_id=msg["Message-ID"])
+
+
+def _first_reply(recipients: dict[str, tuple[int, bytes]]) -> str:
+    for _, reply in recipients.values():
+        return reply.decode(errors="replace")[:200]
+    return ""

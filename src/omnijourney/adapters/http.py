@@ -62,21 +62,28 @@ def check(resp: Response, what: str) -> Response:
     if resp.status in (408, 429) or resp.status >= 500:
         raise TransientError(f"{what}: HTTP {resp.status} {detail}",
                              retry_after=retry_after(resp.headers.get("Retry-After")))
-    raise PermanentError(f"{what}: HTTP {resp.status} {detail}")
+    raise PermanentError(f"{what}: HTTP {resp.status} {detail}", resp.status, resp.body)
 
 
 class PermanentError(Exception):
     """The provider refused for good (bad number, unregistered token, 4xx)."""
 
+    def __init__(self, reason: str, status: int, body: bytes) -> None:
+        super().__init__(reason)
+        self.status, self.body = status, body
+
 
 def call(method: str, url: str, *, body: bytes, headers: dict[str, str], timeout: float,
-         what: str) -> Response | Outcome:
+         what: str,
+         address_gone: Callable[[int, bytes], bool] | None = None) -> Response | Outcome:
     """One provider request: the 2xx response, or a ``failed`` Outcome when the provider
-    refused for good; transient trouble raises TransientError for the retry loop."""
+    refused for good (``bounced`` when ``address_gone`` says the refusal means the
+    address itself is dead); transient trouble raises TransientError for the retry loop."""
     try:
         return check(request(method, url, body=body, headers=headers, timeout=timeout), what)
     except PermanentError as exc:
-        return Outcome("failed", reason=str(exc))
+        dead = address_gone is not None and address_gone(exc.status, exc.body)
+        return Outcome("bounced" if dead else "failed", reason=str(exc))
 
 
 @dataclass

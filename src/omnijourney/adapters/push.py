@@ -28,9 +28,11 @@ class FcmStylePush:
         }}
         headers = {"Authorization": f"Bearer {self.access_token}",
                    "Content-Type": "application/json", "Idempotency-Key": cmd["command_id"]}
-        # A permanent refusal (e.g. 404 UNREGISTERED: the token is gone) comes back failed.
+        # 404 (FCM: UNREGISTERED) means the token is gone: bounced, and the engine sends
+        # nothing more to it. Any other permanent refusal comes back failed.
         resp = call("POST", url, body=json.dumps(message).encode(), headers=headers,
-                    timeout=self.timeout, what="push provider")
+                    timeout=self.timeout, what="push provider",
+                    address_gone=lambda status, _: status == 404)
         if isinstance(resp, Outcome):
             return resp
         return Outcome("sent", provider_id=str(resp.json().get("name") or "") or None)

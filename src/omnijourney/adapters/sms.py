@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,21 @@ class TwilioStyleSms:
                    "Idempotency-Key": cmd["command_id"],
                    "I-Twilio-Idempotency-Token": cmd["command_id"]}
         resp = call("POST", url, body=form, headers=headers, timeout=self.timeout,
-                    what="sms provider")
+                    what="sms provider", address_gone=number_gone)
         if isinstance(resp, Outcome):
             return resp
         return Outcome("sent", provider_id=str(resp.json().get("sid") or "") or None)
+
+
+# Twilio's error codes for a number that can never take a message: invalid, not
+# reachable by SMS, not a mobile number, unknown to the carrier.
+DEAD_NUMBER_CODES = frozenset({21211, 21214, 21612, 21614})
+
+
+def number_gone(status: int, body: bytes) -> bool:
+    """A 400 whose error code says the number itself is dead (not the request)."""
+    try:
+        code = json.loads(body or b"{}").get("code")
+    except (ValueError, AttributeError):
+        return False
+    return status == 400 and code in DEAD_NUMBER_CODES

@@ -477,6 +477,9 @@ class _Run:
         if to is None:
             self.note(at, "suppressed", inst, step.id, channel=ch, reason="no_address")
             return "skipped"
+        if prof.bounced(self.st.profile, ch):
+            self.note(at, "suppressed", inst, step.id, channel=ch, reason="address_bounced")
+            return "skipped"
         if not transactional:
             if not prof.consent_ok(self.st.profile, ch, self.pol):
                 self.note(at, "suppressed", inst, step.id, channel=ch, reason="no_consent")

@@ -15,6 +15,9 @@ TRAITS = ("email", "phone", "push_token", "first_name", "last_name", "locale", "
 OPT_INS = {"email_opt_in": "email", "sms_opt_in": "sms", "push_opt_in": "push",
            "ads_opt_in": "ads"}
 TRAIT_EVENTS = frozenset({"customer.signed_up", "customer.updated"})
+# The profile trait each personal channel delivers to; ``<channel>.bounced`` (a hard
+# bounce, a dead push token, a number that cannot take messages) marks that address.
+ADDRESS_TRAITS = {"email": "email", "sms": "phone", "push": "push_token"}
 
 
 def fold(profile: dict[str, Any], event: Event) -> None:
@@ -47,6 +50,23 @@ def fold(profile: dict[str, Any], event: Event) -> None:
         channel = event.type.split(".", 1)[0]
         if channel in CHANNELS:
             profile["consent"][channel] = False
+    elif event.type.endswith(".bounced"):
+        channel = event.type.split(".", 1)[0]
+        current = _nonblank(profile.get(ADDRESS_TRAITS.get(channel, "")))
+        if current is not None:
+            # A digest, not a second copy of the address; a new address is not bounced.
+            profile.setdefault("bounced", {})[channel] = _digest(current)
+
+
+def bounced(profile: dict[str, Any], channel: str) -> bool:
+    """Whether the customer's current address on ``channel`` hard-bounced."""
+    mark = profile.get("bounced", {}).get(channel)
+    current = _nonblank(profile.get(ADDRESS_TRAITS.get(channel, "")))
+    return mark is not None and current is not None and mark == _digest(current)
+
+
+def _digest(address: str) -> str:
+    return hashlib.sha256(address.strip().lower().encode()).hexdigest()
 
 
 def consent_ok(profile: dict[str, Any], channel: str, policies: Policies) -> bool:
@@ -89,11 +109,14 @@ def _nonblank(value: object) -> str | None:
 
 def view(profile: dict[str, Any], policies: Policies) -> dict[str, Any]:
     """The profile as conditions and templates see it: ``consent`` is the effective
-    permission per channel under the policies, ``reachable`` adds having an address."""
+    permission per channel under the policies, ``reachable`` adds having an address that
+    has not bounced, ``bounced`` says whether the current address did."""
     v = dict(profile)
     consent = {ch: consent_ok(profile, ch, policies) for ch in _PERSONAL}
     v["consent"] = consent
-    v["reachable"] = {ch: ok and address(profile, ch) is not None for ch, ok in consent.items()}
+    v["bounced"] = {ch: bounced(profile, ch) for ch in _PERSONAL}
+    v["reachable"] = {ch: ok and address(profile, ch) is not None and not v["bounced"][ch]
+                      for ch, ok in consent.items()}
     v.setdefault("attributes", {})
     v.setdefault("counts", {})
     return v
