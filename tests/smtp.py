@@ -17,6 +17,7 @@ from omnijourney.runtime.broker import free_port
 class Recorder:
     def __init__(self, refuse: dict[str, str] | None = None, stall_at: int = 0) -> None:
         self.messages: list[Message] = []
+        self.senders: list[str] = []  # envelope sender (MAIL FROM) of each message
         self.refuse = refuse or {}  # recipient -> SMTP reply, e.g. "550 no such user"
         # The stall_at-th message is stored at once but answered only seconds later, the
         # window in which a client crash duplicates mail (RFC 1047).
@@ -32,6 +33,7 @@ class Recorder:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(email.message_from_bytes(envelope.content))
+        self.senders.append(envelope.mail_from)
         if len(self.messages) == self.stall_at:
             self.stalled.set()
             await asyncio.sleep(5)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import signal
+import smtplib
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,6 +19,7 @@ import pytest
 from omnijourney.adapters.base import Runner
 from omnijourney.adapters.email import EmailChannel
 from omnijourney.core.events import Event
+from omnijourney.runtime.broker import free_port
 from omnijourney.runtime.topics import ensure_topics
 from tests.integration.conftest import Kafka
 from tests.integration.harness import REPO, LiveEngine
@@ -195,3 +199,34 @@ def poll(done: Callable[[], bool], log: Callable[[], str], timeout: float = 60) 
     while not done():
         assert time.monotonic() < deadline, log()
         time.sleep(1)
+
+
+def test_omnijourney_bounces_reports_a_dsn_to_deliveries(engine: LiveEngine,
+                                                         tmp_path: Path) -> None:
+    """The receiver as its own process: a DSN in over SMTP, a DeliveryReport out."""
+    from tests.unit.test_bounces import SECRET, crlf, dsn
+
+    port = free_port()
+    env = {**engine.env(), "CLICK_SECRET": SECRET}
+    log = tmp_path / "bounces.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "omnijourney", "bounces", "--host",
+                                 "127.0.0.1", "--port", str(port)], env=env, cwd=REPO,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+                    smtp.sendmail("", ["bounces@shop.example"], crlf(dsn()))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+        (rep,) = engine.read([engine.settings.topics.deliveries], until=1)
+        assert (rep["command_id"], rep["customer_id"], rep["status"]) == (
+            "6b3f0c1e-0000-5000-8000-000000000001", "c1", "bounced")
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0, log.read_text()
+    assert "'bounced': 1" in log.read_text()

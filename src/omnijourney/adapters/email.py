@@ -12,6 +12,7 @@ from email.utils import formatdate
 from typing import Any
 
 from omnijourney.adapters.base import Outcome, TransientError
+from omnijourney.adapters.bounces import REPORT_HEADER
 from omnijourney.adapters.clicks import make_token, track
 
 # A signed List-Unsubscribe URL is one long word: at the default 78 columns the policy
@@ -33,6 +34,8 @@ class EmailChannel:
     timeout: float = 10.0
     tracking_url: str | None = None  # base of the click redirect (omnijourney clicks)
     tracking_secret: str = ""
+    # Envelope sender (where relays send bounces: ``omnijourney bounces``); None: From.
+    return_path: str | None = None
     name: str = "email"
     # SMTP has no idempotency key: the runner records each attempt before sending.
     provider_dedupes: bool = False
@@ -53,6 +56,10 @@ class EmailChannel:
                    if self.tracking_url else f"{self.unsubscribe_url}/{cmd['command_id']}")
             msg["List-Unsubscribe"] = f"<{url}>"
             msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        if self.tracking_secret:
+            # Comes back in bounces and complaints (RET=HDRS) so that they can be
+            # attributed; signed, so that nobody can forge one.
+            msg[REPORT_HEADER] = make_token(self.tracking_secret, cmd, "")
         msg["X-Omnijourney-Command-Id"] = cmd["command_id"]
         msg["X-Omnijourney-Journey"] = f"{cmd['journey']}/{cmd['step']}"
         if content.get("preheader"):
@@ -75,7 +82,9 @@ class EmailChannel:
                     smtp.starttls(context=ssl.create_default_context())
                 if self.username:
                     smtp.login(self.username, self.password or "")
-                smtp.send_message(msg)
+                options = (["RET=HDRS", f"ENVID={cmd['command_id']}"]
+                           if smtp.has_extn("dsn") else [])
+                smtp.send_message(msg, from_addr=self.return_path, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             if all(400 <= c < 500 for c in codes):

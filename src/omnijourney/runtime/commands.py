@@ -283,7 +283,10 @@ def channel_from_env(name: str) -> Any:
             username=env.get("SMTP_USERNAME"), password=env.get("SMTP_PASSWORD"),
             unsubscribe_url=env.get("OMNIJOURNEY_UNSUBSCRIBE_URL", EmailChannel.unsubscribe_url),
             tracking_url=env.get("CLICK_TRACKING_URL"),
-            tracking_secret=need("CLICK_SECRET") if env.get("CLICK_TRACKING_URL") else "")
+            # Signs tracked links and the header that lets bounces be attributed.
+            tracking_secret=(need("CLICK_SECRET") if env.get("CLICK_TRACKING_URL")
+                             else env.get("CLICK_SECRET", "")),
+            return_path=env.get("EMAIL_RETURN_PATH"))
     if name == "sms":
         callback = env.get("SMS_STATUS_CALLBACK_URL")
         return TwilioStyleSms(need("SMS_API_BASE"), need("SMS_ACCOUNT_SID"),
@@ -366,7 +369,53 @@ def cmd_clicks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bounces(args: argparse.Namespace) -> int:
+    """Receive bounces and complaints by SMTP and report them to ``deliveries``."""
+    import signal
+    import threading
+
+    import structlog
+
+    from omnijourney.adapters.bounces import BounceServer
+    from omnijourney.codecs import encode_delivery
+
+    log = structlog.get_logger("omnijourney.bounces")
+    settings = settings_from(args)
+    secret = os.environ.get("CLICK_SECRET")
+    if not secret:
+        print("omnijourney bounces: set CLICK_SECRET (the email adapter signs with it)",
+              file=sys.stderr)
+        return 2
+    producer = KafkaProducer(**settings.kafka_python(), acks="all")
+
+    def report(rep: dict[str, Any]) -> None:
+        producer.send(settings.topics.deliveries, key=rep["customer_id"].encode(),
+                      value=encode_delivery(rep)).get(10)
+        log.info("bounce_report", command_id=rep["command_id"], status=rep["status"],
+                 reason=rep["reason"])
+
+    server = BounceServer(secret, report, host=args.host, port=args.port).start()
+    print(f"bounces on smtp://{args.host}:{args.port}: delivery status notifications and "
+          "spam complaints for mail the email adapter signed", file=sys.stderr)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+        producer.close()
+        print(f"bounces: {server.counts}", file=sys.stderr)
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
+    bo = sub.add_parser("bounces", help="receive bounces (DSN) and spam complaints (ARF) "
+                                        "by SMTP (email.bounced, email.unsubscribed)")
+    bo.add_argument("--bootstrap")
+    bo.add_argument("--host", default="0.0.0.0", help="where the return path's MX points")
+    bo.add_argument("--port", type=int, default=2525)
+    bo.set_defaults(func=cmd_bounces)
     ck = sub.add_parser("clicks", help="serve tracked links, one-click unsubscribe and "
                                        "provider status callbacks (email.clicked, "
                                        "email.unsubscribed, sms.delivered)")
