@@ -41,21 +41,40 @@ def test_the_consumer_thread_fetches_for_the_partitions_active_when_asked() -> N
     assert seen == [{TP("touchpoints", 0), TP("omnijourney-ticks", 0)}]
 
 
-def test_the_flow_is_stopped_before_faust_resumes_the_source_partitions() -> None:
-    """Faust's end of restore starts with the rebalance-complete signal, then resumes the
-    source partitions and seeks; nothing may be fetched into the queues before it clears
-    them. A newer generation makes Faust return early there, with the flow still held
-    (the next restore resumes it)."""
+def test_the_source_partitions_resume_only_after_faust_cleared_the_stream_queues() -> None:
+    """Faust's end of restore resumes the source partitions, seeks, then empties the
+    stream queues: anything fetched for them before that would be lost. The guard keeps
+    them paused through it and resumes them after; a newer rebalance meanwhile (Faust
+    returns early) resumes nothing."""
     app = worker().app
     consumer: Any = app.consumer
-    consumer.resume_flow()
-    flowing: list[bool] = []
+    source = TP("touchpoints", 0)
+    consumer._thread.assignment = lambda: {source}
+    consumer.pause_partitions({source})
+    fetchable: list[tuple[str, bool]] = []
 
-    async def on_complete(sender: Any, **kwargs: Any) -> None:
-        flowing.append(consumer.flow_active)
+    async def perform_seek() -> None:
+        fetchable.append(("seek", source in consumer._get_active_partitions()))
 
-    app.on_rebalance_complete.connect(on_complete)
-    consumer._thread.assignment = set  # nothing assigned: no broker here
-    asyncio.run(app.tables.recovery.on_recovery_completed(generation_id=-1))
-    assert flowing == [False]
-    assert not consumer.flow_active
+    async def fetcher_started() -> None:
+        return None
+
+    clear = app.flow_control.resume
+
+    def resume_flow_control() -> None:
+        fetchable.append(("queues cleared", source in consumer._get_active_partitions()))
+        clear()
+
+    async def wait(coro: Any, timeout: float | None = None) -> Any:
+        return await coro  # the recovery service is not running here
+
+    consumer.perform_seek = perform_seek
+    app._fetcher.maybe_start = fetcher_started
+    app.tables.recovery._wait = wait
+    app.flow_control.resume = resume_flow_control
+    app.consumer_generation_id = 7
+    asyncio.run(app.tables.recovery.on_recovery_completed(generation_id=6))  # superseded
+    assert fetchable == [] and source not in consumer._get_active_partitions()
+    asyncio.run(app.tables.recovery.on_recovery_completed(generation_id=7))
+    assert fetchable == [("seek", False), ("queues cleared", False)]
+    assert source in consumer._get_active_partitions()

@@ -20,10 +20,10 @@ are broker-independent (they are in the client), so the guards hold on any clust
    resumes the source partitions, awaits a seek to the committed offsets, and only then
    calls ``flow_control.resume()``, which empties every stream queue (meant for records
    of partitions just revoked). The restore left the flow on, so records fetched in that
-   window went into the queues and were cleared. Guard: stop the flow first; the source
-   partitions are still paused then, so nothing of theirs is in flight, and Faust's own
-   seek and ``resume_flow()`` start them from the committed offsets once the queues are
-   clear.
+   window went into the queues and were cleared. Guard: hold Faust's resume of the
+   source partitions until that method is done (queues cleared, flow on), then resume
+   them; Faust's seek has put them at their committed offsets meanwhile. The flow itself
+   is left alone, so standby changelog records keep coming as Faust intends.
 
 The guards wrap the methods on the app's own objects (not Faust's classes) and check
 that the methods exist, so a Faust upgrade that renames them fails at start-up instead
@@ -42,7 +42,7 @@ from faust.transport.consumer import Consumer
 
 def guard_handover(app: faust.App) -> None:
     _fetch_for_a_copy(app)
-    _hold_flow_until_queues_clear(app)
+    _resume_sources_after_queues_clear(app)
 
 
 def _original(owner: object, name: str) -> Callable[..., Any]:
@@ -70,13 +70,22 @@ def _fetch_for_a_copy(app: faust.App) -> None:
     app._new_consumer = _new_consumer  # type: ignore[method-assign]
 
 
-def _hold_flow_until_queues_clear(app: faust.App) -> None:
+def _resume_sources_after_queues_clear(app: faust.App) -> None:
     recovery = cast(TableManager, app.tables).recovery
     completed = _original(recovery, "on_recovery_completed")
-    _original(Consumer, "stop_flow")
+    _original(Consumer, "resume_partitions")
 
     async def on_recovery_completed(generation_id: int = 0) -> None:
-        app.consumer.stop_flow()
-        await completed(generation_id)
+        consumer: Any = app.consumer
+        held: set[Any] = set()
+        consumer.resume_partitions = held.update  # shadows the method while Faust runs
+        try:
+            await completed(generation_id)
+        finally:
+            del consumer.resume_partitions
+        # Not when a newer rebalance began meanwhile: it paused everything, and its own
+        # restore resumes what it assigns.
+        if held and app.consumer_generation_id == generation_id:
+            consumer.resume_partitions(held)
 
     recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
