@@ -91,7 +91,7 @@ def address(profile: dict[str, Any], channel: str) -> str | None:
         # Ad platforms match audiences on hashed identifiers, never the clear address.
         email = _nonblank(profile.get("email"))
         if email:
-            return "sha256:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()
+            return "sha256:" + _digest(email)
         phone = _nonblank(profile.get("phone"))
         if phone:
             digits = "".join(c for c in phone if c.isdigit() or c == "+")

@@ -7,15 +7,18 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
 from kafka import KafkaConsumer, KafkaProducer
 
 from omnijourney.codecs import CodecError, decode_any, encode_event
@@ -371,11 +374,6 @@ def cmd_clicks(args: argparse.Namespace) -> int:
 
 def cmd_bounces(args: argparse.Namespace) -> int:
     """Receive bounces and complaints by SMTP and report them to ``deliveries``."""
-    import signal
-    import threading
-
-    import structlog
-
     from omnijourney.adapters.bounces import BounceServer
     from omnijourney.codecs import encode_delivery
 

@@ -126,6 +126,9 @@ def clock_record(at: datetime) -> bytes:
     return json.dumps({"watermark": format_instant(at)}).encode()
 
 
+CLOCK_PREFIX = b'{"watermark"'
+
+
 def read_clock_record(value: bytes) -> datetime | None:
     """The time a clock record moves to; None for anything else (events)."""
     if not value.startswith(CLOCK_PREFIX):
@@ -135,9 +138,6 @@ def read_clock_record(value: bytes) -> datetime | None:
         return parse_instant(body["watermark"]) if set(body) == {"watermark"} else None
     except (ValueError, KeyError, TypeError):
         return None
-
-
-CLOCK_PREFIX = b'{"watermark"'
 
 
 class Engine:
