@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -341,23 +342,40 @@ def cmd_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_clicks(args: argparse.Namespace) -> int:
-    """Serve tracked-link redirects and report each click to ``deliveries``."""
-    from omnijourney.adapters.clicks import ClickServer
+def _reporter(args: argparse.Namespace, command: str) -> tuple[
+        str, KafkaProducer, Callable[[dict[str, Any]], None]] | None:
+    """For the services that turn outside signals into DeliveryReports: the signing
+    secret (``CLICK_SECRET``, as the email adapter has it), a producer, and a function
+    that publishes one report to ``deliveries`` and waits for the ack. None, after
+    saying why, without the secret."""
     from omnijourney.codecs import encode_delivery
 
-    settings = settings_from(args)
     secret = os.environ.get("CLICK_SECRET")
     if not secret:
-        print("omnijourney clicks: set CLICK_SECRET (the email adapter signs with it)",
+        print(f"omnijourney {command}: set CLICK_SECRET (the email adapter signs with it)",
               file=sys.stderr)
-        return 2
+        return None
+    settings = settings_from(args)
     producer = KafkaProducer(**settings.kafka_python(), acks="all")
+    log = structlog.get_logger(f"omnijourney.{command}")
 
     def report(rep: dict[str, Any]) -> None:
         producer.send(settings.topics.deliveries, key=rep["customer_id"].encode(),
                       value=encode_delivery(rep)).get(10)
+        log.info("reported", command_id=rep["command_id"], status=rep["status"],
+                 reason=rep["reason"])
 
+    return secret, producer, report
+
+
+def cmd_clicks(args: argparse.Namespace) -> int:
+    """Serve tracked-link redirects and report each click to ``deliveries``."""
+    from omnijourney.adapters.clicks import ClickServer
+
+    given = _reporter(args, "clicks")
+    if given is None:
+        return 2
+    secret, producer, report = given
     server = ClickServer(secret, report, host=args.host, port=args.port)
     print(f"tracking on http://{args.host}:{server.port}: GET /c/<token> (clicks), "
           "POST /u/<token> (one-click unsubscribe), POST /s/<token> (provider status "
@@ -375,23 +393,11 @@ def cmd_clicks(args: argparse.Namespace) -> int:
 def cmd_bounces(args: argparse.Namespace) -> int:
     """Receive bounces and complaints by SMTP and report them to ``deliveries``."""
     from omnijourney.adapters.bounces import BounceServer
-    from omnijourney.codecs import encode_delivery
 
-    log = structlog.get_logger("omnijourney.bounces")
-    settings = settings_from(args)
-    secret = os.environ.get("CLICK_SECRET")
-    if not secret:
-        print("omnijourney bounces: set CLICK_SECRET (the email adapter signs with it)",
-              file=sys.stderr)
+    given = _reporter(args, "bounces")
+    if given is None:
         return 2
-    producer = KafkaProducer(**settings.kafka_python(), acks="all")
-
-    def report(rep: dict[str, Any]) -> None:
-        producer.send(settings.topics.deliveries, key=rep["customer_id"].encode(),
-                      value=encode_delivery(rep)).get(10)
-        log.info("bounce_report", command_id=rep["command_id"], status=rep["status"],
-                 reason=rep["reason"])
-
+    secret, producer, report = given
     server = BounceServer(secret, report, host=args.host, port=args.port).start()
     print(f"bounces on smtp://{args.host}:{args.port}: delivery status notifications and "
           "spam complaints for mail the email adapter signed", file=sys.stderr)
