@@ -99,11 +99,14 @@ def test_extra_timer_ticks_change_nothing(events: list[Event], data: st.DataObje
         state: CustomerState | None = None
         for e in evs:
             if state is not None and state.clock is not None:
-                gap = int((e.occurred_at - state.clock).total_seconds())
+                # Offsets from the time before the ticks: a tick moves the state's clock,
+                # and every tick must still come before the next event.
+                base = state.clock
+                gap = int((e.occurred_at - base).total_seconds())
                 for offset in sorted(data.draw(st.lists(st.integers(0, max(gap - 1, 0)),
                                                         max_size=2))):
                     if offset < gap:
-                        out = evaluate(JS, state, TICK, state.clock + timedelta(seconds=offset))
+                        out = evaluate(JS, state, TICK, base + timedelta(seconds=offset))
                         got += out.commands
                         state = CustomerState.from_dict(json.loads(json.dumps(
                             out.state.to_dict())))
