@@ -30,9 +30,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from omnijourney.adapters.clicks import read_token, report_from
+from omnijourney.adapters.clicks import REPORT_HEADER, read_token, report_from
 
-REPORT_HEADER = "X-Omnijourney-Report"
 _RETURNED = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
 
 

@@ -28,6 +28,9 @@ from typing import Any
 
 from omnijourney.serving import BackgroundServer, QuietHandler
 
+# Carries a message's signed token in outgoing mail, so that bounces and complaints,
+# which return the headers, can be attributed (``omnijourney bounces``).
+REPORT_HEADER = "X-Omnijourney-Report"
 _HREF = re.compile(r'(href\s*=\s*")(https?://[^"]+)(")', re.IGNORECASE)
 _BARE = re.compile(r"(?<![\"'=])(https?://[^\s<>\"']+)")
 

@@ -12,8 +12,7 @@ from email.utils import formatdate
 from typing import Any
 
 from omnijourney.adapters.base import Outcome, TransientError
-from omnijourney.adapters.bounces import REPORT_HEADER
-from omnijourney.adapters.clicks import make_token, track
+from omnijourney.adapters.clicks import REPORT_HEADER, make_token, track
 
 # A signed List-Unsubscribe URL is one long word: at the default 78 columns the policy
 # would RFC 2047-encode it, and no mail client reads a URL from an encoded word. SMTP's

@@ -52,7 +52,7 @@ def fold(profile: dict[str, Any], event: Event) -> None:
             profile["consent"][channel] = False
     elif event.type.endswith(".bounced"):
         channel = event.type.split(".", 1)[0]
-        current = _nonblank(profile.get(ADDRESS_TRAITS.get(channel, "")))
+        current = address(profile, channel) if channel in ADDRESS_TRAITS else None
         if current is not None:
             # A digest, not a second copy of the address; a new address is not bounced.
             profile.setdefault("bounced", {})[channel] = _digest(current)
@@ -61,8 +61,10 @@ def fold(profile: dict[str, Any], event: Event) -> None:
 def bounced(profile: dict[str, Any], channel: str) -> bool:
     """Whether the customer's current address on ``channel`` hard-bounced."""
     mark = profile.get("bounced", {}).get(channel)
-    current = _nonblank(profile.get(ADDRESS_TRAITS.get(channel, "")))
-    return mark is not None and current is not None and mark == _digest(current)
+    if mark is None:
+        return False
+    current = address(profile, channel)
+    return current is not None and mark == _digest(current)
 
 
 def _digest(address: str) -> str:
@@ -81,12 +83,8 @@ def consent_ok(profile: dict[str, Any], channel: str, policies: Policies) -> boo
 
 def address(profile: dict[str, Any], channel: str) -> str | None:
     """Where a message on ``channel`` goes, or None when the customer has no address there."""
-    if channel == "email":
-        return _nonblank(profile.get("email"))
-    if channel == "sms":
-        return _nonblank(profile.get("phone"))
-    if channel == "push":
-        return _nonblank(profile.get("push_token"))
+    if channel in ADDRESS_TRAITS:
+        return _nonblank(profile.get(ADDRESS_TRAITS[channel]))
     if channel == "ads":
         # Ad platforms match audiences on hashed identifiers, never the clear address.
         email = _nonblank(profile.get("email"))
