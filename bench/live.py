@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from evaluator import synth  # the same synthetic customers as the evaluator bench
 
 from omnijourney.codecs import encode_event
 from omnijourney.runtime.broker import EmbeddedBroker
 from omnijourney.runtime.settings import Settings, Topics
 from omnijourney.runtime.topics import ensure_topics
+from omnijourney.synthetic import synth  # the same customers as the evaluator bench
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4

@@ -23,7 +23,7 @@ from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
 from omnijourney.runtime.app import EXIT_STALLED
 from omnijourney.runtime.commands import produce_events, send_watermark
 from omnijourney.runtime.settings import Settings, Topics
-from omnijourney.runtime.topics import ensure_topics
+from omnijourney.runtime.topics import changelog_topic, ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,7 +128,7 @@ class LiveEngine:
 
     def state_of(self, customer_id: str, timeout: float = 5.0) -> dict[str, Any] | None:
         """The customer's latest state as the worker made it durable (its changelog)."""
-        topic = f"{self.settings.app_id}-customer-state-changelog"
+        topic = changelog_topic(self.settings)
         consumer = KafkaConsumer(topic, **self.settings.kafka_python(),
                                  auto_offset_reset="earliest", enable_auto_commit=False,
                                  consumer_timeout_ms=int(timeout * 1000))
@@ -148,6 +148,8 @@ class LiveEngine:
                 "OMNIJOURNEY_TOPIC_PREFIX": self.prefix,
                 "OMNIJOURNEY_APP_ID": f"{self.prefix}{channel}-adapter",
                 "OMNIJOURNEY_CLOCK": "event", "ADAPTER_BACKOFF_BASE": "0.05",
+                # Fast failover: a killed adapter's partitions move after 6 s.
+                "OMNIJOURNEY_SESSION_TIMEOUT": "6",
                 "OMNIJOURNEY_METRICS_PORT": "off", **env}
         with log.open("wb") as out:  # the child keeps its own copy of the descriptor
             return subprocess.Popen([sys.executable, "-m", "omnijourney", "adapter", channel,

@@ -72,11 +72,9 @@ def timeline_with_a_break(engine: LiveEngine, disrupt: Callable[[], object],
     return got, expected
 
 
-def test_kill_9_mid_timeline_loses_nothing_and_keeps_every_id(engine: LiveEngine,
-                                                             kafka: Kafka) -> None:
+def test_kill_9_mid_timeline_loses_nothing_and_keeps_every_id(engine: LiveEngine) -> None:
     def kill_and_start_again() -> None:
-        engine.kill()
-        kafka.expire_dead_members()
+        engine.kill()  # it holds its partitions until its session times out
         engine.start()
 
     got, expected = timeline_with_a_break(engine, kill_and_start_again)
@@ -88,16 +86,9 @@ def test_kill_9_mid_timeline_loses_nothing_and_keeps_every_id(engine: LiveEngine
 
 
 def test_a_second_worker_takes_over_partitions_with_their_state_and_waits(
-        engine: LiveEngine, kafka: Kafka) -> None:
+        engine: LiveEngine) -> None:
     """A second worker joins mid-timeline: partitions move to it with their state
     (restored from the changelog) and the waits set on the first worker fire on it."""
-    if kafka.embedded:
-        # Passes in most runs there (26 of 30), but in the others the broker never
-        # finishes the scale-out rebalance: both workers sit in JoinGroup for the whole
-        # 60 s rebalance timeout or longer (its group coordinator; the restore stall
-        # seen here before is gone with runtime/faustguard.py). A flaky test is worse
-        # than none: this one runs on KAFKA_BOOTSTRAP/testcontainers.
-        pytest.skip("scale-out rebalances are not reliable on the embedded broker")
     events, expected = sample()
     half = len(events) // 2  # customers are mid-wait here
     other = engine.twin()
@@ -130,7 +121,7 @@ def test_the_worker_rides_out_a_broker_restart(engine: LiveEngine, kafka: Kafka)
     """A single broker restarts under a running worker (data kept): it reconnects and the
     timeline completes with every command as simulated."""
     if kafka.restart is None:
-        pytest.skip("needs a broker this suite can restart (the embedded one)")
+        pytest.skip("KAFKA_BOOTSTRAP names a cluster this suite does not run")
     got, expected = timeline_with_a_break(engine, kafka.restart)
     assert len(as_rows(got)) == len(expected)
 

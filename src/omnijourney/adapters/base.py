@@ -33,6 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from omnijourney.codecs import decode_command, encode_delivery
 from omnijourney.core.timeutil import format_instant
 from omnijourney.ops.metrics import AdapterMetrics, Heartbeat, start_ops
+from omnijourney.runtime.reach import until_reachable
 from omnijourney.runtime.settings import Settings, adapter_group
 
 log = structlog.get_logger("omnijourney.adapter")
@@ -127,6 +128,11 @@ class DeliveredLog:
         self.producer = KafkaProducer(**settings.kafka_python(), acks="all")
 
     def load(self) -> int:
+        """Read the whole log; again while the cluster cannot answer (a broker away)."""
+        return until_reachable(self._load, what=f"read {self.topic}")
+
+    def _load(self) -> int:
+        self.ids.clear()
         consumer = KafkaConsumer(**self.settings.kafka_python(), enable_auto_commit=False)
         try:
             parts = consumer.partitions_for_topic(self.topic) or set()
@@ -219,7 +225,10 @@ class Runner:
         consumer = KafkaConsumer(
             self.settings.topics.command(self.channel.name), **self.settings.kafka_python(),
             group_id=self.group,
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=100)
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=100,
+            session_timeout_ms=int(self.settings.session_timeout * 1000),
+            heartbeat_interval_ms=int(self.settings.session_timeout * 1000 / 3),
+            max_poll_interval_ms=int(self.settings.max_poll_interval * 1000))
         last = time.monotonic()
         try:
             while idle_exit is None or time.monotonic() - last < idle_exit:
@@ -227,7 +236,9 @@ class Runner:
                 self.alive.beat()
                 self.consuming = True
                 values = [m.value for msgs in batch.values() for m in msgs]
-                if values:
+                # Idle means owning partitions with nothing in them: waiting in a
+                # rebalance (a killed predecessor's session has yet to expire) is not.
+                if values or not consumer.assignment():
                     last = time.monotonic()
                 if isinstance(self.channel, BatchChannel) and values:
                     self.handle_batch(values)
@@ -308,12 +319,19 @@ class Runner:
                               "command_id": cmd["command_id"], "customer_id": cmd["customer_id"],
                               "channel": cmd["channel"], "status": outcome.status,
                               "provider_id": outcome.provider_id, "reason": outcome.reason,
-                              "at": self.now(), "journey": cmd["journey"],
+                              "at": self._report_time(cmd), "journey": cmd["journey"],
                               "instance_key": cmd["instance_key"] or None}))
         log.info("delivery", command_id=cmd["command_id"], customer_id=cmd["customer_id"],
                  journey=cmd["journey"], step=cmd["step"], status=outcome.status,
                  reason=outcome.reason)
         return self._count(outcome.status)
+
+    def _report_time(self, cmd: dict[str, Any]) -> datetime:
+        """When the outcome happened. In a replay (event clock) that is the command's own
+        moment: the worker's clock follows the times of what it reads, ``deliveries`` too,
+        so a report stamped with today's wall time would move a replay of March to today
+        and fire every wait still pending in it at once."""
+        return self.now() if self.settings.clock == "wall" else cmd["send_at"]
 
     def _count(self, status: str) -> str:
         self.counts[status] = self.counts.get(status, 0) + 1

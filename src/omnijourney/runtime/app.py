@@ -29,6 +29,7 @@ from omnijourney.ops.metrics import Heartbeat, ProgressWatch, WorkerMetrics, sta
 from omnijourney.runtime.engine import Clock, DueIndex, Engine, Outgoing, Record, tick_record
 from omnijourney.runtime.faustguard import guard_handover
 from omnijourney.runtime.settings import Settings
+from omnijourney.runtime.topics import changelog_topic
 
 log = structlog.get_logger("omnijourney.worker")
 STATE_CACHE = 200_000  # decoded states kept in memory; the table stays the truth
@@ -76,6 +77,12 @@ class Worker:
             broker_credentials=credentials(settings),
             store="memory://",
             topic_partitions=settings.partitions,
+            # Every topic, the table's changelog too, is created by ensure_topics (compacted,
+            # replicated, retried while a broker is away); Faust's own creation asks one
+            # broker, and a worker starting while that one is down crashed. No leader topic:
+            # nothing here runs on the leader only.
+            topic_allow_declare=False,
+            topic_disable_leader=True,
             processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
@@ -96,6 +103,9 @@ class Worker:
         self.table = self.app.Table("customer-state", partitions=settings.partitions,
                                     key_type=bytes, value_type=bytes)
         self.changelog = self.table.changelog_topic.get_topic_name()
+        if self.changelog != changelog_topic(settings):  # ensure_topics created that one
+            raise RuntimeError(f"Faust names the changelog {self.changelog!r}, not "
+                               f"{changelog_topic(settings)!r}")
         self.app.agent(self.source, name="evaluate")(self.run_stream)
         self.app.timer(interval=settings.tick_interval)(self.drive_waits)
         self.app.on_partitions_assigned.connect(self.on_assigned)
@@ -253,10 +263,14 @@ class Worker:
             self.metrics.assigned.set(len(owned))
         self.metrics.due.set(len(self.index.entries))
         ticks = self.settings.topics.ticks
-        for cid, partition, now in self.index.due(self.clock, set(owned)):
+        due = self.index.due(self.clock, set(owned))
+        # Read the index before the first await: while a send waits, the agent evaluates
+        # and may drop a customer from it (a fault test crashed the timer on that).
+        for cid, _, now in due:
             self.metrics.lateness.observe(
                 max(0.0, (now - self.index.entries[cid][1]).total_seconds()))
             self.index.pending.add(cid)
+        for cid, partition, now in due:
             await self.app.producer.send(ticks, cid.encode(), tick_record(cid, now), partition,
                                          None, None)
 

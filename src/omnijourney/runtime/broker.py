@@ -1,7 +1,9 @@
-"""The embedded Kafka-protocol broker: the ``noida-db`` binary, Kafka service only.
+"""Local brokers for development: the embedded Kafka-protocol broker (the ``noida-db``
+binary, Kafka service only) and the choice between it and real Kafka (``runtime.kraft``).
 
-For the zero-setup default (``omnijourney dev``) and tests. Production and
-``KAFKA_BOOTSTRAP`` use a real cluster; nothing in the engine depends on this broker.
+The embedded broker is the zero-Java fallback of ``omnijourney dev``; tests, fault tests and
+benchmarks run on real Kafka. Production and ``KAFKA_BOOTSTRAP`` use a real cluster; nothing
+in the engine depends on either.
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
+
+if TYPE_CHECKING:
+    from omnijourney.runtime.kraft import KafkaCluster
 
 
 def binary() -> Path:
@@ -115,3 +122,42 @@ class EmbeddedBroker:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+BROKER_KINDS = ("auto", "kafka", "embedded")
+
+
+def choose_broker(kind: str) -> tuple[str, str | None]:
+    """``auto`` resolved: ("kafka", None) where Java 17+ can run real Kafka, else
+    ("embedded", why not); ``kafka`` and ``embedded`` stay as asked."""
+    from omnijourney.runtime.kraft import available  # noqa: PLC0415
+
+    if kind not in BROKER_KINDS:
+        raise ValueError(f"broker must be one of {', '.join(BROKER_KINDS)}")
+    if kind != "auto":
+        return kind, None
+    why = available()
+    return ("kafka", None) if why is None else ("embedded", why)
+
+
+def start_local_broker(kind: str = "auto", *, nodes: int = 1,
+                       directory: Path | None = None) -> EmbeddedBroker | KafkaCluster:
+    """A broker on this machine for ``dev`` and tools: real Kafka (``kafka``), the embedded
+    one (``embedded``), or real Kafka where Java 17+ can run it, else embedded (``auto``).
+    Raises :class:`KafkaUnavailable` (one line naming what is missing and the way out)."""
+    from omnijourney.runtime.kraft import KafkaCluster  # noqa: PLC0415
+
+    kind, why = choose_broker(kind)
+    if why is not None:
+        print(f"real Kafka unavailable ({why}); using the embedded broker", file=sys.stderr)
+    if kind == "embedded":
+        print("starting the embedded Kafka-protocol broker ...", file=sys.stderr)
+        return EmbeddedBroker(directory).start()
+    cluster = KafkaCluster(nodes, directory)
+    print(f"starting Apache Kafka {cluster.version} ({nodes} KRaft node"
+          f"{'s' if nodes > 1 else ''}) ...", file=sys.stderr)
+    try:
+        return cluster.start()
+    except BaseException:
+        cluster.stop()  # no JVM left behind by a start that failed or was interrupted
+        raise

@@ -199,16 +199,21 @@ def cmd_schemas_check(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------ dev
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    """Embedded broker + worker + the sample timeline, commands shown per channel."""
+    """A local broker (or KAFKA_BOOTSTRAP) + worker + the sample timeline, commands shown
+    per channel."""
     from omnijourney.ops.commands import live_summary
-    from omnijourney.runtime.broker import EmbeddedBroker, free_port
+    from omnijourney.runtime.broker import free_port, start_local_broker
+    from omnijourney.runtime.kraft import KafkaUnavailable
     from omnijourney.runtime.topics import ensure_topics
 
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
     if not bootstrap:
-        print("starting the embedded Kafka broker ...", file=sys.stderr)
-        broker = EmbeddedBroker().start()
+        try:
+            broker = start_local_broker(args.broker)
+        except KafkaUnavailable as exc:
+            print(f"omnijourney dev: {exc}", file=sys.stderr)
+            return 2
         bootstrap = broker.bootstrap
     settings = Settings.from_env(bootstrap=bootstrap, journeys=args.journeys, clock="event",
                                  app_id=f"omnijourney-dev-{int(time.time())}")
@@ -257,6 +262,35 @@ def cmd_dev(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def cmd_kafka_up(args: argparse.Namespace) -> int:
+    """Real Apache Kafka on this machine until interrupted; prints the bootstrap."""
+    from omnijourney.runtime.kraft import KafkaCluster, KafkaUnavailable
+
+    stop = threading.Event()
+    cluster = KafkaCluster(args.nodes, Path(args.dir) if args.dir else None)
+    print(f"starting Apache Kafka {cluster.version} ({args.nodes} KRaft node(s)) ...",
+          file=sys.stderr)
+    try:
+        with cluster:  # Ctrl-C while it starts: every node stopped on the way out
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            print(cluster.bootstrap, flush=True)
+            print(f"KAFKA_BOOTSTRAP={cluster.bootstrap}; logs in "
+                  f"{cluster.root}/node-*/server.log; Ctrl-C stops every node", file=sys.stderr)
+            while not stop.wait(1.0):
+                dead = [n for n in cluster.members if not n.running]
+                if dead:
+                    print(f"omnijourney kafka up: node {dead[0].node_id} exited; the end of "
+                          f"its log:\n{dead[0].log_tail()}", file=sys.stderr)
+                    return 1
+    except KafkaUnavailable as exc:
+        print(f"omnijourney kafka up: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def _journey_ids(folder: str) -> list[str]:
@@ -448,13 +482,26 @@ def add_parsers(sub: Any) -> None:
                    f"{WORKER_METRICS_PORT}; 0: any free port; off: none)")
     w.set_defaults(func=cmd_worker)
 
-    d = sub.add_parser("dev", help="embedded broker + worker + sample events, one command")
+    d = sub.add_parser("dev", help="local Kafka + worker + sample events, one command")
+    d.add_argument("--broker", choices=["auto", "kafka", "embedded"], default="auto",
+                   help="kafka: real Apache Kafka (Java 17+); embedded: the zero-Java broker; "
+                        "auto (default): kafka where Java 17+ is there, else embedded. "
+                        "KAFKA_BOOTSTRAP, when set, is used instead")
     d.add_argument("--journeys", default="journeys")
     d.add_argument("--events", default="examples/events.jsonl")
     d.add_argument("--idle", type=float, default=8.0,
                    help="stop after this many seconds without a new command")
     d.add_argument("--log", default="omnijourney-worker.log")
     d.set_defaults(func=cmd_dev)
+
+    k = sub.add_parser("kafka", help="run real Apache Kafka on this machine (KRaft)")
+    ks = k.add_subparsers(dest="kafka_command", required=True)
+    up = ks.add_parser("up", help="start a KRaft cluster, print its bootstrap, run until "
+                                  "interrupted")
+    up.add_argument("--nodes", type=int, choices=[1, 3], default=1)
+    up.add_argument("--dir", help="keep the nodes' data and logs here (default: a temporary "
+                                  "directory, removed at the end)")
+    up.set_defaults(func=cmd_kafka_up)
 
     p = sub.add_parser("produce", help="send JSON Lines events to touchpoints (as Avro)")
     p.add_argument("file")

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from omnijourney.core.commands import CHANNELS
+from omnijourney.runtime.reach import until_reachable
 from omnijourney.runtime.settings import Settings
+
+T = TypeVar("T")
 
 
 def wanted(settings: Settings) -> dict[str, int]:
@@ -19,38 +25,76 @@ def wanted(settings: Settings) -> dict[str, int]:
     out = {t.touchpoints: p, t.ticks: p, t.deliveries: p, t.dlq: 1}
     out.update(dict.fromkeys(t.commands, p))
     out.update({t.delivered(ch): p for ch in CHANNELS})
+    out[changelog_topic(settings)] = p  # the worker's table: co-partitioned too
     return out
 
 
+def changelog_topic(settings: Settings) -> str:
+    """The customer-state table's changelog, named as Faust names a table's changelog."""
+    return f"{settings.app_id}-customer-state-changelog"
+
+
 def _configs(settings: Settings, name: str) -> dict[str, str]:
-    # Only the latest record per command id matters in the adapters' delivered logs.
-    if name.startswith(settings.topics.delivered_prefix):
+    # Only the latest record per key matters in the adapters' delivered logs (per command
+    # id) and in the state changelog (per customer).
+    if name.startswith(settings.topics.delivered_prefix) or name == changelog_topic(settings):
         return {"cleanup.policy": "compact"}
     return {}
 
 
+def with_admin(settings: Settings, call: Callable[[KafkaAdminClient], T],
+               timeout: float = 60.0) -> T:
+    """``call`` with a new admin client, again while the cluster cannot answer."""
+    def once() -> T:
+        admin = KafkaAdminClient(**settings.kafka_python())
+        try:
+            return call(admin)
+        finally:
+            admin.close()
+
+    return until_reachable(once, what="admin", timeout=timeout)
+
+
 def ensure_topics(settings: Settings) -> dict[str, int]:
     """Create missing topics; refuse to run if co-partitioned topics disagree."""
-    admin = KafkaAdminClient(**settings.kafka_python())
-    try:
-        existing = set(admin.list_topics())
-        want = wanted(settings)
-        replication = settings.replication or _replication(admin)
-        new = [NewTopic(name, num_partitions=n, replication_factor=replication,
-                        topic_configs=_configs(settings, name))
-               for name, n in want.items() if name not in existing]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
-                admin.create_topics(new)
-        counts = {}
-        for meta in admin.describe_topics([settings.topics.touchpoints, settings.topics.ticks]):
-            counts[meta.get("name") or meta["topic"]] = len(meta["partitions"])
-        if counts[settings.topics.touchpoints] != counts[settings.topics.ticks]:
-            raise RuntimeError(f"{settings.topics.ticks} must have as many partitions as "
-                               f"{settings.topics.touchpoints}: {counts}")
-        return want
-    finally:
-        admin.close()
+    return with_admin(settings, lambda admin: _ensure(admin, settings))
+
+
+def _ensure(admin: KafkaAdminClient, settings: Settings) -> dict[str, int]:
+    existing = set(admin.list_topics())
+    want = wanted(settings)
+    replication = settings.replication or _replication(admin)
+    new = [NewTopic(name, num_partitions=n, replication_factor=replication,
+                    topic_configs=_configs(settings, name))
+           for name, n in want.items() if name not in existing]
+    if new:
+        with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
+            admin.create_topics(new)
+        _wait_for_leaders(admin, [t.name for t in new])
+    counts = {}
+    for meta in admin.describe_topics([settings.topics.touchpoints, settings.topics.ticks]):
+        counts[meta.get("name") or meta["topic"]] = len(meta["partitions"])
+    if counts[settings.topics.touchpoints] != counts[settings.topics.ticks]:
+        raise RuntimeError(f"{settings.topics.ticks} must have as many partitions as "
+                           f"{settings.topics.touchpoints}: {counts}")
+    return want
+
+
+def _wait_for_leaders(admin: KafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:
+    """Until every partition of the new topics has a leader: a producer that starts at once
+    otherwise meets NotLeaderForPartition on a real cluster and retries. Past ``timeout``
+    the producers' own retries take over."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            metas = admin.describe_topics(names)
+        except KafkaError:
+            metas = []
+        if len(metas) == len(names) and all(
+                not m.get("error_code") and m["partitions"]
+                and all(p.get("leader_id", -1) >= 0 for p in m["partitions"]) for m in metas):
+            return
+        time.sleep(0.2)
 
 
 def _replication(admin: KafkaAdminClient) -> int:

@@ -1,0 +1,358 @@
+"""Fault tests on a real 3-node KRaft cluster, replication 3 and min.insync.replicas=2.
+
+Modelled on Kafka's own system tests (streams_broker_bounce_test, streams_eos_test) and
+Faust's consistency checker: a synthetic week of a few hundred customers flows through
+the workers while something breaks, and at the end the adapters' real sinks (a local SMTP
+server, a provider-like HTTP server) must hold exactly the command ids that
+``omnijourney simulate`` computes for the same events, each delivered exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from omnijourney.config import load
+from omnijourney.core.commands import ChannelCommand
+from omnijourney.core.events import Event
+from omnijourney.runtime.kraft import KafkaCluster
+from omnijourney.runtime.topics import changelog_topic
+from omnijourney.simulator import simulate
+from omnijourney.synthetic import synth
+from tests.integration.harness import REPO, LiveEngine
+from tests.provider import Provider
+from tests.smtp import SmtpServer
+
+pytestmark = pytest.mark.integration
+
+CUSTOMERS = int(os.environ.get("OMNIJOURNEY_FAULT_CUSTOMERS", "300"))
+SEED = int(os.environ.get("OMNIJOURNEY_FAULT_SEED", "11"))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Their own cluster, apart from the suite's single node: these tests kill brokers."""
+    config = {
+        # A dead broker is fenced, and its partitions led elsewhere, after 4 s (default 9).
+        "broker.session.timeout.ms": "4000", "broker.heartbeat.interval.ms": "1000",
+        # The compaction test: the cleaner looks for work every half second.
+        "log.cleaner.backoff.ms": "500",
+    }
+    with KafkaCluster(3, tmp_path_factory.mktemp("faults"), config=config,
+                      quiet=True) as kafka:
+        yield kafka
+
+
+@dataclass
+class Scenario:
+    events: list[Event]
+    expected: list[ChannelCommand]
+
+    def ids(self, channel: str) -> set[str]:
+        return {c.command_id for c in self.expected if c.channel == channel}
+
+    def part(self, start: float, end: float) -> list[Event]:
+        n = len(self.events)
+        return self.events[int(n * start):int(n * end)]
+
+    @property
+    def watermark(self) -> timedelta:
+        return timedelta(days=90)
+
+
+def scenario() -> Scenario:
+    js = load(REPO / "journeys").journey_set
+    assert js is not None
+    events = sorted((e for tl in synth(CUSTOMERS, seed=SEED) for e in tl),
+                    key=lambda e: e.occurred_at)
+    return Scenario(events, simulate(js, events).commands)
+
+
+class Sinks:
+    """The email and SMS adapters as their own processes, delivering to real local sinks."""
+
+    def __init__(self, engine: LiveEngine, log_dir: Path) -> None:
+        self.engine, self.log_dir = engine, log_dir
+        self.stack = ExitStack()
+        self.smtp = self.stack.enter_context(SmtpServer())
+        self.provider = self.stack.enter_context(Provider())
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> Sinks:
+        self.procs = [
+            self.engine.adapter("email", self.log_dir / "email.log", idle=3600,
+                                SMTP_HOST="127.0.0.1", SMTP_PORT=str(self.smtp.port)),
+            self.engine.adapter("sms", self.log_dir / "sms.log", idle=3600,
+                                SMS_API_BASE=self.provider.url, SMS_ACCOUNT_SID="AC1",
+                                SMS_AUTH_TOKEN="t", SMS_FROM="+15550000"),
+        ]
+        return self
+
+    def emails(self) -> list[str]:
+        return [m["X-Omnijourney-Command-Id"] for m in list(self.smtp.messages)]
+
+    def sms(self) -> list[str]:
+        with self.provider.lock:
+            return list(self.provider.delivered)
+
+    def wait(self, s: Scenario, revive: Callable[[], object], timeout: float = 240) -> None:
+        """Until both sinks hold every expected id, then a few seconds for any repeat."""
+        deadline = time.monotonic() + timeout
+        want_email, want_sms = s.ids("email"), s.ids("sms")
+        while not (want_email <= set(self.emails()) and want_sms <= set(self.sms())):
+            for proc, name in zip(self.procs, ("email", "sms"), strict=True):
+                assert proc.poll() is None, (self.log_dir / f"{name}.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                f"missing after {timeout:.0f}s: {len(want_email - set(self.emails()))} "
+                f"emails, {len(want_sms - set(self.sms()))} sms")
+            revive()
+            time.sleep(1)
+        time.sleep(5)
+
+    def check_exactly_once(self, s: Scenario) -> None:
+        emails, sms = self.emails(), self.sms()
+        assert set(emails) == s.ids("email")
+        assert len(emails) == len(set(emails)), "an email went out twice"
+        assert set(sms) == s.ids("sms")
+        assert len(sms) == len(set(sms)), "an SMS went out twice"
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+        self.stack.close()
+
+
+@pytest.fixture
+def sinks_for(tmp_path: Path) -> Iterator[Callable[[LiveEngine], Sinks]]:
+    made: list[Sinks] = []
+
+    def make(engine: LiveEngine) -> Sinks:
+        made.append(Sinks(engine, tmp_path).start())
+        return made[-1]
+
+    yield make
+    for sinks in made:
+        sinks.close()
+
+
+@pytest.fixture
+def workers(cluster: KafkaCluster, tmp_path: Path) -> Iterator[list[LiveEngine]]:
+    """Three workers of one app (started by the test as it needs them), six partitions."""
+    first = LiveEngine(cluster.bootstrap, tmp_path, partitions=6)
+    crew = [first, first.twin("w1"), first.twin("w2")]
+    yield crew
+    for w in crew:
+        w.stop()
+
+
+def revive_all(crew: list[LiveEngine]) -> Callable[[], None]:
+    def revive() -> None:
+        for w in crew:
+            w.revive()
+
+    return revive
+
+
+def produce_watermark(engine: LiveEngine, s: Scenario) -> None:
+    engine.watermark(s.events[-1].occurred_at + s.watermark)
+
+
+def busiest_leader(cluster: KafkaCluster, engine: LiveEngine) -> int:
+    """The node leading most touchpoints partitions."""
+    leaders = [cluster.leader_of(engine.settings.topics.touchpoints, p)
+               for p in range(engine.settings.partitions)]
+    return max(set(leaders), key=leaders.count)
+
+
+def test_kill_9_of_the_busiest_leader_mid_timeline_loses_and_repeats_nothing(
+        cluster: KafkaCluster, workers: list[LiveEngine],
+        sinks_for: Callable[[LiveEngine], Sinks]) -> None:
+    s = scenario()
+    crew = workers[:2]
+    for w in crew:
+        w.start()
+    sinks = sinks_for(crew[0])
+    crew[0].produce(s.part(0, 0.4))
+    victim = busiest_leader(cluster, crew[0])
+    cluster.kill_node(victim)  # no controlled shutdown: leaders move after the fence
+    try:
+        crew[0].produce(s.part(0.4, 0.8))
+    finally:
+        time.sleep(5)
+        cluster.start_node(victim)
+    crew[0].produce(s.part(0.8, 1.0))
+    produce_watermark(crew[0], s)
+    sinks.wait(s, revive_all(crew))
+    sinks.check_exactly_once(s)
+
+
+def test_workers_stopped_and_killed_at_random_while_events_flow(
+        workers: list[LiveEngine], sinks_for: Callable[[LiveEngine], Sinks]) -> None:
+    s = scenario()
+    rnd = random.Random(SEED)  # the chaos schedule, repeatable for a seed
+    for w in workers:
+        w.start()
+    sinks = sinks_for(workers[0])
+    done = threading.Event()
+
+    def feed() -> None:
+        for i in range(10):
+            workers[0].produce(s.part(i / 10, (i + 1) / 10))
+            time.sleep(2)
+        done.set()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    actions = []
+    try:
+        deadline = time.monotonic() + 45  # bounded chaos
+        while time.monotonic() < deadline:
+            time.sleep(rnd.uniform(3, 7))
+            w = rnd.choice(workers)
+            if w.proc is None:
+                actions.append("start")
+                w.start()
+            elif rnd.random() < 0.5:
+                actions.append("stop")
+                w.stop()
+            else:
+                actions.append("kill")
+                w.kill()
+    finally:
+        feeder.join(120)
+        for w in workers:
+            if w.proc is None:
+                w.start()
+    assert done.is_set()
+    assert {"kill", "stop"} <= set(actions) or len(actions) < 4, actions
+    produce_watermark(workers[0], s)
+    sinks.wait(s, revive_all(workers), timeout=300)
+    sinks.check_exactly_once(s)
+
+
+def test_a_worker_paused_past_its_session_timeout_comes_back(
+        workers: list[LiveEngine], sinks_for: Callable[[LiveEngine], Sinks]) -> None:
+    """SIGSTOP one of two workers for longer than its session timeout (6 s) while events
+    flow: the group moves its partitions to the other; after SIGCONT it is fenced, rejoins,
+    and nothing is lost or repeated at the sinks."""
+    s = scenario()
+    crew = workers[:2]
+    for w in crew:
+        w.start()
+    sinks = sinks_for(crew[0])
+    crew[0].produce(s.part(0, 0.3))
+    paused = crew[1]
+    assert paused.proc is not None
+    paused.proc.send_signal(signal.SIGSTOP)
+    try:
+        crew[0].produce(s.part(0.3, 0.7))
+        time.sleep(15)  # well past the 6 s session timeout
+    finally:
+        paused.proc.send_signal(signal.SIGCONT)
+    crew[0].produce(s.part(0.7, 1.0))
+    produce_watermark(crew[0], s)
+    sinks.wait(s, revive_all(crew))
+    sinks.check_exactly_once(s)
+
+
+def test_compacted_changelogs_restore_the_same_states(
+        cluster: KafkaCluster, workers: list[LiveEngine],
+        sinks_for: Callable[[LiveEngine], Sinks]) -> None:
+    """The state changelog is created compacted; with tiny segments the cleaner runs, and a
+    worker started without its local files restores from what is left and goes on."""
+    s = scenario()
+    worker = workers[0]
+    worker.start()
+    sinks = sinks_for(worker)
+    changelog = changelog_topic(worker.settings)
+    worker.produce(s.part(0, 0.25))
+    wait_for_topic(cluster, changelog)
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, changelog, {"cleanup.policy": None})
+        described = admin.describe_configs([resource], config_filter="all")
+        assert str(described).count("'compact'") >= 1, described  # as Faust created it
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, changelog, configs={
+            "cleanup.policy": "compact", "segment.ms": "500", "min.cleanable.dirty.ratio": "0.01",
+            "min.compaction.lag.ms": "0"})])
+    finally:
+        admin.close()
+    for i in range(1, 6):  # segments roll between the parts; the cleaner compacts them
+        worker.produce(s.part(0.25 + (i - 1) * 0.1, 0.25 + i * 0.1))
+        time.sleep(1.5)
+    worker.wait_for_lag(lambda rows: all(r.lag == 0 for r in rows))
+    before = latest_states(cluster, changelog)
+    written = written_records(cluster, changelog)
+    deadline = time.monotonic() + 90
+    while (kept := count_records(cluster, changelog)) > written / 2:
+        assert time.monotonic() < deadline, f"{kept} of {written} records kept, never compacted"
+        time.sleep(2)
+    assert latest_states(cluster, changelog) == before  # the latest of each key kept
+    worker.stop()
+    shutil.rmtree(worker.log_dir / "faust-data", ignore_errors=True)  # no local state
+    worker.start()
+    worker.produce(s.part(0.75, 1.0))
+    produce_watermark(worker, s)
+    sinks.wait(s, revive_all([worker]))
+    sinks.check_exactly_once(s)
+
+
+def wait_for_topic(cluster: KafkaCluster, topic: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    try:
+        while topic not in admin.list_topics():
+            assert time.monotonic() < deadline, f"{topic} never created"
+            time.sleep(0.5)
+    finally:
+        admin.close()
+
+
+def _records(cluster: KafkaCluster, topic: str) -> Iterator[tuple[bytes, bytes | None]]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=cluster.bootstrap,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    try:
+        for msg in consumer:
+            yield msg.key, msg.value
+    finally:
+        consumer.close()
+
+
+def latest_states(cluster: KafkaCluster, topic: str) -> dict[bytes, bytes | None]:
+    return dict(_records(cluster, topic))
+
+
+def count_records(cluster: KafkaCluster, topic: str) -> int:
+    return sum(1 for _ in _records(cluster, topic))
+
+
+def written_records(cluster: KafkaCluster, topic: str) -> int:
+    """Every record ever appended (the end offsets), compacted away or not."""
+    consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return sum(ends.values())
+    finally:
+        consumer.close()
