@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo validate simulate graphs stats test unit lint types bench bench-live clean
+.PHONY: help install kafka kafka-up demo validate simulate graphs stats test unit faults lint types bench bench-live bench-scale clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install omnijourney with dev tools
 
-demo: install ## Embedded Kafka + worker + sample events: the commands, live
+kafka: install ## Fetch the pinned Apache Kafka's jars (Maven Central) into ~/.cache/omnijourney
+	$(BIN)/python -c "from omnijourney.runtime.kraft import ensure_jars, find_java; find_java(); print(ensure_jars())"
+
+kafka-up: install ## Run a real Kafka node here until Ctrl-C (NODES=3 for a cluster)
+	$(BIN)/omnijourney kafka up --nodes $(or $(NODES),1)
+
+demo: install ## Local Kafka (real where Java 17+ is, else embedded) + worker + sample events
 	$(BIN)/omnijourney validate journeys
 	$(BIN)/omnijourney dev --journeys journeys --events examples/events.jsonl
 
@@ -36,11 +42,14 @@ stats: install ## Funnel of every example journey over the sample timeline (simu
 	@for f in journeys/*.yaml; do case $$f in *policies.yaml) continue;; esac; \
 	  $(BIN)/omnijourney stats $$(basename $$f .yaml) --events examples/events.jsonl; echo; done
 
-test: install lint types ## Lint, type-check and run the whole test suite (what CI runs)
+test: install lint types kafka ## Lint, type-check and run the whole suite on real Kafka (CI runs this)
 	$(BIN)/python -m pytest
 
 unit: install ## Run only the fast pure-core tests
 	$(BIN)/python -m pytest tests/unit -q
+
+faults: install kafka ## Only the fault tests (3-node cluster; RUNS=N repeats them)
+	@for i in $$(seq $(or $(RUNS),1)); do $(BIN)/python -m pytest tests/integration/test_faults.py -q || exit 1; done
 
 lint: install ## ruff
 	$(BIN)/ruff check src tests bench
@@ -51,9 +60,12 @@ types: install ## mypy --strict on src
 bench: install ## Evaluator throughput on 100k synthetic customers (prints ratios)
 	$(BIN)/python bench/evaluator.py
 
-bench-live: install ## Live engine vs a raw aiokafka loop on the same broker (ratio)
-	cd bench && ../$(BIN)/python live.py
+bench-live: install kafka ## Live engine vs raw aiokafka loop and Faust floor, real Kafka and embedded
+	cd bench && ../$(BIN)/python live.py --broker both
+
+bench-scale: install kafka ## 1 vs 2 workers on a real 3-node cluster (and the single-node table)
+	cd bench && ../$(BIN)/python live.py --scale
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info \
-	  omnijourney-worker.log omnijourney*-data
+	  omnijourney-worker.log omnijourney*-data  # the Kafka jars stay in ~/.cache/omnijourney

@@ -7,7 +7,12 @@ worker on this broker); the engine decodes, evaluates all five journeys, sends
 commands, waits for their acks and writes state to its changelog. Prints events/s for
 each and the ratios.
 
-    python bench/live.py [--customers 5000]     (KAFKA_BOOTSTRAP to use a real cluster)
+    python bench/live.py [--customers 5000] [--broker kafka|embedded|both] [--scale]
+
+--broker: a real Apache Kafka node started here (default), the embedded broker, or both one
+after the other; KAFKA_BOOTSTRAP instead names a running cluster. --scale adds 1 vs 2 workers
+on a real 3-node cluster (replication 3): both started and assigned first, then the events
+are produced, the same way for each.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from omnijourney.codecs import encode_event
 from omnijourney.runtime.broker import EmbeddedBroker
+from omnijourney.runtime.kraft import KafkaCluster
 from omnijourney.runtime.settings import Settings, Topics
 from omnijourney.runtime.topics import ensure_topics
 from omnijourney.synthetic import synth  # the same customers as the evaluator bench
@@ -76,46 +82,122 @@ async def raw_loop(bootstrap: str, source: str, sink: str, n: int) -> float:
         await producer.stop()
 
 
+def engine_env(settings: Settings, prefix: str, log: Path) -> dict[str, str]:
+    return {**os.environ, "KAFKA_BOOTSTRAP": settings.bootstrap,
+            "OMNIJOURNEY_TOPIC_PREFIX": prefix, "OMNIJOURNEY_APP_ID": settings.app_id,
+            "OMNIJOURNEY_PARTITIONS": str(PARTITIONS), "OMNIJOURNEY_CLOCK": "event",
+            "OMNIJOURNEY_JOURNEYS": str(ROOT / "journeys"), "OMNIJOURNEY_METRICS_PORT": "off",
+            "OMNIJOURNEY_DATADIR": str(log.parent / f"{log.stem}-data")}
+
+
+WORKER = [sys.executable, "-m", "omnijourney", "worker", "--log-level", "debug"]
+
+
 def live_engine(settings: Settings, prefix: str, n: int, log: Path) -> float:
     """Seconds from the worker's first batch to the batch that completes n records."""
-    env = {**os.environ, "KAFKA_BOOTSTRAP": settings.bootstrap, "OMNIJOURNEY_TOPIC_PREFIX": prefix,
-           "OMNIJOURNEY_APP_ID": settings.app_id, "OMNIJOURNEY_PARTITIONS": str(PARTITIONS),
-           "OMNIJOURNEY_CLOCK": "event", "OMNIJOURNEY_JOURNEYS": str(ROOT / "journeys"),
-           "OMNIJOURNEY_METRICS_PORT": "off", "OMNIJOURNEY_DATADIR": str(log.parent / "engine")}
-    return drain_seconds([sys.executable, "-m", "omnijourney", "worker", "--log-level", "debug"],
-                         env, n, log)
+    return drain_seconds(WORKER, engine_env(settings, prefix, log), n, log)
 
 
-def faust_floor(bootstrap: str, source: str, sink: str, n: int, log: Path) -> float:
+def scale_out(bootstrap: str, records: list[tuple[bytes, bytes]], workers: int,
+              log_dir: Path) -> float:
+    """``workers`` engines of one app, all assigned before the events are produced; seconds
+    from the first batch of any to the batch that completes them all."""
+    run = uuid.uuid4().hex[:6]
+    prefix = f"scale-{run}-"
+    settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-scale-{run}",
+                        partitions=PARTITIONS, topics=Topics.with_prefix(prefix))
+    ensure_topics(settings)
+    logs = [log_dir / f"scale{workers}-{i}.log" for i in range(workers)]
+    procs = []
+    for log in logs:
+        with open(log, "wb") as out:
+            procs.append(subprocess.Popen(WORKER, env=engine_env(settings, prefix, log),
+                                          stdout=out, stderr=subprocess.STDOUT))
+    try:
+        deadline = time.monotonic() + 180
+        while not all(_owned(log) for log in logs) or sum(map(len, map(_owned, logs))) \
+                != PARTITIONS:  # every worker holds its share, none holds all
+            assert time.monotonic() < deadline, "workers never settled their assignment"
+            time.sleep(0.5)
+        asyncio.run(fill(bootstrap, settings.topics.touchpoints, records))
+        return _wait_drained(procs, logs, len(records))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+
+
+def _owned(log: Path) -> set[int]:
+    """The partitions a worker's latest due_index_rebuilt line names."""
+    owned: set[int] = set()
+    for line in log.read_text(errors="replace").splitlines():
+        if '"due_index_rebuilt"' in line:
+            owned = set(json.loads(line[line.index("{"):])["partitions"])
+    return owned
+
+
+def faust_floor(bootstrap: str, source: str, sink: str, n: int, log: Path, *,
+                profile: Path | None = None) -> float:
     """The same, for a Faust agent that only forwards records (bench/faust_floor.py)."""
     env = {**os.environ, "FLOOR_BOOTSTRAP": bootstrap, "FLOOR_SOURCE": source,
            "FLOOR_SINK": sink, "FLOOR_APP": f"floor-{uuid.uuid4().hex[:6]}",
            "FLOOR_DATADIR": str(log.parent / "floor")}
     return drain_seconds([sys.executable, str(Path(__file__).with_name("faust_floor.py"))],
-                         env, n, log)
+                         env, n, log, profile)
 
 
-def drain_seconds(argv: list[str], env: dict[str, str], n: int, log: Path) -> float:
-    """Run a worker until its "batch" log lines add up to n records; first to last batch."""
+def where_time_goes(raw: Path, top: int = 12) -> list[tuple[float, str]]:
+    """Share of samples per function on the stack (inclusive), from py-spy's raw stacks."""
+    total = 0
+    inclusive: dict[str, int] = {}
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        for frame in set(stack.split(";")):
+            name = frame.split(" (")[0] + " " + frame.split("/")[-1].rstrip(")")
+            inclusive[name] = inclusive.get(name, 0) + int(count)
+    ranked = sorted(inclusive.items(), key=lambda kv: -kv[1])
+    return [(100 * c / total, name) for name, c in ranked[:top]] if total else []
+
+
+def drain_seconds(argv: list[str], env: dict[str, str], n: int, log: Path,
+                  profile: Path | None = None) -> float:
+    """Run a worker until its "batch" log lines add up to n records; first to last batch.
+    With ``profile``, py-spy samples the worker for its first 10 s (raw stacks there)."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    spy = None
+    if profile is not None:
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "-d", "10",
+                                "-r", "100", "--format", "raw", "--nonblocking", "-o",
+                                str(profile)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            events = _batches(log)
-            done = sum(b["records"] for b in events)
-            if done >= n:
-                first = datetime.fromisoformat(events[0]["timestamp"].replace("Z", "+00:00"))
-                last = datetime.fromisoformat(events[-1]["timestamp"].replace("Z", "+00:00"))
-                # The first batch's own processing time counts too.
-                return (last - first).total_seconds() + events[0]["ms"] / 1000
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-        raise RuntimeError("the worker did not finish in 10 minutes")
+        return _wait_drained([proc], [log], n)
     finally:
+        if spy is not None:
+            spy.wait(60)
         proc.terminate()
         proc.wait(30)
+
+
+def _wait_drained(procs: list[subprocess.Popen[bytes]], logs: list[Path], n: int) -> float:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        events = sorted((b for log in logs for b in _batches(log)), key=lambda b: b["timestamp"])
+        if sum(b["records"] for b in events) >= n:
+            first = datetime.fromisoformat(events[0]["timestamp"].replace("Z", "+00:00"))
+            last = datetime.fromisoformat(events[-1]["timestamp"].replace("Z", "+00:00"))
+            # The first batch's own processing time counts too.
+            return (last - first).total_seconds() + events[0]["ms"] / 1000
+        for proc, log in zip(procs, logs, strict=True):
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+    raise RuntimeError("the workers did not finish in 10 minutes")
 
 
 def _batches(log: Path) -> list[dict[str, Any]]:
@@ -130,55 +212,81 @@ def _batches(log: Path) -> list[dict[str, Any]]:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--customers", type=int, default=5000)
-    args = ap.parse_args()
-    timelines = synth(args.customers)
-    events = sorted((e for tl in timelines for e in tl), key=lambda e: e.occurred_at)
-    records = [(e.customer_id.encode(), encode_event(e)) for e in events]
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        broker = EmbeddedBroker().start()
-        bootstrap = broker.bootstrap
-    try:
-        run = uuid.uuid4().hex[:6]
-        prefix = f"bench-{run}-"
-        settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-bench-{run}",
-                            partitions=PARTITIONS, topics=Topics.with_prefix(prefix))
-        ensure_topics(settings)
-        raw_src, raw_sink = f"{prefix}raw-in", f"{prefix}raw-out"
+def three_loops(bootstrap: str, records: list[tuple[bytes, bytes]], log_dir: Path,
+                profile: bool = False) -> tuple[float, float, float]:
+    """Seconds for the raw loop, the Faust floor and the engine, each on its own copy."""
+    run = uuid.uuid4().hex[:6]
+    prefix = f"bench-{run}-"
+    settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-bench-{run}",
+                        partitions=PARTITIONS, topics=Topics.with_prefix(prefix))
+    ensure_topics(settings)
+    pairs = {}
+    for name in ("raw", "floor"):
+        src, sink = f"{prefix}{name}-in", f"{prefix}{name}-out"
         ensure_topics(Settings(bootstrap=bootstrap, partitions=PARTITIONS,
-                               topics=Topics(touchpoints=raw_src, ticks=raw_sink,
-                                             deliveries=f"{prefix}raw-d", dlq=f"{prefix}raw-dlq",
-                                             command_prefix=f"{prefix}raw-c.")))
-        floor_src, floor_sink = f"{prefix}floor-in", f"{prefix}floor-out"
-        ensure_topics(Settings(bootstrap=bootstrap, partitions=PARTITIONS,
-                               topics=Topics(touchpoints=floor_src, ticks=floor_sink,
-                                             deliveries=f"{prefix}floor-d",
-                                             dlq=f"{prefix}floor-dlq",
-                                             command_prefix=f"{prefix}floor-c.")))
-        asyncio.run(fill(bootstrap, raw_src, records))
-        asyncio.run(fill(bootstrap, floor_src, records))
-        asyncio.run(fill(bootstrap, settings.topics.touchpoints, records))
-        raw_s = asyncio.run(raw_loop(bootstrap, raw_src, raw_sink, len(records)))
-        log_dir = Path(os.environ.get("BENCH_LOG_DIR") or tempfile.mkdtemp(prefix="bench-"))
-        floor_s = faust_floor(bootstrap, floor_src, floor_sink, len(records),
-                              log_dir / "floor.log")
-        live_s = live_engine(settings, prefix, len(records), log_dir / "worker.log")
-    finally:
-        if broker is not None:
-            broker.stop()
+                               topics=Topics(touchpoints=src, ticks=sink,
+                                             deliveries=f"{prefix}{name}-d",
+                                             dlq=f"{prefix}{name}-dlq",
+                                             command_prefix=f"{prefix}{name}-c.")))
+        pairs[name] = (src, sink)
+        asyncio.run(fill(bootstrap, src, records))
+    asyncio.run(fill(bootstrap, settings.topics.touchpoints, records))
     n = len(records)
-    print(f"{n:,} touchpoint events ({args.customers:,} customers), {PARTITIONS} partitions, "
-          f"broker {'embedded' if broker else bootstrap}")
+    raw_s = asyncio.run(raw_loop(bootstrap, *pairs["raw"], n))
+    raw_profile = log_dir / f"floor-{run}.pyspy" if profile else None
+    floor_s = faust_floor(bootstrap, *pairs["floor"], n, log_dir / f"floor-{run}.log",
+                          profile=raw_profile)
+    if raw_profile is not None and raw_profile.exists():
+        print("  where the Faust floor's time goes (py-spy, share of samples on the stack):")
+        for share, name in where_time_goes(raw_profile):
+            print(f"    {share:5.1f}%  {name}")
+    live_s = live_engine(settings, prefix, n, log_dir / f"worker-{run}.log")
+    return raw_s, floor_s, live_s
+
+
+def report(label: str, n: int, raw_s: float, floor_s: float, live_s: float) -> None:
+    print(f"\n[{label}] {n:,} touchpoint events, {PARTITIONS} partitions")
     print(f"  raw aiokafka consume->produce: {n / raw_s:>9,.0f} events/s  ({raw_s:.1f} s)")
     print(f"  Faust forwarding agent:        {n / floor_s:>9,.0f} events/s  ({floor_s:.1f} s)")
     print(f"  live omnijourney engine:       {n / live_s:>9,.0f} events/s  ({live_s:.1f} s)")
     print(f"  ratio live/raw: {raw_s / live_s:.2f}x  (goal >= 0.3x)")
     print(f"  ratio Faust floor/raw: {raw_s / floor_s:.2f}x; live/Faust floor: "
           f"{floor_s / live_s:.2f}x")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--customers", type=int, default=5000)
+    ap.add_argument("--broker", choices=["kafka", "embedded", "both"], default="kafka")
+    ap.add_argument("--scale", action="store_true", help="also 1 vs 2 workers, 3 nodes")
+    ap.add_argument("--profile", action="store_true", help="py-spy the Faust floor")
+    args = ap.parse_args()
+    timelines = synth(args.customers)
+    events = sorted((e for tl in timelines for e in tl), key=lambda e: e.occurred_at)
+    records = [(e.customer_id.encode(), encode_event(e)) for e in events]
+    log_dir = Path(os.environ.get("BENCH_LOG_DIR") or tempfile.mkdtemp(prefix="bench-"))
+    print(f"{len(records):,} events of {args.customers:,} customers; logs in {log_dir}")
+    given = os.environ.get("KAFKA_BOOTSTRAP")
+    if given:
+        report(f"broker {given}", len(records), *three_loops(given, records, log_dir))
+    else:
+        for kind in (["kafka", "embedded"] if args.broker == "both" else [args.broker]):
+            broker: EmbeddedBroker | KafkaCluster = (
+                KafkaCluster(1, quiet=True) if kind == "kafka" else EmbeddedBroker())
+            with broker:
+                label = (f"Apache Kafka {broker.version}, 1 node"
+                         if isinstance(broker, KafkaCluster) else "embedded broker")
+                report(label, len(records), *three_loops(broker.bootstrap, records, log_dir,
+                                                         args.profile))
+    if args.scale:
+        with KafkaCluster(3, quiet=True) as cluster:
+            one = scale_out(cluster.bootstrap, records, 1, log_dir)
+            two = scale_out(cluster.bootstrap, records, 2, log_dir)
+        n = len(records)
+        print(f"\n[scale-out, Apache Kafka {cluster.version}, 3 nodes, replication 3]")
+        print(f"  1 worker:  {n / one:>9,.0f} events/s  ({one:.1f} s)")
+        print(f"  2 workers: {n / two:>9,.0f} events/s  ({two:.1f} s)")
+        print(f"  ratio 2/1: {one / two:.2f}x  (goal >= 1.5x)")
     return 0
 
 

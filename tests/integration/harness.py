@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from omnijourney.codecs import decode_any
 from omnijourney.core.events import Event
+from omnijourney.core.timeutil import format_instant
 from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
 from omnijourney.runtime.app import EXIT_STALLED
 from omnijourney.runtime.commands import produce_events, send_watermark
@@ -41,6 +42,7 @@ class LiveEngine:
         self._log: IO[bytes] | None = None
         self.starts = 0
         self.metrics_port: int | None = None  # /metrics etc. only where a test asks
+        self.feeds = 0  # files produce_with_cli wrote
         ensure_topics(self.settings)
 
     def twin(self, name: str = "b") -> LiveEngine:
@@ -158,6 +160,19 @@ class LiveEngine:
 
     def produce(self, events: list[Event], watermark: datetime | None = None) -> None:
         produce_events(self.settings, events, watermark=watermark)
+
+    def produce_with_cli(self, events: list[Event], watermark: datetime | None = None) -> None:
+        """``omnijourney produce`` as its own process, as an operator feeds a cluster (and
+        so kafka-python's sockets to a node that is down stay out of this process)."""
+        self.feeds += 1
+        path = self.log_dir / f"feed-{self.feeds}.jsonl"
+        path.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))
+        cmd = [sys.executable, "-m", "omnijourney", "produce", str(path)]
+        if watermark is not None:
+            cmd += ["--watermark", format_instant(watermark)]
+        done = subprocess.run(cmd, env=self.env(), cwd=REPO, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
 
     def produce_raw(self, records: list[tuple[bytes | None, bytes]]) -> None:
         producer = KafkaProducer(**self.settings.kafka_python())

@@ -62,6 +62,10 @@ def test_every_email_arrives_once_and_a_restart_sends_nothing_again(engine: Live
     reports = engine.read([engine.settings.topics.deliveries], until=len(emails))
     assert sorted(r["command_id"] for r in reports) == sorted(emails)
     assert {r["status"] for r in reports} == {"sent"}
+    # In event time a report happens at its command's moment, not at today's wall time,
+    # which would move the worker's clock past every wait still pending in the replay.
+    assert {r["command_id"]: r["at"] for r in reports} == {
+        cid: cmd.send_at for cid, cmd in emails.items()}
 
 
 @pytest.mark.parametrize("policy", ["resend", "skip"])

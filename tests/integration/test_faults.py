@@ -174,7 +174,7 @@ def revive_all(crew: list[LiveEngine]) -> Callable[[], None]:
 
 
 def produce_watermark(engine: LiveEngine, s: Scenario) -> None:
-    engine.watermark(s.events[-1].occurred_at + s.watermark)
+    engine.produce_with_cli([], watermark=s.events[-1].occurred_at + s.watermark)
 
 
 def busiest_leader(cluster: KafkaCluster, engine: LiveEngine) -> int:
@@ -192,15 +192,15 @@ def test_kill_9_of_the_busiest_leader_mid_timeline_loses_and_repeats_nothing(
     for w in crew:
         w.start()
     sinks = sinks_for(crew[0])
-    crew[0].produce(s.part(0, 0.4))
+    crew[0].produce_with_cli(s.part(0, 0.4))
     victim = busiest_leader(cluster, crew[0])
     cluster.kill_node(victim)  # no controlled shutdown: leaders move after the fence
     try:
-        crew[0].produce(s.part(0.4, 0.8))
+        crew[0].produce_with_cli(s.part(0.4, 0.8))
     finally:
         time.sleep(5)
         cluster.start_node(victim)
-    crew[0].produce(s.part(0.8, 1.0))
+    crew[0].produce_with_cli(s.part(0.8, 1.0))
     produce_watermark(crew[0], s)
     sinks.wait(s, revive_all(crew))
     sinks.check_exactly_once(s)
@@ -217,7 +217,7 @@ def test_workers_stopped_and_killed_at_random_while_events_flow(
 
     def feed() -> None:
         for i in range(10):
-            workers[0].produce(s.part(i / 10, (i + 1) / 10))
+            workers[0].produce_with_cli(s.part(i / 10, (i + 1) / 10))
             time.sleep(2)
         done.set()
 
@@ -260,16 +260,16 @@ def test_a_worker_paused_past_its_session_timeout_comes_back(
     for w in crew:
         w.start()
     sinks = sinks_for(crew[0])
-    crew[0].produce(s.part(0, 0.3))
+    crew[0].produce_with_cli(s.part(0, 0.3))
     paused = crew[1]
     assert paused.proc is not None
     paused.proc.send_signal(signal.SIGSTOP)
     try:
-        crew[0].produce(s.part(0.3, 0.7))
+        crew[0].produce_with_cli(s.part(0.3, 0.7))
         time.sleep(15)  # well past the 6 s session timeout
     finally:
         paused.proc.send_signal(signal.SIGCONT)
-    crew[0].produce(s.part(0.7, 1.0))
+    crew[0].produce_with_cli(s.part(0.7, 1.0))
     produce_watermark(crew[0], s)
     sinks.wait(s, revive_all(crew))
     sinks.check_exactly_once(s)
@@ -285,7 +285,7 @@ def test_compacted_changelogs_restore_the_same_states(
     worker.start()
     sinks = sinks_for(worker)
     changelog = changelog_topic(worker.settings)
-    worker.produce(s.part(0, 0.25))
+    worker.produce_with_cli(s.part(0, 0.25))
     wait_for_topic(cluster, changelog)
     admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
     try:
@@ -298,7 +298,7 @@ def test_compacted_changelogs_restore_the_same_states(
     finally:
         admin.close()
     for i in range(1, 6):  # segments roll between the parts; the cleaner compacts them
-        worker.produce(s.part(0.25 + (i - 1) * 0.1, 0.25 + i * 0.1))
+        worker.produce_with_cli(s.part(0.25 + (i - 1) * 0.1, 0.25 + i * 0.1))
         time.sleep(1.5)
     worker.wait_for_lag(lambda rows: all(r.lag == 0 for r in rows))
     before = latest_states(cluster, changelog)
@@ -311,7 +311,7 @@ def test_compacted_changelogs_restore_the_same_states(
     worker.stop()
     shutil.rmtree(worker.log_dir / "faust-data", ignore_errors=True)  # no local state
     worker.start()
-    worker.produce(s.part(0.75, 1.0))
+    worker.produce_with_cli(s.part(0.75, 1.0))
     produce_watermark(worker, s)
     sinks.wait(s, revive_all([worker]))
     sinks.check_exactly_once(s)

@@ -78,3 +78,34 @@ def test_the_source_partitions_resume_only_after_faust_cleared_the_stream_queues
     asyncio.run(app.tables.recovery.on_recovery_completed(generation_id=7))
     assert fetchable == [("seek", False), ("queues cleared", False)]
     assert source in consumer._get_active_partitions()
+
+
+def test_a_source_partition_with_nothing_committed_is_sought_to_its_beginning() -> None:
+    """At a rebalance Faust drops what it fetched and trusts ``seek_to_committed`` to go
+    back; aiokafka seeks only partitions committed above 0, so a partition kept before its
+    first commit went on after the dropped records (the worker-chaos fault test)."""
+    from aiokafka import TopicPartition
+
+    app = worker().app
+    thread: Any = app.consumer._thread
+    committed = {TopicPartition("touchpoints", 0): None, TopicPartition("touchpoints", 1): 7,
+                 TopicPartition("omnijourney-ticks", 2): 0,
+                 TopicPartition("guard-test-customer-state-changelog", 0): None}
+    rewound: list[TopicPartition] = []
+
+    class AiokafkaConsumer:
+        async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
+            return committed
+
+        async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+            rewound.extend(tps)
+
+    async def call_thread(fun: Any, *args: Any) -> Any:
+        return await fun(*args)
+
+    thread._consumer = AiokafkaConsumer()
+    thread.call_thread = call_thread
+    assert asyncio.run(app.consumer.seek_to_committed()) == committed
+    # Only source partitions: Faust seeks the changelogs it restores from itself.
+    assert sorted(rewound) == [TopicPartition("omnijourney-ticks", 2),
+                               TopicPartition("touchpoints", 0)]

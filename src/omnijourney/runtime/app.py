@@ -109,7 +109,7 @@ class Worker:
         self.app.agent(self.source, name="evaluate")(self.run_stream)
         self.app.timer(interval=settings.tick_interval)(self.drive_waits)
         self.app.on_partitions_assigned.connect(self.on_assigned)
-        guard_handover(self.app)
+        guard_handover(self.app, {t.touchpoints, t.ticks, t.deliveries})
 
     # -------------------------------------------------------------------- ops
     def ready(self) -> bool:

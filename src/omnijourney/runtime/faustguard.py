@@ -1,5 +1,5 @@
-"""Two places where Faust (faust-streaming 0.15, aiokafka driver) loses source records
-around a table restore, and the guards the worker puts in front of them.
+"""Three places where Faust (faust-streaming 0.15, aiokafka driver) loses source records
+around a rebalance or a table restore, and the guards the worker puts in front of them.
 
 Both lose records without an error: fetched, never handed to the agent, never acked,
 so never committed, yet not fetched again until the next rebalance. Seen after a restart
@@ -25,6 +25,17 @@ are broker-independent (they are in the client), so the guards hold on any clust
    them; Faust's seek has put them at their committed offsets meanwhile. The flow itself
    is left alone, so standby changelog records keep coming as Faust intends.
 
+3. **A partition with nothing committed is not sought back.** At every rebalance Faust
+   drops what it had fetched but not processed (it clears the stream queues) and calls
+   ``seek_to_committed``, trusting it to re-fetch from the committed offsets; aiokafka
+   seeks only partitions whose committed offset is above 0. A partition the worker kept
+   across a rebalance before its first commit therefore went on after the records Faust
+   dropped, and the next commit passed over them: found by the worker-chaos fault test on
+   a real cluster (every event of one partition produced just before a second worker
+   joined was never evaluated). Guard: a source partition with no committed offset is
+   sought to its beginning, where a fresh consumer with ``auto_offset_reset=earliest``
+   starts; what is read twice is deduplicated by event id, as after any crash.
+
 The guards wrap the methods on the app's own objects (not Faust's classes) and check
 that the methods exist, so a Faust upgrade that renames them fails at start-up instead
 of silently running unguarded.
@@ -40,8 +51,9 @@ from faust.tables.manager import TableManager
 from faust.transport.consumer import Consumer
 
 
-def guard_handover(app: faust.App) -> None:
-    _fetch_for_a_copy(app)
+def guard_handover(app: faust.App, sources: set[str]) -> None:
+    """``sources``: the agent's topics (not the changelogs, whose reads Faust seeks itself)."""
+    _fetch_for_a_copy(app, sources)
     _resume_sources_after_queues_clear(app)
 
 
@@ -53,7 +65,7 @@ def _original(owner: object, name: str) -> Callable[..., Any]:
     return cast(Callable[..., Any], method)
 
 
-def _fetch_for_a_copy(app: faust.App) -> None:
+def _fetch_for_a_copy(app: faust.App, sources: set[str]) -> None:
     new_consumer = _original(app, "_new_consumer")
 
     def _new_consumer() -> Any:
@@ -65,6 +77,7 @@ def _fetch_for_a_copy(app: faust.App) -> None:
             return await getmany(frozen, timeout)
 
         consumer._getmany = _getmany
+        _seek_uncommitted_to_beginning(consumer._thread, sources)
         return consumer
 
     app._new_consumer = _new_consumer  # type: ignore[method-assign]
@@ -89,3 +102,18 @@ def _resume_sources_after_queues_clear(app: faust.App) -> None:
             consumer.resume_partitions(held)
 
     recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
+
+
+def _seek_uncommitted_to_beginning(thread: Any, sources: set[str]) -> None:
+    seek_to_committed = _original(thread, "seek_to_committed")
+    seek_to_beginning = _original(thread, "seek_to_beginning")
+
+    async def seek_to_committed_or_beginning() -> Any:
+        committed = await seek_to_committed()
+        # None (never committed) or 0: aiokafka left the fetch position where it was.
+        fresh = [tp for tp, offset in committed.items() if not offset and tp.topic in sources]
+        if fresh:
+            await seek_to_beginning(*fresh)
+        return committed
+
+    thread.seek_to_committed = seek_to_committed_or_beginning
