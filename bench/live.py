@@ -147,32 +147,48 @@ def faust_floor(bootstrap: str, source: str, sink: str, n: int, log: Path, *,
                          env, n, log, profile)
 
 
-def where_time_goes(raw: Path, top: int = 12) -> list[tuple[float, str]]:
-    """Share of samples per function on the stack (inclusive), from py-spy's raw stacks."""
+def where_time_goes(raw: Path, top: int = 10) -> list[str]:
+    """Self time (the innermost frame of each sample) by package, then by function, from
+    py-spy's raw stacks: where the process's CPU goes."""
     total = 0
-    inclusive: dict[str, int] = {}
+    by_package: dict[str, int] = {}
+    by_function: dict[str, int] = {}
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
-        total += int(count)
-        for frame in set(stack.split(";")):
-            name = frame.split(" (")[0] + " " + frame.split("/")[-1].rstrip(")")
-            inclusive[name] = inclusive.get(name, 0) + int(count)
-    ranked = sorted(inclusive.items(), key=lambda kv: -kv[1])
-    return [(100 * c / total, name) for name, c in ranked[:top]] if total else []
+        n, leaf = int(count), stack.split(";")[-1]
+        total += n
+        where = leaf[leaf.find("(") + 1:].rstrip(")")
+        package = (where.split("site-packages/")[1] if "site-packages/" in where
+                   else where.split("/python3.11/")[-1]).split("/")[0].split(":")[0]
+        by_package[package] = by_package.get(package, 0) + n
+        function = f"{leaf.split(' (')[0]} ({where.split('/')[-1]})"
+        by_function[function] = by_function.get(function, 0) + n
+    if not total:
+        return []
+    lines = [f"{100 * c / total:5.1f}%  {name}"
+             for name, c in sorted(by_package.items(), key=lambda kv: -kv[1])[:top]]
+    lines.append("top functions (self):")
+    lines += [f"{100 * c / total:5.1f}%  {name}"
+              for name, c in sorted(by_function.items(), key=lambda kv: -kv[1])[:top]]
+    return lines
 
 
 def drain_seconds(argv: list[str], env: dict[str, str], n: int, log: Path,
                   profile: Path | None = None) -> float:
     """Run a worker until its "batch" log lines add up to n records; first to last batch.
-    With ``profile``, py-spy samples the worker for its first 10 s (raw stacks there)."""
+    With ``profile``, py-spy samples the worker for 10 s from its first batch."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     spy = None
     if profile is not None:
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "-d", "10",
-                                "-r", "100", "--format", "raw", "--nonblocking", "-o",
+        deadline = time.monotonic() + 120
+        while not _batches(log) and time.monotonic() < deadline:  # past start-up first
+            time.sleep(0.1)
+        py_spy = str(Path(sys.executable).with_name("py-spy"))  # installed beside python
+        spy = subprocess.Popen([py_spy, "record", "--pid", str(proc.pid), "-d", "10", "-r",
+                                "100", "--format", "raw", "--nonblocking", "-o",
                                 str(profile)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
@@ -237,9 +253,10 @@ def three_loops(bootstrap: str, records: list[tuple[bytes, bytes]], log_dir: Pat
     floor_s = faust_floor(bootstrap, *pairs["floor"], n, log_dir / f"floor-{run}.log",
                           profile=raw_profile)
     if raw_profile is not None and raw_profile.exists():
-        print("  where the Faust floor's time goes (py-spy, share of samples on the stack):")
-        for share, name in where_time_goes(raw_profile):
-            print(f"    {share:5.1f}%  {name}")
+        print("  where the Faust floor's time goes (py-spy, 10 s while draining, self time "
+              "by package):")
+        for line in where_time_goes(raw_profile):
+            print(f"    {line}")
     live_s = live_engine(settings, prefix, n, log_dir / f"worker-{run}.log")
     return raw_s, floor_s, live_s
 
