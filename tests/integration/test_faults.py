@@ -177,6 +177,21 @@ def produce_watermark(engine: LiveEngine, s: Scenario) -> None:
     engine.produce_with_cli([], watermark=s.events[-1].occurred_at + s.watermark)
 
 
+def start(crew: list[LiveEngine], sinks_for: Callable[[LiveEngine], Sinks]) -> Sinks:
+    """The workers, then the adapters and their sinks."""
+    for w in crew:
+        w.start()
+    return sinks_for(crew[0])
+
+
+def finish(crew: list[LiveEngine], sinks: Sinks, s: Scenario, rest: float) -> None:
+    """The events from ``rest`` on, the watermark; every id at the sinks, each once."""
+    crew[0].produce_with_cli(s.part(rest, 1.0))
+    produce_watermark(crew[0], s)
+    sinks.wait(s, revive_all(crew))
+    sinks.check_exactly_once(s)
+
+
 def busiest_leader(cluster: KafkaCluster, engine: LiveEngine) -> int:
     """The node leading most touchpoints partitions."""
     leaders = [cluster.leader_of(engine.settings.topics.touchpoints, p)
@@ -189,9 +204,7 @@ def test_kill_9_of_the_busiest_leader_mid_timeline_loses_and_repeats_nothing(
         sinks_for: Callable[[LiveEngine], Sinks]) -> None:
     s = scenario()
     crew = workers[:2]
-    for w in crew:
-        w.start()
-    sinks = sinks_for(crew[0])
+    sinks = start(crew, sinks_for)
     crew[0].produce_with_cli(s.part(0, 0.4))
     victim = busiest_leader(cluster, crew[0])
     cluster.kill_node(victim)  # no controlled shutdown: leaders move after the fence
@@ -200,19 +213,14 @@ def test_kill_9_of_the_busiest_leader_mid_timeline_loses_and_repeats_nothing(
     finally:
         time.sleep(5)
         cluster.start_node(victim)
-    crew[0].produce_with_cli(s.part(0.8, 1.0))
-    produce_watermark(crew[0], s)
-    sinks.wait(s, revive_all(crew))
-    sinks.check_exactly_once(s)
+    finish(crew, sinks, s, 0.8)
 
 
 def test_workers_stopped_and_killed_at_random_while_events_flow(
         workers: list[LiveEngine], sinks_for: Callable[[LiveEngine], Sinks]) -> None:
     s = scenario()
     rnd = random.Random(SEED)  # the chaos schedule, repeatable for a seed
-    for w in workers:
-        w.start()
-    sinks = sinks_for(workers[0])
+    sinks = start(workers, sinks_for)
     done = threading.Event()
 
     def feed() -> None:
@@ -257,9 +265,7 @@ def test_a_worker_paused_past_its_session_timeout_comes_back(
     and nothing is lost or repeated at the sinks."""
     s = scenario()
     crew = workers[:2]
-    for w in crew:
-        w.start()
-    sinks = sinks_for(crew[0])
+    sinks = start(crew, sinks_for)
     crew[0].produce_with_cli(s.part(0, 0.3))
     paused = crew[1]
     assert paused.proc is not None
@@ -269,10 +275,7 @@ def test_a_worker_paused_past_its_session_timeout_comes_back(
         time.sleep(15)  # well past the 6 s session timeout
     finally:
         paused.proc.send_signal(signal.SIGCONT)
-    crew[0].produce_with_cli(s.part(0.7, 1.0))
-    produce_watermark(crew[0], s)
-    sinks.wait(s, revive_all(crew))
-    sinks.check_exactly_once(s)
+    finish(crew, sinks, s, 0.7)
 
 
 def test_compacted_changelogs_restore_the_same_states(
@@ -282,8 +285,7 @@ def test_compacted_changelogs_restore_the_same_states(
     worker started without its local files restores from what is left and goes on."""
     s = scenario()
     worker = workers[0]
-    worker.start()
-    sinks = sinks_for(worker)
+    sinks = start([worker], sinks_for)
     changelog = changelog_topic(worker.settings)
     worker.produce_with_cli(s.part(0, 0.25))
     wait_for_topic(cluster, changelog)
@@ -311,10 +313,7 @@ def test_compacted_changelogs_restore_the_same_states(
     worker.stop()
     shutil.rmtree(worker.log_dir / "faust-data", ignore_errors=True)  # no local state
     worker.start()
-    worker.produce_with_cli(s.part(0.75, 1.0))
-    produce_watermark(worker, s)
-    sinks.wait(s, revive_all([worker]))
-    sinks.check_exactly_once(s)
+    finish([worker], sinks, s, 0.75)
 
 
 def wait_for_topic(cluster: KafkaCluster, topic: str, timeout: float = 60) -> None:

@@ -356,7 +356,7 @@ def cmd_adapter(args: argparse.Namespace) -> int:
     channel = channel_from_env(args.channel)
     rate = float(os.environ.get("ADAPTER_RATE_LIMIT", "0"))
     limiter = TokenBucket(rate=rate, burst=max(1.0, rate)) if rate > 0 else None
-    ensure_topics(settings)
+    ensure_topics(settings, worker=False)  # an adapter: no state table
     env = os.environ
     unconfirmed = env.get("ADAPTER_UNCONFIRMED", "resend")
     if unconfirmed not in UNCONFIRMED_POLICIES:

@@ -18,14 +18,17 @@ from omnijourney.runtime.settings import Settings
 T = TypeVar("T")
 
 
-def wanted(settings: Settings) -> dict[str, int]:
+def wanted(settings: Settings, *, worker: bool = True) -> dict[str, int]:
+    """Every topic, with the engine's state changelog only where ``settings.app_id`` is the
+    engine's (not an adapter's group name)."""
     t = settings.topics
     p = settings.partitions
     # ticks and deliveries are co-partitioned with touchpoints: same count, same keys.
     out = {t.touchpoints: p, t.ticks: p, t.deliveries: p, t.dlq: 1}
     out.update(dict.fromkeys(t.commands, p))
     out.update({t.delivered(ch): p for ch in CHANNELS})
-    out[changelog_topic(settings)] = p  # the worker's table: co-partitioned too
+    if worker:
+        out[changelog_topic(settings)] = p  # the worker's table: co-partitioned too
     return out
 
 
@@ -55,14 +58,15 @@ def with_admin(settings: Settings, call: Callable[[KafkaAdminClient], T],
     return until_reachable(once, what="admin", timeout=timeout)
 
 
-def ensure_topics(settings: Settings) -> dict[str, int]:
-    """Create missing topics; refuse to run if co-partitioned topics disagree."""
-    return with_admin(settings, lambda admin: _ensure(admin, settings))
+def ensure_topics(settings: Settings, *, worker: bool = True) -> dict[str, int]:
+    """Create missing topics; refuse to run if co-partitioned topics disagree. ``worker``:
+    the engine's state changelog too (not for adapters, whose app id is their own)."""
+    return with_admin(settings, lambda admin: _ensure(admin, settings, worker))
 
 
-def _ensure(admin: KafkaAdminClient, settings: Settings) -> dict[str, int]:
+def _ensure(admin: KafkaAdminClient, settings: Settings, worker: bool) -> dict[str, int]:
     existing = set(admin.list_topics())
-    want = wanted(settings)
+    want = wanted(settings, worker=worker)
     replication = settings.replication or _replication(admin)
     new = [NewTopic(name, num_partitions=n, replication_factor=replication,
                     topic_configs=_configs(settings, name))
