@@ -43,6 +43,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def answers_metadata(port: int, brokers: int = 1) -> bool:
+    """Whether a broker on this loopback port answers Metadata listing ``brokers`` brokers.
+    Probed with a socket we close ourselves first: a Kafka client built against a port
+    nobody listens on fails in its constructor and leaks."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
+    except OSError:
+        return False
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=3000)
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        if brokers <= 1:  # the embedded broker's cluster metadata trips describe_cluster
+            admin.list_topics()
+            return True
+        return len(admin.describe_cluster().get("brokers", [])) >= brokers
+    except (KafkaError, OSError, ValueError):
+        return False
+    finally:
+        admin.close()
+
+
 class EmbeddedBroker:
     """Start with a fresh data directory on a free port; stop kills the process group."""
 
@@ -68,32 +92,11 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"embedded broker exited: {self.log.read_text()[-2000:]}")
-            # Wait for the port with a socket we close ourselves: a Kafka client built
-            # against a broker that is not up yet fails in its constructor and leaks.
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    pass
-            except OSError:
-                time.sleep(0.1)
-                continue
-            if self._answers_metadata():
+            if answers_metadata(self.port):
                 return self
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"embedded broker did not answer on {self.bootstrap} in {timeout}s")
-
-    def _answers_metadata(self) -> bool:
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
-        except (KafkaError, OSError, ValueError):
-            return False
-        try:
-            admin.list_topics()
-        except (KafkaError, OSError, ValueError):
-            return False
-        finally:
-            admin.close()
-        return True
 
     def restart(self, timeout: float = 30.0) -> EmbeddedBroker:
         """Stop and start again on the same port and data: topics, offsets and table

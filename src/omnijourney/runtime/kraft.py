@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,9 @@ from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
 
-from omnijourney.runtime.broker import free_port
+from kafka import KafkaAdminClient
+
+from omnijourney.runtime.broker import answers_metadata, free_port
 
 MIN_JAVA = 17
 POM = Path(str(files("omnijourney.runtime").joinpath("kafka-pom.xml")))
@@ -345,7 +346,7 @@ class KafkaCluster:
                     raise KafkaUnavailable(
                         f"Kafka node {n.node_id} exited with {n.proc.returncode}; the end of "
                         f"{n.log}:\n{n.log_tail()}")
-            if all(self._answers(n, len(wanted)) for n in wanted):
+            if all(answers_metadata(n.port, len(wanted)) for n in wanted):
                 return
             if time.monotonic() > deadline:
                 slow = wanted[0]
@@ -353,30 +354,6 @@ class KafkaCluster:
                     f"Kafka node {slow.node_id} did not answer on 127.0.0.1:{slow.port} in "
                     f"{timeout:.0f}s; the end of {slow.log}:\n{slow.log_tail()}")
             time.sleep(0.3)
-
-    @staticmethod
-    def _answers(n: Node, brokers: int) -> bool:
-        # A socket we close ourselves first: a Kafka client built against a port nobody
-        # listens on fails in its constructor and leaks.
-        try:
-            with socket.create_connection(("127.0.0.1", n.port), timeout=1):
-                pass
-        except OSError:
-            return False
-        from kafka import KafkaAdminClient  # noqa: PLC0415 - only once a port answers
-        from kafka.errors import KafkaError  # noqa: PLC0415
-
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{n.port}",
-                                     request_timeout_ms=3000)
-        except (KafkaError, OSError, ValueError):
-            return False
-        try:
-            return len(admin.describe_cluster().get("brokers", [])) >= brokers
-        except (KafkaError, OSError, ValueError):
-            return False
-        finally:
-            admin.close()
 
     # -- one node at a time, for fault tests
 
@@ -409,8 +386,6 @@ class KafkaCluster:
 
     def leader_of(self, topic: str, partition: int = 0) -> int:
         """The node that leads ``topic``'s partition now."""
-        from kafka import KafkaAdminClient  # noqa: PLC0415
-
         live = ",".join(f"127.0.0.1:{n.port}" for n in self.members if n.running)
         admin = KafkaAdminClient(bootstrap_servers=live, request_timeout_ms=5000)
         try:
