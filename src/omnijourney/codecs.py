@@ -21,6 +21,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 from omnijourney.core.commands import ChannelCommand
 from omnijourney.core.events import Event, InvalidEvent, parse_event
+from omnijourney.core.state import CustomerState
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC = b"\xc3\x01"
@@ -125,25 +126,54 @@ def decode_event(data: bytes) -> Event:
             rec = events().decode(data)
         except CodecError as exc:
             raise InvalidEvent(str(exc)) from None
-        try:
-            props = json.loads(rec["properties"]) if rec["properties"] else {}
-        except json.JSONDecodeError as exc:
-            raise InvalidEvent(f"properties is not JSON: {exc.msg}") from None
+        props = _json(rec["properties"], "properties is not JSON") if rec["properties"] else {}
         rec["properties"] = props
         rec["occurred_at"] = _aware(rec["occurred_at"])
         return parse_event(rec)
     text = data.lstrip()
     if text[:1] != b"{":
         raise InvalidEvent("neither Avro (C3 01 ...) nor a JSON object")
+    return parse_event(_json(data, "malformed JSON"))
+
+
+def _json(data: bytes | str, what: str) -> Any:
+    """JSON from an untrusted producer. Besides syntax errors, the standard parser raises
+    ValueError for integers of over 4300 digits and RecursionError for deep nesting;
+    NaN and Infinity are refused (no JSON number, and no way back out of the state)."""
     try:
-        obj = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidEvent(f"malformed JSON: {exc}") from None
-    return parse_event(obj)
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise InvalidEvent(f"{what}: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, digit limits
+        raise InvalidEvent(f"{what}: {str(exc)[:200]}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+# ------------------------------------------------------------------- states
+
+def encode_state(partition: int, state: CustomerState) -> bytes:
+    """The state table's value: the partition the customer's events arrive on (so a
+    restore can index by partition without the key's hash) and the state's JSON form."""
+    return json.dumps({"p": partition, "s": state.to_dict()},
+                      separators=(",", ":")).encode()
+
+
+def decode_state(raw: bytes) -> tuple[int, CustomerState]:
+    doc = json.loads(raw)
+    return int(doc["p"]), CustomerState.from_dict(doc["s"])
+
+
+def state_partition(raw: bytes) -> tuple[int, dict[str, Any]]:
+    """The partition and the undecoded state document (decode only those you own)."""
+    doc = json.loads(raw)
+    return int(doc["p"]), doc["s"]
 
 
 # ---------------------------------------------------------------- commands

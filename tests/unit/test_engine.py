@@ -42,7 +42,7 @@ class Store:
         return self.states.get(cid)
 
     def apply(self, result: BatchResult) -> None:
-        for cid, (_, st) in result.states.items():
+        for cid, (_, st, _doc) in result.states.items():
             self.states[cid] = st
 
 

@@ -102,3 +102,11 @@ def test_a_restore_is_stalled_only_when_it_stays_put_for_the_whole_window() -> N
     assert not watch.observe(80, 44.0)         # a new restore is a new window
     assert watch.stuck_for(44.0) == 0.0
     assert not ProgressWatch(within=0).observe(5, 1e9)  # 0 disables the watch
+
+
+def test_a_failed_heartbeat_stays_unhealthy_whatever_beats() -> None:
+    alive = Heartbeat(within=60)
+    assert alive()
+    alive.fail("KafkaTimeoutError: gone")
+    alive.beat()  # a timer still turning does not make a dead agent alive
+    assert not alive() and alive.failed == "KafkaTimeoutError: gone"

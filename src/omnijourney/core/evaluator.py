@@ -19,7 +19,7 @@ from omnijourney.core import model as m
 from omnijourney.core import profile as prof
 from omnijourney.core.catalog import QUIET_HOURS_CHANNELS, CompiledJourney, JourneySet
 from omnijourney.core.commands import ChannelCommand, command_id
-from omnijourney.core.events import Event
+from omnijourney.core.events import Event, fingerprint
 from omnijourney.core.expressions import compile_condition
 from omnijourney.core.state import NEVER_ENTRIES_KEPT, CustomerState, GoalWatch, Instance
 from omnijourney.core.templates import TemplateError, compile_text
@@ -92,7 +92,12 @@ def evaluate(journeys: JourneySet, state: CustomerState | None, input: Event | T
         elif state.customer_id != input.customer_id:
             raise ValueError("event belongs to another customer")
         if input.event_id in state.seen:
-            entry = TraceEntry(now, state.customer_id, "duplicate_event",
+            before, after = state.seen[input.event_id], fingerprint(input)
+            # Same id, other content: not a redelivery but two facts under one name; the
+            # runtime dead-letters it rather than drop it unseen.
+            kind = "event_conflict" if before and after and before != after else \
+                "duplicate_event"
+            entry = TraceEntry(now, state.customer_id, kind,
                                detail={"event_id": input.event_id})
             return Evaluation(state, [], [entry])
     elif state is None:
@@ -177,7 +182,7 @@ class _Run:
     # ------------------------------------------------------------------- events
     def on_event(self, ev: Event) -> None:
         st = self.st
-        st.remember(ev.event_id)
+        st.remember(ev.event_id, fingerprint(ev))
         at = ev.occurred_at
         if at > self.now:
             self.note(self.now, "clamped_future_event", event_id=ev.event_id,

@@ -7,10 +7,13 @@ the Avro form (schemas/touchpoint_event.avsc) carries the same fields.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from omnijourney.core.timeutil import format_instant, parse_instant
@@ -54,6 +57,83 @@ KNOWN_EVENT_TYPES = frozenset(
 
 class InvalidEvent(ValueError):
     """An event that cannot be processed; the reason goes to the dead-letter topic."""
+
+
+# Bounds on what one event may carry. Every event is untrusted input: a value that passes
+# here must survive the state's JSON form, the changelog's 1 MB record limit, CEL and
+# Liquid, so the limits sit well inside those.
+MAX_ID_CHARS = 200  # event_id, customer_id
+MAX_NAME_CHARS = 100  # type, source
+MAX_PROPERTIES_BYTES = 32 * 1024  # the properties object as compact JSON
+MAX_DEPTH = 16  # nesting of objects and arrays inside properties
+MAX_STRING_CHARS = 8 * 1024  # any one string inside properties
+# Instants a journey can do arithmetic on: a wait of years after the latest still fits
+# in a datetime, and nothing before the Unix epoch is a real touchpoint.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_text(name: str, value: str, limit: int) -> None:
+    """A string that can be encoded, logged and used as a Kafka key."""
+    if len(value) > limit:
+        raise InvalidEvent(f"'{name}' is longer than {limit} characters")
+    if _CONTROL.search(value):
+        raise InvalidEvent(f"'{name}' contains control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent(f"'{name}' is not valid Unicode (an unpaired surrogate)") from None
+
+
+def check_properties(props: Mapping[str, Any]) -> None:
+    """Properties that fit the bounds above; InvalidEvent naming the first excess."""
+    _check_value(props, "properties", 0)
+    try:
+        size = len(json.dumps(props, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8"))
+    except ValueError as exc:  # NaN, Infinity
+        raise InvalidEvent(f"properties: {exc}") from None
+    if size > MAX_PROPERTIES_BYTES:
+        raise InvalidEvent(f"properties are {size} bytes as JSON, over the limit of "
+                           f"{MAX_PROPERTIES_BYTES}")
+
+
+def _check_value(value: Any, where: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidEvent(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if len(value) > MAX_STRING_CHARS:
+            raise InvalidEvent(f"{where}: a string longer than {MAX_STRING_CHARS} characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEvent(f"{where}: not valid Unicode (an unpaired surrogate)") from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidEvent(f"{where}: keys must be strings")
+            _check_value(key, where, depth + 1)
+            _check_value(item, f"{where}.{key}"[:200], depth + 1)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_value(item, f"{where}[{i}]"[:200], depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidEvent(f"{where}: {value} is not a JSON number")
+    elif not (value is None or isinstance(value, bool | int | float)):
+        raise InvalidEvent(f"{where}: {type(value).__name__} is not a JSON value")
+
+
+def fingerprint(ev: Event) -> str:
+    """A short digest of what an event says, to tell a redelivery (same id, same content)
+    from a conflict (same id, other content). Delivery facts are rebuilt from reports
+    whose times differ between re-sends, so they carry none."""
+    if ev.event_id.startswith("delivery:"):
+        return ""
+    body = json.dumps([ev.type, ev.customer_id, format_instant(ev.occurred_at), ev.source,
+                       dict(ev.properties)], separators=(",", ":"), sort_keys=True,
+                      default=str)
+    return hashlib.blake2b(body.encode(), digest_size=5).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +196,11 @@ def delivery_event(report: Mapping[str, Any], correlate_by: str | None = None) -
     )
 
 
-def parse_event(data: Any) -> Event:
-    """Validate a JSON-shaped event. Raises InvalidEvent naming the first problem."""
+def parse_event(data: Any, *, trusted: bool = False) -> Event:
+    """Validate a JSON-shaped event. Raises InvalidEvent naming the first problem.
+
+    ``trusted``: an event this engine validated before (read back from its own state),
+    whose content checks need not run again."""
     if not isinstance(data, Mapping):
         raise InvalidEvent(f"an event must be a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - _ALLOWED_KEYS)
@@ -127,6 +210,8 @@ def parse_event(data: Any) -> Event:
         value = data.get(key)
         if not isinstance(value, str) or not value.strip():
             raise InvalidEvent(f"missing or empty '{key}'")
+        if not trusted:
+            check_text(key, value, MAX_NAME_CHARS if key == "type" else MAX_ID_CHARS)
     etype = data["type"]
     if not EVENT_TYPE.match(etype):
         raise InvalidEvent(f"event type '{etype}' is not of the form 'noun.past_tense_verb'")
@@ -136,12 +221,20 @@ def parse_event(data: Any) -> Event:
         occurred_at = parse_instant(data["occurred_at"])
     except ValueError as exc:
         raise InvalidEvent(f"occurred_at: {exc}") from None
+    if not trusted and not EARLIEST <= occurred_at < LATEST:
+        raise InvalidEvent(f"occurred_at {format_instant(occurred_at)} is outside "
+                           f"{EARLIEST.year}..{LATEST.year - 1}")
     source = data.get("source")
-    if source is not None and not isinstance(source, str):
-        raise InvalidEvent("'source' must be a string")
+    if source is not None:
+        if not isinstance(source, str):
+            raise InvalidEvent("'source' must be a string")
+        if not trusted:
+            check_text("source", source, MAX_NAME_CHARS)
     props = data.get("properties") or {}
     if not isinstance(props, Mapping):
         raise InvalidEvent("'properties' must be an object")
+    if not trusted:
+        check_properties(props)
     return Event(
         event_id=data["event_id"],
         type=etype,

@@ -14,7 +14,9 @@ from typing import Any
 from omnijourney.core.events import Event, parse_event
 from omnijourney.core.timeutil import format_instant, parse_instant
 
-SEEN_EVENT_IDS = 256  # remembered per customer to drop redelivered events
+# Event ids remembered per customer, with a digest of each event's content: a repeat with
+# the same content is a redelivery (dropped), with other content a conflict (dead-lettered).
+SEEN_EVENT_IDS = 1024
 NEVER_ENTRIES_KEPT = 512  # per customer, for once-only journeys keyed by cart or order
 
 
@@ -54,8 +56,8 @@ class Instance:
     def from_dict(cls, d: dict[str, Any]) -> Instance:
         return cls(
             journey=d["journey"], version=d["version"], key=d["key"],
-            instance_id=d["instance_id"], trigger=parse_event(d["trigger"]),
-            last_event=parse_event(d["last_event"]),
+            instance_id=d["instance_id"], trigger=parse_event(d["trigger"], trusted=True),
+            last_event=parse_event(d["last_event"], trusted=True),
             entered_at=parse_instant(d["entered_at"]), step=d["step"], status=d["status"],
             due_at=parse_instant(d["due_at"]) if d.get("due_at") else None,
             cohort=d.get("cohort"), visits=dict(d.get("visits") or {}),
@@ -94,7 +96,7 @@ class CustomerState:
     entries: dict[str, datetime] = field(default_factory=dict)  # slot -> last entered
     goals: list[GoalWatch] = field(default_factory=list)
     sent: dict[str, list[datetime]] = field(default_factory=dict)  # marketing sends per channel
-    seen: dict[str, None] = field(default_factory=dict)  # ordered set of recent event ids
+    seen: dict[str, str] = field(default_factory=dict)  # recent event id -> fingerprint
     clock: datetime | None = None  # latest moment this customer's state has reached
 
     def clone(self) -> CustomerState:
@@ -114,11 +116,11 @@ class CustomerState:
         dues = [i.due_at for i in self.instances.values() if i.due_at is not None]
         return min(dues) if dues else None
 
-    def remember(self, event_id: str) -> bool:
+    def remember(self, event_id: str, fingerprint: str = "") -> bool:
         """Record an event id; False if it was seen before (a redelivery)."""
         if event_id in self.seen:
             return False
-        self.seen[event_id] = None
+        self.seen[event_id] = fingerprint
         if len(self.seen) > SEEN_EVENT_IDS:
             del self.seen[next(iter(self.seen))]
         return True
@@ -131,7 +133,7 @@ class CustomerState:
             "entries": {k: format_instant(v) for k, v in self.entries.items()},
             "goals": [g.to_dict() for g in self.goals],
             "sent": {k: [format_instant(t) for t in v] for k, v in self.sent.items()},
-            "seen": list(self.seen),
+            "seen": self.seen,
             "clock": format_instant(self.clock) if self.clock else None,
         }
 
@@ -144,9 +146,16 @@ class CustomerState:
             entries={k: parse_instant(v) for k, v in (d.get("entries") or {}).items()},
             goals=[GoalWatch.from_dict(g) for g in d.get("goals") or []],
             sent={k: [parse_instant(t) for t in v] for k, v in (d.get("sent") or {}).items()},
-            seen=dict.fromkeys(d.get("seen") or []),
+            seen=_seen(d.get("seen")),
             clock=parse_instant(d["clock"]) if d.get("clock") else None,
         )
+
+
+def _seen(value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v or "") for k, v in value.items()}
+    # States written before fingerprints: a list of ids, content unknown.
+    return dict.fromkeys(map(str, value or []), "")
 
 
 def _copy_profile(p: dict[str, Any]) -> dict[str, Any]:

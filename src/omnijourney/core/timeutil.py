@@ -142,7 +142,10 @@ def parse_instant(value: object) -> datetime:
         raise ValueError(f"expected an RFC 3339 timestamp, got {type(value).__name__}")
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise ValueError(f"timestamp '{value}' has no UTC offset; add Z or +HH:MM")
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is past datetime's last year in UTC
+        raise ValueError(f"timestamp '{value}' is out of range") from None
 
 
 @lru_cache(maxsize=65536)

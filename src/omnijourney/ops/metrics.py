@@ -195,12 +195,17 @@ class Heartbeat:
     def __init__(self, within: float) -> None:
         self.within = within
         self.last = time.monotonic()
+        self.failed: str | None = None
 
     def beat(self) -> None:
         self.last = time.monotonic()
 
+    def fail(self, why: str) -> None:
+        """Unhealthy from now on, whatever beats: the process is going down."""
+        self.failed = why
+
     def __call__(self) -> bool:
-        return time.monotonic() - self.last <= self.within
+        return self.failed is None and time.monotonic() - self.last <= self.within
 
 
 class ProgressWatch:

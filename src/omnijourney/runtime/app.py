@@ -10,23 +10,35 @@ never lose a state whose events are committed.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import ssl
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
 import structlog
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from faust.exceptions import ProducerSendError
 from faust.tables.manager import TableManager
 from faust.types import EventT, StreamT
 
+from omnijourney.codecs import decode_state, state_partition
 from omnijourney.core import CustomerState, JourneySet
 from omnijourney.ops.metrics import Heartbeat, ProgressWatch, WorkerMetrics, start_ops
-from omnijourney.runtime.engine import Clock, DueIndex, Engine, Outgoing, Record, tick_record
+from omnijourney.runtime.engine import (
+    Clock,
+    DueIndex,
+    Engine,
+    Outgoing,
+    Record,
+    dead_letter,
+    tick_record,
+)
 from omnijourney.runtime.faustguard import guard_handover
 from omnijourney.runtime.settings import Settings
 from omnijourney.runtime.topics import changelog_topic
@@ -36,7 +48,30 @@ STATE_CACHE = 200_000  # decoded states kept in memory; the table stays the trut
 # Exit status of a worker that stopped itself because its table restore stalled: its
 # supervisor (compose, Kubernetes, systemd) starts it again, which restores afresh.
 EXIT_STALLED = 75  # EX_TEMPFAIL
+# Exit status of a worker whose agent failed (Kafka unusable, a bug outside any one
+# record): unhealthy at once, then a graceful stop, for its supervisor to start it again.
+EXIT_FAILED = 70  # EX_SOFTWARE
 LOGGED_DECISIONS = frozenset({"sent", "suppressed", "deferred", "exited", "goal", "error"})
+
+
+# Kafka errors that are one record's doing (its size); any other Kafka error is the
+# cluster's, and retrying the batch after a restart is the cure.
+RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
+
+
+def cluster_error(exc: BaseException) -> bool:
+    """A Kafka error that is the cluster's, not one record's (see RECORD_ERRORS)."""
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < 8:
+        chain.append(exc)
+        exc = exc.__cause__  # type: ignore[assignment]  # None ends the loop
+    if any(isinstance(x, RECORD_ERRORS) for x in chain):
+        return False
+    return any(isinstance(x, KafkaError | ProducerSendError) for x in chain)
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def credentials(settings: Settings) -> Any:
@@ -70,6 +105,7 @@ class Worker:
         self.alive = Heartbeat(within=max(30.0, 10 * settings.tick_interval))
         self.restore = ProgressWatch(within=settings.recovery_stall)
         self.stalled = False
+        self.failed = False
         optional: dict[str, Any] = {"datadir": settings.datadir} if settings.datadir else {}
         self.app = faust.App(
             settings.app_id,
@@ -114,7 +150,7 @@ class Worker:
     # -------------------------------------------------------------------- ops
     def ready(self) -> bool:
         """Serving: recovered, not rebalancing, due index built for what we own."""
-        return (self.indexed is not None and not self.app.in_recovery
+        return (not self.failed and self.indexed is not None and not self.app.in_recovery
                 and not self.app.rebalancing)
 
     async def on_assigned(self, sender: Any, /, *args: Any, signal: Any,
@@ -135,7 +171,7 @@ class Worker:
         raw = self.table.data.get(cid.encode())
         if raw is None:
             return None
-        st = CustomerState.from_dict(json.loads(raw)["s"])
+        _, st = decode_state(raw)
         self._remember(cid, st)
         return st
 
@@ -145,7 +181,7 @@ class Worker:
         if len(self.cache) > STATE_CACHE:
             self.cache.popitem(last=False)
 
-    async def store(self, states: dict[str, tuple[int, CustomerState]]) -> None:
+    async def store(self, states: dict[str, tuple[int, CustomerState, bytes]]) -> None:
         """Write new states to the changelog, wait for the acks, then serve them.
 
         Each goes to the partition the customer's events arrive on (co-partitioning), even
@@ -155,13 +191,10 @@ class Worker:
         machine offsets could be committed ahead of the state, and a crash then would lose
         it. Awaiting the acks here makes the state durable before its events are acked.
         """
-        docs = {cid: json.dumps({"p": partition, "s": st.to_dict()},
-                                separators=(",", ":")).encode()
-                for cid, (partition, st) in states.items()}
-        await self.send_all([Outgoing(self.changelog, cid.encode(), doc, states[cid][0])
-                             for cid, doc in docs.items()])
-        for cid, (partition, st) in states.items():
-            self.table.data[cid.encode()] = docs[cid]
+        await self.send_all([Outgoing(self.changelog, cid.encode(), doc, partition)
+                             for cid, (partition, _, doc) in states.items()])
+        for cid, (partition, st, doc) in states.items():
+            self.table.data[cid.encode()] = doc
             self._remember(cid, st)
             self.index.update(cid, partition, st.next_due())
 
@@ -171,17 +204,71 @@ class Worker:
         # declare take_events, the concrete Stream agents receive does.
         batches = cast("faust.Stream[Any]", stream).take_events(self.settings.batch_size,
                                                                 within=0.05)
-        async for events in batches:
-            # take_events acks a batch in a ``finally``, so also a batch the handler never
-            # finished (the agent cancelled by a stop, an error): its offsets would be
-            # committed and the batch lost. Holding a reference to each record until the
-            # batch is done keeps that ack from being the last one.
-            held = [e.message for e in events]
-            for message in held:
-                message.incref()
+        try:
+            async for events in batches:
+                # take_events acks a batch in a ``finally``, so also a batch the handler
+                # never finished (the agent cancelled by a stop, an error): its offsets
+                # would be committed and the batch lost. Holding a reference to each
+                # record until the batch is done keeps that ack from being the last one.
+                held = [e.message for e in events]
+                for message in held:
+                    message.incref()
+                await self.handle_safely(events)
+                for message in held:
+                    message.decref()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- whatever it was, never a silent agent
+            self.fail(exc)
+            raise
+
+    async def handle_safely(self, events: Sequence[EventT[Any]]) -> None:
+        """``handle``, and when it raises: a Kafka error fails the worker (the batch is
+        not acked, so a restart repeats it); anything else is one record's doing, found
+        by handling each alone, and that record is dead-lettered. So a record that gets
+        past the Engine's own guards still cannot stop the agent, now or after a restart.
+        """
+        try:
             await self.handle(events)
-            for message in held:
-                message.decref()
+            return
+        except Exception as exc:  # noqa: BLE001 -- see the docstring
+            if cluster_error(exc):
+                raise
+            error = exc
+        log.error("batch_failed", records=len(events), error=_brief(error))
+        for e in events:
+            try:
+                await self.handle([e])
+            except Exception as exc:  # noqa: BLE001 -- see the docstring
+                if cluster_error(exc):
+                    raise
+                await self.dead_letter(e, exc)
+
+    async def dead_letter(self, event: EventT[Any], exc: Exception) -> None:
+        m = event.message
+        rec = Record(m.topic, m.partition, m.offset, m.key, m.value or b"")
+        reason = f"failed the engine: {_brief(exc)}"
+        await self.send_all([dead_letter(self.settings.topics, rec, reason,
+                                         datetime.now(UTC))])
+        self.metrics.observe(inputs=(), dead=["internal_error"], trace=(),
+                             evaluation_seconds=(), batch_seconds=0.0)
+        log.error("dead_letter", kind="internal_error", reason=reason, topic=m.topic,
+                  partition=m.partition, offset=m.offset)
+
+    def fail(self, exc: BaseException) -> None:
+        """The agent is gone: unhealthy and not ready at once, then exit with EXIT_FAILED
+        for the supervisor. Not a graceful stop: that waits for the failed batch to be
+        acked (Faust's ``wait_empty``), and acking it would commit records never handled.
+        Nothing is lost by exiting: those offsets stay uncommitted, and the group hands
+        the partitions on when the session times out."""
+        if self.failed:
+            return
+        self.failed = True
+        self.alive.fail(_brief(exc))
+        log.error("agent_failed", error=_brief(exc), exit_status=EXIT_FAILED)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(EXIT_FAILED)
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
         started = time.perf_counter()
@@ -222,11 +309,17 @@ class Worker:
         """After an assignment or recovery: due times of the customers we now own."""
         self.index = DueIndex()
         self.cache.clear()
+        unreadable = 0
         for key, raw in self.table.data.items():
-            doc = json.loads(raw)
-            if doc["p"] in owned:
-                st = CustomerState.from_dict(doc["s"])
-                self.index.update(key.decode(), doc["p"], st.next_due())
+            try:
+                partition, doc = state_partition(raw)
+                if partition in owned:
+                    st = CustomerState.from_dict(doc)
+                    self.index.update(key.decode(), partition, st.next_due())
+            except Exception:  # noqa: BLE001 -- one bad record must not stop the timer
+                unreadable += 1
+        if unreadable:
+            log.error("unreadable_states", count=unreadable)
         self.indexed = owned
         log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries))
 

@@ -58,7 +58,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from omnijourney.config import ConfigError, load_or_raise
     from omnijourney.logs import configure
-    from omnijourney.runtime.app import EXIT_STALLED, Worker
+    from omnijourney.runtime.app import EXIT_FAILED, EXIT_STALLED, Worker
     from omnijourney.runtime.topics import ensure_topics
 
     configure(args.log_level)
@@ -79,9 +79,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         faust.Worker(worker.app, *worker.services(), loglevel=args.log_level.upper(),
                      quiet=True, override_logging=False).execute_from_commandline()
     except SystemExit:
-        if not worker.stalled:
+        if not (worker.stalled or worker.failed):
             raise
-    return EXIT_STALLED  # stopped itself: the table restore stalled
+    # Stopped itself: the agent failed, or the table restore stalled.
+    return EXIT_FAILED if worker.failed else EXIT_STALLED
 
 
 # ---------------------------------------------------------------------- produce

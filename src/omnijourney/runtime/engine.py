@@ -19,6 +19,7 @@ from omnijourney.codecs import (
     decode_event,
     encode_command,
     encode_dead_letter,
+    encode_state,
 )
 from omnijourney.core import TICK, CustomerState, Event, InvalidEvent, JourneySet, Tick, evaluate
 from omnijourney.core.evaluator import TraceEntry
@@ -49,7 +50,8 @@ class Outgoing:
 
 @dataclass
 class BatchResult:
-    states: dict[str, tuple[int, CustomerState]] = field(default_factory=dict)
+    # customer -> (partition, new state, its encoded table value)
+    states: dict[str, tuple[int, CustomerState, bytes]] = field(default_factory=dict)
     commands: list[Outgoing] = field(default_factory=list)
     other: list[Outgoing] = field(default_factory=list)  # dead letters, re-keyed events
     trace: list[TraceEntry] = field(default_factory=list)
@@ -140,26 +142,60 @@ def read_clock_record(value: bytes) -> datetime | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Sizes the engine refuses before they can make an unsendable record. Kafka's default
+    ``max.message.bytes`` is 1 MB; a state that outgrew it would fail at the changelog,
+    after its commands went out, on every retry of the batch."""
+
+    max_record_bytes: int = 64 * 1024  # one incoming event, as produced
+    max_state_bytes: int = 512 * 1024  # one customer's encoded state
+
+
+@dataclass
+class _Evaluated:
+    """One record's outcome, applied to the batch only when the whole of it succeeded."""
+
+    states: dict[str, tuple[int, CustomerState, bytes]] = field(default_factory=dict)
+    commands: list[Outgoing] = field(default_factory=list)
+    trace: list[TraceEntry] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    eval_seconds: list[float] = field(default_factory=list)
+
+
 class Engine:
     def __init__(self, journeys: JourneySet, topics: Topics, clock: Clock,
-                 extra_event_types: Iterable[str] = ()) -> None:
+                 extra_event_types: Iterable[str] = (), limits: Limits | None = None,
+                 wall: Callable[[], datetime] | None = None) -> None:
         self.journeys = journeys
         self.topics = topics
         self.clock = clock
+        self.limits = limits or Limits()
+        self._wall = wall or (lambda: datetime.now(UTC))  # stamps dead letters only
         # A type nothing understands is almost always a producer's typo: dead-letter it
         # with the reason rather than let it pass unnoticed.
         self.accepted = KNOWN_EVENT_TYPES | journeys.event_types | frozenset(extra_event_types)
 
     def process(self, records: Iterable[Record],
                 load: Callable[[str], CustomerState | None]) -> BatchResult:
+        """Every record is untrusted: whatever one of them makes fail (decoding, the
+        evaluator, encoding) dead-letters that record with the reason, leaves the states
+        and commands of the others as they are, and the batch goes on."""
         result = BatchResult()
         for rec in records:
-            if rec.topic == self.topics.ticks:
-                self._tick(rec, load, result)
-            elif rec.topic == self.topics.deliveries:
-                self._delivery(rec, load, result)
-            else:
-                self._event(rec, load, result)
+            try:
+                if len(rec.value) > self.limits.max_record_bytes:
+                    self._dead(rec, f"record of {len(rec.value)} bytes is over the limit of "
+                                    f"{self.limits.max_record_bytes}", result, "too_large")
+                elif rec.topic == self.topics.ticks:
+                    self._tick(rec, load, result)
+                elif rec.topic == self.topics.deliveries:
+                    self._delivery(rec, load, result)
+                else:
+                    self._event(rec, load, result)
+            except Exception as exc:  # noqa: BLE001 -- the point: no record stops the engine
+                self._dead(rec, f"could not be processed: {type(exc).__name__}: "
+                                f"{str(exc)[:300]}", result, "internal_error")
         return result
 
     def _state(self, cid: str, load: Callable[[str], CustomerState | None],
@@ -190,7 +226,7 @@ class Engine:
             # partition. Dedup by event_id makes a repeat harmless.
             result.other.append(Outgoing(rec.topic, key, rec.value))
             return
-        self._evaluate(ev.customer_id, rec.partition, ev, self._now_for(rec, ev), load=load,
+        self._evaluate(rec, ev.customer_id, ev, self._now_for(rec, ev), load=load,
                        result=result)
 
     def _delivery(self, rec: Record, load: Callable[[str], CustomerState | None],
@@ -206,7 +242,7 @@ class Engine:
             self._dead(rec, "delivery reports must be keyed by customer_id", result,
                        "invalid_delivery")
             return
-        self._evaluate(ev.customer_id, rec.partition, ev, self._now_for(rec, ev), load=load,
+        self._evaluate(rec, ev.customer_id, ev, self._now_for(rec, ev), load=load,
                        result=result)
 
     def _now_for(self, rec: Record, ev: Event) -> datetime:
@@ -225,30 +261,52 @@ class Engine:
         state = self._state(cid, load, result)
         if state is None:
             return  # a tick for a customer whose state is gone: nothing is due
-        self._evaluate(cid, rec.partition, TICK, now, load=load, result=result, state=state)
+        self._evaluate(rec, cid, TICK, now, load=load, result=result, state=state)
 
-    def _evaluate(self, cid: str, partition: int, inp: Event | Tick, now: datetime, *,
+    def _evaluate(self, rec: Record, cid: str, inp: Event | Tick, now: datetime, *,
                   load: Callable[[str], CustomerState | None], result: BatchResult,
                   state: CustomerState | None = None) -> None:
         if state is None:
             state = self._state(cid, load, result)
         started = time.perf_counter()
         out = evaluate(self.journeys, state, inp, now)
-        result.eval_seconds.append(time.perf_counter() - started)
-        result.inputs.append(inp.type if isinstance(inp, Event) else "tick")
-        result.trace.extend(out.trace)
+        took = time.perf_counter() - started
+        if any(x.kind == "event_conflict" for x in out.trace):
+            self._dead(rec, f"event_id {out.trace[0].detail['event_id']!r} was seen before "
+                            "with other content; a producer reused an id", result, "conflict")
+            return
+        done = _Evaluated(trace=out.trace, eval_seconds=[took],
+                          inputs=[inp.type if isinstance(inp, Event) else "tick"])
         if out.state is not state:  # a duplicate event returns the state untouched
-            result.states[cid] = (partition, out.state)
+            doc = encode_state(rec.partition, out.state)
+            if len(doc) > self.limits.max_state_bytes:
+                self._dead(rec, f"the customer's state would be {len(doc)} bytes, over the "
+                                f"limit of {self.limits.max_state_bytes}; nothing of this "
+                                "record was applied", result, "state_too_large")
+                return
+            done.states[cid] = (rec.partition, out.state, doc)
         key = cid.encode()
         for cmd in out.commands:
-            result.commands.append(Outgoing(
+            done.commands.append(Outgoing(
                 self.topics.command(cmd.channel), key, encode_command(cmd),
                 headers=(("command_id", cmd.command_id.encode()),
                          ("journey", cmd.journey.encode()))))
+        # Nothing above raised: only now does this record's outcome join the batch.
+        result.states.update(done.states)
+        result.commands.extend(done.commands)
+        result.trace.extend(done.trace)
+        result.inputs.extend(done.inputs)
+        result.eval_seconds.extend(done.eval_seconds)
 
     def _dead(self, rec: Record, reason: str, result: BatchResult, kind: str) -> None:
+        # A reason may quote the record (an exception's message): keep it encodable.
+        reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
         result.dead_reasons.append(reason)
         result.dead_kinds.append(kind)
-        result.other.append(Outgoing(self.topics.dlq, rec.key, encode_dead_letter(
-            rec.value, key=rec.key, topic=rec.topic, partition=rec.partition,
-            offset=rec.offset, error=reason, at=datetime.now(UTC))))
+        result.other.append(dead_letter(self.topics, rec, reason, self._wall()))
+
+
+def dead_letter(topics: Topics, rec: Record, reason: str, at: datetime) -> Outgoing:
+    return Outgoing(topics.dlq, rec.key, encode_dead_letter(
+        rec.value, key=rec.key, topic=rec.topic, partition=rec.partition,
+        offset=rec.offset, error=reason, at=at))

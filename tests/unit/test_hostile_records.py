@@ -1,0 +1,193 @@
+"""No record stops the engine: every hostile one is dead-lettered with its reason and kind,
+and the records around it are processed as if it were not there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from omnijourney.codecs import decode_any, encode_event
+from omnijourney.config import load
+from omnijourney.core import CustomerState
+from omnijourney.runtime.engine import BatchResult, Clock, Engine, Limits, Record
+from omnijourney.runtime.settings import Topics
+from tests.helpers import signup
+
+REPO = Path(__file__).resolve().parents[2]
+JS = load(REPO / "journeys").journey_set
+assert JS is not None
+TOPICS = Topics.with_prefix("h-")
+
+
+def raw_event(customer: str = "c1", **fields: Any) -> bytes:
+    body = {"event_id": "e1", "type": "customer.signed_up", "customer_id": customer,
+            "occurred_at": "2026-03-02T10:00:00Z", "properties": {}}
+    body.update(fields)
+    return json.dumps(body).encode()
+
+
+def rec(value: bytes, key: bytes | None = b"c1", offset: int = 0,
+        topic: str = TOPICS.touchpoints) -> Record:
+    return Record(topic, 0, offset, key, value)
+
+
+GOOD = encode_event(signup(customer="c2", at="2026-03-02T10:00:00Z"))
+
+
+def run(*values: bytes, limits: Limits | None = None,
+        states: dict[str, CustomerState] | None = None) -> BatchResult:
+    """The hostile record(s) between two good ones."""
+    engine = Engine(JS, TOPICS, Clock("event"), limits=limits)
+    known = states or {}
+    records = [rec(GOOD, b"c2", 0), *(rec(v, b"c1", i + 1) for i, v in enumerate(values)),
+               rec(encode_event(signup(customer="c3", at="2026-03-02T10:00:00Z")), b"c3", 99)]
+    return engine.process(records, known.get)
+
+
+def dead_letters(result: BatchResult) -> list[dict[str, Any]]:
+    return [decode_any(o.value)[1] for o in result.other if o.topic == TOPICS.dlq]
+
+
+def assert_neighbours_processed(result: BatchResult) -> None:
+    assert {"c2", "c3"} <= set(result.states)
+    assert {o.key for o in result.commands} >= {b"c2", b"c3"}
+
+
+HOSTILE = {
+    # An unpaired surrogate: json.loads accepts it, UTF-8 (a Kafka key) does not.
+    "surrogate": (b'{"event_id": "e1", "type": "customer.signed_up", "customer_id": "c\\ud800",'
+                  b' "occurred_at": "2026-03-02T10:00:00Z"}', "invalid_event", "surrogate"),
+    "deep": (raw_event().replace(b'"properties": {}',
+                                 b'"properties": {"x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"),
+             "invalid_event", "nested"),
+    "digits": (raw_event().replace(b'"properties": {}',
+                                   b'"properties": {"n": ' + b"7" * 4400 + b"}"),
+               "invalid_event", "digits"),
+    "year_9999": (raw_event(occurred_at="9999-12-31T23:00:00-05:00"), "invalid_event",
+                  "out of range"),
+    "year_2999": (raw_event(occurred_at="2999-01-01T00:00:00Z"), "invalid_event", "outside"),
+    "nan": (raw_event().replace(b'"properties": {}', b'"properties": {"x": NaN}'),
+            "invalid_event", "NaN"),
+    "control_in_id": (raw_event(event_id="e\r\n1"), "invalid_event", "control"),
+    "huge_properties": (raw_event(properties={"blob": "x" * 900_000}), "too_large",
+                        "over the limit"),
+    "big_properties": (raw_event(properties={f"k{i}": "y" * 1000 for i in range(40)}),
+                       "invalid_event", "over the limit"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_hostile_record_is_dead_lettered_and_the_partition_goes_on(name: str) -> None:
+    value, kind, why = HOSTILE[name]
+    result = run(value)
+    assert result.dead_kinds == [kind]
+    (dead,) = dead_letters(result)
+    assert why.lower() in dead["error"].lower(), dead["error"]
+    assert dead["original"] == value and dead["offset"] == 1
+    assert "c1" not in result.states
+    assert_neighbours_processed(result)
+
+
+def test_a_state_that_would_outgrow_the_limit_is_refused_and_the_old_one_kept() -> None:
+    # Each update is within the event limits; together they would make a state that the
+    # changelog could not take.
+    updates = [raw_event(event_id=f"u{i}", type="customer.updated",
+                         properties={f"a{i}_{j}": "z" * 1000 for j in range(20)})
+               for i in range(4)]
+    result = run(*updates, limits=Limits(max_state_bytes=60_000))
+    assert result.dead_kinds == ["state_too_large", "state_too_large"]
+    assert all("nothing of this record was applied" in d["error"]
+               for d in dead_letters(result))
+    kept = result.states["c1"][1]
+    assert {k[:2] for k in kept.profile["attributes"]} == {"a0", "a1"}
+    assert all(len(doc) <= 60_000 for _, _, doc in result.states.values())
+    assert_neighbours_processed(result)
+
+
+def test_a_reused_event_id_with_other_content_is_a_conflict_not_a_silent_drop() -> None:
+    first = raw_event(properties={"first_name": "Ana"})
+    again = raw_event(properties={"first_name": "Ana"})  # a redelivery: dropped quietly
+    other = raw_event(properties={"first_name": "Bob"})  # same id, other fact
+    result = run(first, again, other)
+    assert result.dead_kinds == ["conflict"]
+    (dead,) = dead_letters(result)
+    assert "'e1' was seen before with other content" in dead["error"]
+    assert dead["original"] == other
+    assert result.states["c1"][1].profile["first_name"] == "Ana"
+    assert [x.kind for x in result.trace].count("duplicate_event") == 1
+
+
+def test_states_written_before_fingerprints_still_decode_and_drop_repeats() -> None:
+    old = {"customer_id": "c1", "profile": {}, "instances": {}, "seen": ["e1", "e0"]}
+    st_ = CustomerState.from_dict(old)
+    assert st_.seen == {"e1": "", "e0": ""}
+    result = run(raw_event(properties={"first_name": "Zed"}), states={"c1": st_})
+    assert result.dead_kinds == [] and "c1" not in result.states  # a duplicate, unknown content
+
+
+def test_a_corrupt_stored_state_dead_letters_its_customers_records_not_the_batch() -> None:
+    def load(cid: str) -> CustomerState | None:
+        if cid == "c1":
+            return CustomerState.from_dict(json.loads('{"customer_id": "c1", "instances": '
+                                                      '{"x": {"journey": 1}}}'))
+        return None
+
+    engine = Engine(JS, TOPICS, Clock("event"))
+    result = engine.process([rec(GOOD, b"c2", 0), rec(raw_event(), b"c1", 1)], load)
+    assert result.dead_kinds == ["internal_error"]
+    assert "could not be processed: KeyError" in dead_letters(result)[0]["error"]
+    assert "c2" in result.states
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
+    | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=20)
+fields = st.fixed_dictionaries({}, optional={
+    "event_id": st.text(max_size=20) | json_values,
+    "type": st.sampled_from(["customer.signed_up", "cart.item_added", "order.placed",
+                             "consent.updated", "nope", "customer.updated"]) | json_values,
+    "customer_id": st.text(max_size=20) | json_values,
+    "occurred_at": st.sampled_from(["2026-03-02T10:00:00Z", "9999-12-31T23:00:00-05:00",
+                                    "0001-01-01T00:00:00+14:00", "2026-03-02", "x"])
+    | json_values,
+    "source": json_values,
+    "properties": json_values,
+    "extra": json_values,
+})
+payloads = st.one_of(
+    st.binary(max_size=200),
+    fields.map(lambda d: json.dumps(d).encode()),
+    st.binary(max_size=30).map(lambda b: b"\xc3\x01" + b),
+    st.text(max_size=50).map(lambda s: s.encode("utf-8", "surrogatepass")),
+)
+topics = st.sampled_from([TOPICS.touchpoints, TOPICS.ticks, TOPICS.deliveries])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(topics, st.none() | st.binary(max_size=12), payloads),
+                min_size=1, max_size=8))
+def test_fuzz_no_exception_escapes_and_every_record_is_evaluated_or_dead_lettered(
+        batch: list[tuple[str, bytes | None, bytes]]) -> None:
+    engine = Engine(JS, TOPICS, Clock("event"))
+    states: dict[str, CustomerState] = {}
+    records = [Record(topic, 0, i, key, value) for i, (topic, key, value) in enumerate(batch)]
+    result = engine.process(records, states.get)
+    # Each record: evaluated (one input), dead-lettered, re-keyed, a duplicate or a tick for
+    # nobody -- never an exception, never more outcomes than records.
+    dead = dead_letters(result)
+    assert len(dead) == len(result.dead_kinds) == len(result.dead_reasons)
+    assert len(result.inputs) + len(dead) <= len(records)
+    for d in dead:
+        assert d["error"] and d["original"] in {r.value for r in records}
+    for _, _, doc in result.states.values():
+        json.loads(doc)  # every state written is readable back
