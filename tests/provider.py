@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -17,6 +18,7 @@ class Reply:
     body: dict[str, object] = field(default_factory=lambda: {"sid": "SM1", "name": "msg/1"})
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    raw: bytes | None = None  # sent as is instead of a response (truncated, garbled)
 
 
 @dataclass
@@ -28,8 +30,11 @@ class Seen:
 
 
 class Provider:
-    def __init__(self, script: list[Reply] | None = None) -> None:
+    def __init__(self, script: list[Reply] | None = None,
+                 by_to: dict[str, list[Reply]] | None = None) -> None:
         self.script = list(script or [])
+        # Replies for one recipient (the form's To), ahead of the common script.
+        self.by_to = {k: list(v) for k, v in (by_to or {}).items()}
         self.requests: list[Seen] = []
         # Idempotency as real providers do it: a repeat of an accepted key gets the
         # first answer back and sends nothing.
@@ -46,8 +51,11 @@ class Provider:
                 with provider.lock:
                     provider.requests.append(Seen(self.command, self.path,
                                                   dict(self.headers.items()), body))
+                    to = urllib.parse.parse_qs(body.decode(errors="replace")).get("To", [""])[0]
                     if key and key in provider.accepted:
                         reply = provider.accepted[key]
+                    elif provider.by_to.get(to):
+                        reply = provider.by_to[to].pop(0)
                     else:
                         reply = provider.script.pop(0) if provider.script else Reply()
                         if 200 <= reply.status < 300 and key:
@@ -55,6 +63,10 @@ class Provider:
                             provider.delivered.append(key)
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.raw is not None:
+                    self.wfile.write(reply.raw)
+                    self.close_connection = True
+                    return
                 data = json.dumps(reply.body).encode()
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():

@@ -15,13 +15,15 @@ from omnijourney.runtime.broker import free_port
 
 
 class Recorder:
-    def __init__(self, refuse: dict[str, str] | None = None, stall_at: int = 0) -> None:
+    def __init__(self, refuse: dict[str, str] | None = None, stall_at: int = 0,
+                 stall_for: float = 5.0) -> None:
         self.messages: list[Message] = []
         self.senders: list[str] = []  # envelope sender (MAIL FROM) of each message
+        self.recipients: list[list[str]] = []  # envelope recipients (RCPT TO) of each
         self.refuse = refuse or {}  # recipient -> SMTP reply, e.g. "550 no such user"
         # The stall_at-th message is stored at once but answered only seconds later, the
         # window in which a client crash duplicates mail (RFC 1047).
-        self.stall_at = stall_at
+        self.stall_at, self.stall_for = stall_at, stall_for
         self.stalled = threading.Event()
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
@@ -34,15 +36,17 @@ class Recorder:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(email.message_from_bytes(envelope.content))
         self.senders.append(envelope.mail_from)
-        if len(self.messages) == self.stall_at:
+        self.recipients.append(list(envelope.rcpt_tos))
+        if self.stall_at and len(self.messages) >= self.stall_at:
             self.stalled.set()
-            await asyncio.sleep(5)
+            await asyncio.sleep(self.stall_for)
         return "250 queued"
 
 
 class SmtpServer:
-    def __init__(self, refuse: dict[str, str] | None = None, stall_at: int = 0) -> None:
-        self.recorder = Recorder(refuse, stall_at)
+    def __init__(self, refuse: dict[str, str] | None = None, stall_at: int = 0,
+                 stall_for: float = 5.0) -> None:
+        self.recorder = Recorder(refuse, stall_at, stall_for)
         self.port = free_port()
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
 

@@ -49,6 +49,10 @@ def crc64_avro(data: bytes) -> int:
     return fp
 
 
+def fingerprint_of(parsed: Any) -> bytes:
+    return crc64_avro(to_parsing_canonical_form(parsed).encode()).to_bytes(8, "little")
+
+
 class CodecError(ValueError):
     pass
 
@@ -56,16 +60,24 @@ class CodecError(ValueError):
 class AvroCodec:
     """Single-object encoding for one schema."""
 
-    def __init__(self, schema: dict[str, Any]) -> None:
+    def __init__(self, schema: dict[str, Any],
+                 previous: list[dict[str, Any]] | None = None) -> None:
         self.schema = parse_schema(schema)
         self.name: str = schema["name"]
         self.canonical = to_parsing_canonical_form(self.schema)
-        self.fingerprint = crc64_avro(self.canonical.encode()).to_bytes(8, "little")
+        self.fingerprint = fingerprint_of(self.schema)
         self.header = MAGIC + self.fingerprint
+        # Records written with an earlier version of the schema (schemas/history/) are
+        # read through Avro schema resolution: evolving a schema compatibly never makes
+        # what is already on a topic unreadable.
+        self.writers = {fingerprint_of(w): w for w in map(parse_schema, previous or [])}
 
     @classmethod
     def load(cls, filename: str) -> AvroCodec:
-        return cls(json.loads((SCHEMA_DIR / filename).read_text(encoding="utf-8")))
+        stem = filename.removesuffix(".avsc")
+        previous = [json.loads(p.read_text(encoding="utf-8"))
+                    for p in sorted((SCHEMA_DIR / "history").glob(f"{stem}.v*.avsc"))]
+        return cls(json.loads((SCHEMA_DIR / filename).read_text(encoding="utf-8")), previous)
 
     def encode(self, record: dict[str, Any]) -> bytes:
         buf = io.BytesIO()
@@ -76,11 +88,13 @@ class AvroCodec:
     def decode(self, data: bytes) -> dict[str, Any]:
         if data[:2] != MAGIC:
             raise CodecError("not Avro single-object encoded (no C3 01 marker)")
-        if data[2:10] != self.fingerprint:
+        writer = self.schema if data[2:10] == self.fingerprint else self.writers.get(data[2:10])
+        if writer is None:
             raise CodecError(f"written with another schema (fingerprint {data[2:10].hex()}, "
                              f"{self.name} is {self.fingerprint.hex()})")
         try:
-            value = schemaless_reader(io.BytesIO(data[10:]), self.schema, None)
+            value = schemaless_reader(io.BytesIO(data[10:]), writer,
+                                      None if writer is self.schema else self.schema)
         except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
             raise CodecError(f"corrupt {self.name} body: {type(exc).__name__}: {exc}") from None
         if not isinstance(value, dict):
@@ -216,7 +230,7 @@ def decode_any(data: bytes) -> tuple[str, dict[str, Any]]:
     """Decode a record from any omnijourney topic by its fingerprint (for ``tail``)."""
     if data[:2] == MAGIC:
         for c in (events(), commands(), deliveries(), dead_letters()):
-            if data[2:10] == c.fingerprint:
+            if data[2:10] == c.fingerprint or data[2:10] in c.writers:
                 return c.name, c.decode(data)
         raise CodecError(f"unknown schema fingerprint {data[2:10].hex()}")
     return "json", json.loads(data)

@@ -9,6 +9,7 @@ server, a provider-like HTTP server) must hold exactly the command ids that
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -74,10 +75,10 @@ class Scenario:
         return timedelta(days=90)
 
 
-def scenario() -> Scenario:
+def scenario(customers: int = CUSTOMERS) -> Scenario:
     js = load(REPO / "journeys").journey_set
     assert js is not None
-    events = sorted((e for tl in synth(CUSTOMERS, seed=SEED) for e in tl),
+    events = sorted((e for tl in synth(customers, seed=SEED) for e in tl),
                     key=lambda e: e.occurred_at)
     return Scenario(events, simulate(js, events).commands)
 
@@ -256,6 +257,58 @@ def test_workers_stopped_and_killed_at_random_while_events_flow(
     produce_watermark(workers[0], s)
     sinks.wait(s, revive_all(workers), timeout=300)
     sinks.check_exactly_once(s)
+
+
+LOSS_CUSTOMERS = int(os.environ.get("OMNIJOURNEY_LOSS_CUSTOMERS", "3000"))
+
+
+class LagLog:
+    """The worker group's lag, every second, to a file: what a loss looked like."""
+
+    def __init__(self, engine: LiveEngine, path: Path) -> None:
+        self.engine, self.path = engine, path
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.path.open("w") as out:
+            while not self.stop.wait(1.0):
+                try:
+                    rows = self.engine.lag()
+                except Exception as exc:  # noqa: BLE001 -- a probe may fail mid-kill
+                    out.write(json.dumps({"error": str(exc)}) + "\n")
+                    continue
+                out.write(json.dumps({"at": time.time(), "lag": {
+                    f"{r.topic}:{r.partition}": r.lag for r in rows if r.lag}}) + "\n")
+                out.flush()
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.path.read_text().splitlines()[-lines:])
+
+
+def test_three_kill_9_restarts_of_a_lone_worker_lose_nothing(
+        workers: list[LiveEngine], sinks_for: Callable[[LiveEngine], Sinks],
+        tmp_path: Path) -> None:
+    """Issue 10's unexplained loss, as reported: 3,000 customers, one worker killed -9
+    and restarted three times while the timeline flows, the lag recorded throughout."""
+    s = scenario(LOSS_CUSTOMERS)
+    w = workers[0]
+    sinks = start([w], sinks_for)
+    lag = LagLog(w, tmp_path / "lag.jsonl")
+    lag.thread.start()
+    rnd = random.Random(SEED)
+    try:
+        for i in range(3):
+            w.produce_with_cli(s.part(i / 4, (i + 1) / 4))
+            time.sleep(rnd.uniform(1, 4))
+            w.kill()
+            w.start()
+        try:
+            finish([w], sinks, s, 0.75)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nlag:\n{lag.tail()}\nworker:\n{w.log()}") from None
+    finally:
+        lag.stop.set()
 
 
 def test_a_worker_paused_past_its_session_timeout_comes_back(

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from omnijourney.adapters.bounces import BounceServer, read_bounce
-from omnijourney.adapters.clicks import read_token
+from omnijourney.adapters.clicks import REPORT, read_token
 from omnijourney.adapters.email import EmailChannel
 from omnijourney.runtime.broker import free_port
 from tests.smtp import SmtpServer
@@ -164,6 +164,6 @@ def test_the_email_adapter_signs_the_header_and_sends_from_the_return_path() -> 
                                return_path="bounces@shop.example")
         assert channel.deliver(command()).status == "sent"
     (msg,) = smtp.messages
-    token = read_token(SECRET, msg["X-Omnijourney-Report"])
+    token = read_token(SECRET, msg["X-Omnijourney-Report"], REPORT)
     assert token is not None and token["c"] == "6b3f0c1e-0000-5000-8000-000000000001"
     assert smtp.recorder.senders == ["bounces@shop.example"]

@@ -5,12 +5,24 @@ from __future__ import annotations
 import email
 import http.client
 import urllib.parse
+from datetime import timedelta
 from typing import Any
 
-from omnijourney.adapters.clicks import ClickServer, make_token, read_token, track
+from omnijourney.adapters.clicks import (
+    CLICK,
+    REPORT,
+    STATUS,
+    TOKEN_TTL,
+    UNSUBSCRIBE,
+    ClickServer,
+    make_token,
+    read_token,
+    track,
+)
 from omnijourney.adapters.email import EmailChannel
 from omnijourney.adapters.sms import TwilioStyleSms
 from omnijourney.core.events import delivery_event
+from omnijourney.core.profile import address_digest
 from tests.provider import Provider
 from tests.unit.test_email_channel import command
 
@@ -18,12 +30,26 @@ from tests.unit.test_email_channel import command
 def test_tokens_are_signed() -> None:
     cmd = command()
     token = make_token("k", cmd, "https://shop.example/cart/k1")
-    assert read_token("k", token) == {"c": cmd["command_id"], "cu": "c1",
-                                      "j": "cart_abandonment", "k": "k1", "ch": "email",
-                                      "u": "https://shop.example/cart/k1"}
-    assert read_token("other", token) is None
+    expires = int((cmd["send_at"] + TOKEN_TTL[CLICK]).timestamp())
+    assert read_token("k", token, CLICK) == {"p": "c", "x": expires, "c": cmd["command_id"],
+                                             "cu": "c1", "j": "cart_abandonment", "k": "k1",
+                                             "ch": "email",
+                                             "u": "https://shop.example/cart/k1"}
+    assert read_token("other", token, CLICK) is None
     payload, _, sig = token.partition(".")
-    assert read_token("k", payload[:-2] + "xx." + sig) is None
+    assert read_token("k", payload[:-2] + "xx." + sig, CLICK) is None
+
+
+def test_a_token_serves_only_its_purpose_and_only_until_it_expires() -> None:
+    cmd = command()
+    click = make_token("k", cmd, "https://shop.example/cart/k1", CLICK)
+    for other in (UNSUBSCRIBE, STATUS, REPORT):
+        assert read_token("k", click, other) is None
+    sent = cmd["send_at"]
+    assert read_token("k", click, CLICK, sent + timedelta(days=89)) is not None
+    assert read_token("k", click, CLICK, sent + timedelta(days=91)) is None
+    status = make_token("k", dict(cmd, to="+15550100"), "", STATUS)
+    assert read_token("k", status, STATUS)["a"] == address_digest("+15550100")  # type: ignore[index]
 
 
 def test_links_in_marketing_email_are_tracked_but_not_in_receipts() -> None:

@@ -20,18 +20,23 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
+from functools import partial
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import structlog
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.structs import MemberState
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import MemberState, OffsetAndMetadata
 
-from omnijourney.codecs import decode_command, encode_delivery
+from omnijourney.adapters.addresses import digest, scrub
+from omnijourney.adapters.flow import KeyedPool, Offsets
+from omnijourney.core.profile import address_digest
+from omnijourney.codecs import CodecError, decode_command, encode_dead_letter, encode_delivery
 from omnijourney.core.timeutil import format_instant
 from omnijourney.ops.metrics import AdapterMetrics, Heartbeat, start_ops
 from omnijourney.runtime.reach import until_reachable
@@ -54,6 +59,11 @@ class TransientError(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class Unconfirmed(Exception):
+    """The provider may or may not have the message (a timeout after an SMTP DATA was
+    sent in full): what happens next is ``ADAPTER_UNCONFIRMED``'s call, as after a crash."""
 
 
 class Channel(Protocol):
@@ -88,14 +98,17 @@ def retrying(attempt_once: Callable[[], T], *, deadline: datetime | None, what: 
             return attempt_once()
         except TransientError as exc:
             reason = str(exc)
-            delay = exc.retry_after if exc.retry_after is not None else min(
+            # A provider's Retry-After is honoured up to our own cap: an hour's would
+            # outlast the consumer's poll interval, and the deadline check below ends
+            # what the cap cannot.
+            delay = min(max_delay, exc.retry_after) if exc.retry_after is not None else min(
                 max_delay, base_delay * 2 ** attempt) * random.uniform(0.5, 1.0)
             if attempt + 1 == attempts:
                 break
             if deadline is not None and now() + timedelta(seconds=delay) > deadline:
                 return Outcome("expired", reason=f"deadline passed while retrying: {reason}")
             log.warning("retry", what=what, attempt=attempt + 1, delay=round(delay, 2),
-                        reason=reason)
+                        reason=scrub(reason))
             if on_retry is not None:
                 on_retry()
             sleep(delay)
@@ -191,7 +204,8 @@ class Runner:
                  base_delay: float = 0.5, max_delay: float = 30.0,
                  now: Callable[[], datetime] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 limiter: Limiter | None = None, unconfirmed: str = "resend") -> None:
+                 limiter: Limiter | None = None, unconfirmed: str = "resend",
+                 concurrency: int = 8, max_in_flight: int = 1000) -> None:
         if unconfirmed not in UNCONFIRMED_POLICIES:
             raise ValueError(f"unconfirmed must be one of {UNCONFIRMED_POLICIES}")
         self.settings = settings
@@ -204,9 +218,13 @@ class Runner:
         self.now = now or (lambda: datetime.now(UTC))
         self.sleep = sleep
         self.limiter = limiter
+        # Customers delivered at once (each customer's commands stay in order), and the
+        # most commands read ahead of the oldest one still in flight.
+        self.concurrency, self.max_in_flight = max(1, concurrency), max(1, max_in_flight)
         self.delivered = DeliveredLog(settings, channel.name)
         self.reports = KafkaProducer(**settings.kafka_python(), acks="all")
         self.counts: dict[str, int] = {}
+        self._counts_lock = threading.Lock()
         self.metrics = AdapterMetrics(channel.name)
         # The poll loop turns every poll timeout, and every retry beats too.
         self.alive = Heartbeat(within=120.0)
@@ -230,19 +248,29 @@ class Runner:
     def start_ops(self, port: int | None) -> None:
         """/metrics, /healthz, /readyz on ``port`` and a consumer-lag probe."""
         start_ops(self.metrics, self.settings, self.group, port, healthy=self.alive,
-                  ready=self.ready, what=f"adapter {self.channel.name}")
+                  ready=self.ready, what=f"adapter {self.channel.name}",
+                  host=self.settings.metrics_host, token=self.settings.metrics_token)
 
     def run(self, *, idle_exit: float | None = None) -> dict[str, int]:
         """Consume until stopped (or ``idle_exit`` seconds without a command)."""
         known = self.delivered.load()
         log.info("adapter_started", channel=self.channel.name, group=self.group,
-                 settled_ids=known)
-        consumer = self._consumer()
+                 settled_ids=known, concurrency=self.concurrency)
+        offsets = Offsets()
+        pool = KeyedPool(self.concurrency, name=f"{self.channel.name}-deliver")
+        consumer = self._consumer(offsets)
         last = joined_at = time.monotonic()
         owned: set[int] | None = None
         try:
             while idle_exit is None or time.monotonic() - last < idle_exit:
-                batch = consumer.poll(timeout_ms=500)
+                if pool.error is not None:
+                    raise pool.error  # the cluster failed a report: restart, repeat safely
+                full = offsets.in_flight() >= self.max_in_flight
+                if full:  # keep the membership (poll), read nothing more for now
+                    consumer.pause(*consumer.assignment())
+                else:
+                    consumer.resume(*consumer.paused())
+                batch = consumer.poll(timeout_ms=100 if full or offsets.in_flight() else 500)
                 self.alive.beat()
                 self.consuming = True
                 if _joined(consumer):
@@ -254,38 +282,87 @@ class Runner:
                     # looks the coordinator up afresh; nothing was fetched, nothing is lost.
                     log.warning("consumer_rejoin", channel=self.channel.name,
                                 seconds=round(time.monotonic() - joined_at, 1))
+                    self._drain(offsets, set(consumer.assignment()), consumer)
                     consumer.close()
-                    consumer, joined_at = self._consumer(), time.monotonic()
+                    consumer, joined_at = self._consumer(offsets), time.monotonic()
                     continue
                 now_owned = {tp.partition for tp in consumer.assignment()}
                 if now_owned != owned:  # an operator's first question: does it own any?
                     owned = now_owned
                     log.info("assigned", channel=self.channel.name, partitions=sorted(owned))
-                values = [m.value for msgs in batch.values() for m in msgs]
-                # Idle means owning partitions with nothing in them: waiting in a
-                # rebalance (a killed predecessor's session has yet to expire) is not.
-                if values or not consumer.assignment():
+                records = [(tp, m) for tp, msgs in batch.items() for m in msgs]
+                # Idle means owning partitions with nothing in them and nothing in flight:
+                # waiting in a rebalance (a killed predecessor's session has yet to
+                # expire) is not.
+                if records or offsets.in_flight() or not consumer.assignment():
                     last = time.monotonic()
-                if isinstance(self.channel, BatchChannel) and values:
-                    self.handle_batch(values)
+                if isinstance(self.channel, BatchChannel) and records:
+                    self.handle_batch([m.value for _, m in records])
+                    for tp, m in records:
+                        offsets.add(tp, m.offset)
+                        offsets.done(tp, m.offset)
                 else:
-                    for value in values:
-                        self.handle(value)
-                if batch:
-                    consumer.commit()
+                    for tp, m in records:
+                        offsets.add(tp, m.offset)
+                        pool.submit(m.key or b"", partial(self._deliver_one, tp, m.offset,
+                                                          m.value, offsets))
+                self._commit(consumer, offsets)
+            self._drain(offsets, set(consumer.assignment()), consumer)
         finally:
+            pool.shutdown()
             consumer.close()
             self.reports.flush()
+        if pool.error is not None:
+            raise pool.error
         return self.counts
 
-    def _consumer(self) -> KafkaConsumer:
-        return KafkaConsumer(
-            self.settings.topics.command(self.channel.name), **self.settings.kafka_python(),
-            group_id=self.group,
+    def _deliver_one(self, tp: TopicPartition, offset: int, raw: bytes,
+                     offsets: Offsets) -> None:
+        self.handle(raw, partition=tp.partition, offset=offset)
+        offsets.done(tp, offset)  # only once reported: a crash before repeats it
+
+    def _commit(self, consumer: KafkaConsumer, offsets: Offsets) -> None:
+        points = {tp: p for tp, p in offsets.committable().items()
+                  if tp in consumer.assignment()}
+        if points:
+            consumer.commit({tp: OffsetAndMetadata(p, "", -1) for tp, p in points.items()})
+            offsets.mark_committed(points)
+
+    def _drain(self, offsets: Offsets, tps: set[TopicPartition],
+               consumer: KafkaConsumer | None) -> None:
+        """Let what is in flight for ``tps`` finish (bounded), commit it, forget them."""
+        if not offsets.wait_done(tps, timeout=max(60.0, self.max_delay * 2)):
+            log.warning("revoked_in_flight", channel=self.channel.name,
+                        commands=offsets.in_flight(tps))
+        if consumer is not None:
+            try:
+                self._commit(consumer, offsets)
+            except Exception as exc:  # noqa: BLE001 -- a revoked partition may refuse
+                log.warning("commit_failed", channel=self.channel.name, error=str(exc))
+        offsets.forget(tps)
+
+    def _consumer(self, offsets: Offsets) -> KafkaConsumer:
+        consumer = KafkaConsumer(
+            **self.settings.kafka_python(), group_id=self.group,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=100,
             session_timeout_ms=int(self.settings.session_timeout * 1000),
             heartbeat_interval_ms=int(self.settings.session_timeout * 1000 / 3),
             max_poll_interval_ms=int(self.settings.max_poll_interval * 1000))
+        runner = self
+
+        class Handover(ConsumerRebalanceListener):
+            """Partitions going elsewhere: finish their commands in flight first, so
+            their next owner starts after them rather than sending them again."""
+
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                runner._drain(offsets, set(revoked), consumer)
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                pass
+
+        consumer.subscribe([self.settings.topics.command(self.channel.name)],
+                           listener=Handover())
+        return consumer
 
     def _screen(self, cmd: dict[str, Any], seen: AbstractSet[str] = frozenset()) -> str | None:
         """Settle a command that must not be delivered; None when it should be."""
@@ -305,28 +382,51 @@ class Runner:
                                      "(ADAPTER_UNCONFIRMED=skip)"))
         return None
 
-    def handle(self, raw: bytes) -> str:
-        cmd = decode_command(raw)
+    def handle(self, raw: bytes, *, partition: int = -1, offset: int = -1) -> str:
+        """One command, whatever it holds: a record that does not decode goes to the
+        dead-letter topic, a command that fails in any way is reported ``failed`` with
+        the reason; neither ever stops the adapter."""
+        try:
+            cmd = decode_command(raw)
+        except CodecError as exc:
+            return self._undecodable(raw, str(exc), partition, offset)
         settled = self._screen(cmd)
         if settled is not None:
             return settled
         if self.write_ahead:
             self.delivered.record(cmd["command_id"], ATTEMPTING)
         started = time.perf_counter()
-        outcome = deliver_with_retries(
-            self.channel, cmd, attempts=self.attempts, base_delay=self.base_delay,
-            max_delay=self.max_delay, now=self.now, sleep=self.sleep,
-            respect_deadline=self.settings.clock == "wall", limiter=self.limiter,
-            on_retry=self._retried)
+        try:
+            outcome = deliver_with_retries(
+                _Attempts(self.channel, self.unconfirmed), cmd, attempts=self.attempts,
+                base_delay=self.base_delay, max_delay=self.max_delay, now=self.now,
+                sleep=self.sleep, respect_deadline=self.settings.clock == "wall",
+                limiter=self.limiter, on_retry=self._retried)
+        except Exception as exc:  # noqa: BLE001 -- any per-command failure is reported
+            outcome = Outcome("failed", reason=scrub(
+                f"{type(exc).__name__} while delivering: {str(exc)[:200]}"))
         self.metrics.latency.labels(self.channel.name).observe(time.perf_counter() - started)
         return self._finish(cmd, outcome)
+
+    def _undecodable(self, raw: bytes, why: str, partition: int, offset: int) -> str:
+        topic = self.settings.topics.command(self.channel.name)
+        self.reports.send(self.settings.topics.dlq, value=encode_dead_letter(
+            raw, key=None, topic=topic, partition=partition, offset=offset,
+            error=f"undecodable command: {why}", at=datetime.now(UTC))).get(30)
+        log.error("dead_letter", channel=self.channel.name, reason=why, offset=offset)
+        return self._count("undecodable")
 
     def handle_batch(self, raws: list[bytes]) -> None:
         """Batch channels: one provider call for everything still to deliver."""
         assert isinstance(self.channel, BatchChannel)
         todo: list[dict[str, Any]] = []
         seen: set[str] = set()
-        for cmd in map(decode_command, raws):
+        for raw in raws:
+            try:
+                cmd = decode_command(raw)
+            except CodecError as exc:
+                self._undecodable(raw, str(exc), -1, -1)
+                continue
             if self._screen(cmd, seen) is None:
                 todo.append(cmd)
                 seen.add(cmd["command_id"])
@@ -334,31 +434,40 @@ class Runner:
             return
         channel = self.channel
         started = time.perf_counter()
-        result = retrying(lambda: channel.deliver_batch(todo),
-                          deadline=min(c["deadline"] for c in todo)
-                          if self.settings.clock == "wall" else None,
-                          what=f"{len(todo)} {channel.name} commands", attempts=self.attempts,
-                          base_delay=self.base_delay, max_delay=self.max_delay, now=self.now,
-                          sleep=self.sleep, limiter=self.limiter, on_retry=self._retried)
+        try:
+            result = retrying(lambda: channel.deliver_batch(todo),
+                              deadline=min(c["deadline"] for c in todo)
+                              if self.settings.clock == "wall" else None,
+                              what=f"{len(todo)} {channel.name} commands",
+                              attempts=self.attempts, base_delay=self.base_delay,
+                              max_delay=self.max_delay, now=self.now, sleep=self.sleep,
+                              limiter=self.limiter, on_retry=self._retried)
+        except Exception as exc:  # noqa: BLE001 -- reported per command, as failed
+            result = Outcome("failed", reason=scrub(f"{type(exc).__name__}: {str(exc)[:200]}"))
         self.metrics.latency.labels(channel.name).observe(
             (time.perf_counter() - started) / len(todo))
         for cmd in todo:
-            outcome = result if isinstance(result, Outcome) else result[cmd["command_id"]]
+            outcome = result if isinstance(result, Outcome) else result.get(
+                cmd["command_id"], Outcome("failed", reason="the provider did not answer for it"))
             self._finish(cmd, outcome)
 
     def _finish(self, cmd: dict[str, Any], outcome: Outcome) -> str:
         if outcome.status in ("sent", "expired", "failed", "bounced"):
             self.delivered.record(cmd["command_id"], outcome.status)
+        reason = scrub(outcome.reason)
+        to = cmd.get("to")
         self.reports.send(self.settings.topics.deliveries, key=cmd["customer_id"].encode(),
                           value=encode_delivery({
                               "command_id": cmd["command_id"], "customer_id": cmd["customer_id"],
                               "channel": cmd["channel"], "status": outcome.status,
-                              "provider_id": outcome.provider_id, "reason": outcome.reason,
+                              "provider_id": outcome.provider_id, "reason": reason,
                               "at": self._report_time(cmd), "journey": cmd["journey"],
-                              "instance_key": cmd["instance_key"] or None}))
+                              "instance_key": cmd["instance_key"] or None,
+                              # Which address bounced, as the digest the profile keeps.
+                              "address_digest": address_digest(to) if to else None}))
         log.info("delivery", command_id=cmd["command_id"], customer_id=cmd["customer_id"],
                  journey=cmd["journey"], step=cmd["step"], status=outcome.status,
-                 reason=outcome.reason)
+                 to=digest(to) if to else None, reason=reason)
         return self._count(outcome.status)
 
     def _report_time(self, cmd: dict[str, Any]) -> datetime:
@@ -369,10 +478,32 @@ class Runner:
         return self.now() if self.settings.clock == "wall" else cmd["send_at"]
 
     def _count(self, status: str) -> str:
-        self.counts[status] = self.counts.get(status, 0) + 1
+        with self._counts_lock:
+            self.counts[status] = self.counts.get(status, 0) + 1
         self.metrics.outcome(status)
         return status
 
     def close(self) -> None:
         self.delivered.close()
         self.reports.close()
+
+
+class _Attempts:
+    """The channel, as the retry loop sees it: an ``Unconfirmed`` attempt is retried once
+    under ``resend`` (the repeat carries the same Message-ID) and reported failed under
+    ``skip``, or when the resend is unconfirmed too."""
+
+    def __init__(self, channel: Channel, policy: str) -> None:
+        self.channel, self.policy = channel, policy
+        self.name = channel.name
+        self.unconfirmed = 0
+
+    def deliver(self, cmd: dict[str, Any]) -> Outcome:
+        try:
+            return self.channel.deliver(cmd)
+        except Unconfirmed as exc:
+            self.unconfirmed += 1
+            if self.policy == "resend" and self.unconfirmed == 1:
+                raise TransientError(f"unconfirmed, resending once: {exc}") from None
+            return Outcome("failed", reason=f"unconfirmed: {exc}; not resent "
+                                            f"(ADAPTER_UNCONFIRMED={self.policy})")

@@ -25,25 +25,34 @@ from __future__ import annotations
 import email
 import email.policy
 from collections.abc import Callable
+from datetime import datetime
 from email.message import Message
 from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from omnijourney.adapters.clicks import REPORT_HEADER, read_token, report_from
+from omnijourney.adapters.addresses import scrub
+from omnijourney.adapters.clicks import REPORT, REPORT_HEADER, read_token, report_from
+from omnijourney.core.profile import address_digest
 
 _RETURNED = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
 
 
-def read_bounce(raw: bytes, secret: str) -> tuple[str, dict[str, Any] | None]:
+def read_bounce(raw: bytes, secret: str, now: datetime | None = None,
+                ) -> tuple[str, dict[str, Any] | None]:
     """(outcome, DeliveryReport or None). Outcomes: bounced, failed, delivered,
-    unsubscribed (a report to publish); delayed, unattributed, not_a_report (none)."""
+    unsubscribed (a report to publish); delayed, unattributed, not_a_report (none).
+
+    The report names the address that bounced by its digest: the DSN's Final-Recipient
+    (RFC 3464), else the address the signed header says the message went to. A bounce
+    for an address that is not the customer's current one suppresses nothing current."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     if msg.get_content_type() != "multipart/report":
         return "not_a_report", None
     kind = str(msg.get_param("report-type") or "").lower()
+    recipient = None
     if kind == "delivery-status":
-        status, reason = _delivery_status(msg)
+        status, reason, recipient = _delivery_status(msg)
     elif kind == "feedback-report":
         status, reason = "unsubscribed", f"complaint: {_feedback_type(msg)}"
     else:
@@ -51,13 +60,14 @@ def read_bounce(raw: bytes, secret: str) -> tuple[str, dict[str, Any] | None]:
     if status == "delayed":
         return status, None
     token = _returned_token(msg)
-    data = read_token(secret, token) if token else None
+    data = read_token(secret, token, REPORT, now) if token else None
     if data is None:
         return "unattributed", None
-    return status, report_from(data, status, reason, provider_id=None)
+    return status, report_from(data, status, scrub(reason), provider_id=None,
+                               address=address_digest(recipient) if recipient else None)
 
 
-def _delivery_status(msg: Message) -> tuple[str, str]:
+def _delivery_status(msg: Message) -> tuple[str, str, str | None]:
     for part in msg.walk():
         if part.get_content_type() != "message/delivery-status":
             continue
@@ -67,13 +77,25 @@ def _delivery_status(msg: Message) -> tuple[str, str]:
             code = str(block.get("Status", "")).strip()
             diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
             reason = f"{code} {diagnostic}".strip()[:300]
+            recipient = _final_recipient(block)
             if action == "failed":
-                return ("bounced" if code.startswith("5") else "failed"), reason
+                return ("bounced" if code.startswith("5") else "failed"), reason, recipient
             if action == "delivered":
-                return "delivered", reason
+                return "delivered", reason, recipient
             if action == "delayed":
-                return "delayed", reason
-    return "delayed", ""  # nothing final in it
+                return "delayed", reason, recipient
+    return "delayed", "", None  # nothing final in it
+
+
+def _final_recipient(block: Message) -> str | None:
+    """``Final-Recipient: rfc822; ana@example.com`` (or Original-Recipient) -> the address."""
+    for name in ("Final-Recipient", "Original-Recipient"):
+        value = str(block.get(name, "") or "")
+        kind, _, addr = value.partition(";")
+        addr = addr.strip().strip("<>").strip()
+        if kind.strip().lower() == "rfc822" and "@" in addr:
+            return addr
+    return None
 
 
 def _feedback_type(msg: Message) -> str:
@@ -109,19 +131,33 @@ def _returned_token(msg: Message) -> str | None:
     return None
 
 
+# DSNs return only headers (RET=HDRS); a complaint may quote a whole message. Anything
+# larger is refused at DATA (552) before it is read into memory.
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+SESSION_TIMEOUT = 60.0  # seconds a silent client may hold a connection
+
+
 class BounceServer:
     """A real SMTP server (aiosmtpd) that reads each incoming mail with ``read_bounce``
-    and hands the DeliveryReports to ``report``. Every mail is accepted."""
+    and hands the DeliveryReports to ``report``. Every mail of at most
+    ``MAX_MESSAGE_BYTES`` is accepted (and only attributed ones reported)."""
 
     def __init__(self, secret: str, report: Callable[[dict[str, Any]], None], *,
-                 host: str = "127.0.0.1", port: int = 2525) -> None:
-        self.secret, self.report = secret, report
+                 host: str = "127.0.0.1", port: int = 2525,
+                 now: Callable[[], datetime] | None = None,
+                 max_bytes: int = MAX_MESSAGE_BYTES, timeout: float = SESSION_TIMEOUT) -> None:
+        self.secret, self.report, self.now = secret, report, now
         self.counts: dict[str, int] = {}
         self.port = port
-        self.controller = Controller(self, hostname=host, port=port)
+        self.controller = Controller(self, hostname=host, port=port,
+                                     data_size_limit=max_bytes, timeout=timeout)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        outcome, rep = read_bounce(envelope.content, self.secret)
+        try:
+            outcome, rep = read_bounce(envelope.content, self.secret,
+                                       self.now() if self.now else None)
+        except Exception:  # noqa: BLE001 -- a mail we cannot parse is no report
+            outcome, rep = "unreadable", None
         if rep is not None:
             try:
                 self.report(rep)

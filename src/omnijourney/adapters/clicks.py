@@ -23,9 +23,10 @@ import json
 import re
 import urllib.parse
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from omnijourney.core.profile import address_digest
 from omnijourney.serving import BackgroundServer, QuietHandler
 
 # Carries a message's signed token in outgoing mail, so that bounces and complaints,
@@ -43,31 +44,69 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def make_token(secret: str, cmd: dict[str, Any], url: str) -> str:
-    payload = _b64(json.dumps({"c": cmd["command_id"], "cu": cmd["customer_id"],
-                               "j": cmd["journey"], "k": cmd.get("instance_key") or "",
-                               "ch": cmd.get("channel") or "email", "u": url},
-                              separators=(",", ":")).encode())
+# What a token may be used for, and for how long after its message's send time.
+CLICK, UNSUBSCRIBE, STATUS, REPORT = "c", "u", "s", "r"
+TOKEN_TTL = {CLICK: timedelta(days=90),  # a link in a newsletter still read weeks later
+             UNSUBSCRIBE: timedelta(days=365),  # one-click unsubscribe must keep working
+             STATUS: timedelta(days=7),  # providers report a message's fate within hours
+             REPORT: timedelta(days=30)}  # DSNs come back within days
+
+
+def make_token(secret: str, cmd: dict[str, Any], url: str, purpose: str = CLICK) -> str:
+    """A signed token for ``purpose``, valid until the send time plus TOKEN_TTL[purpose];
+    bounce and status tokens carry the digest of the address the message went to."""
+    expires = int((_send_time(cmd) + TOKEN_TTL[purpose]).timestamp())
+    body: dict[str, Any] = {"p": purpose, "x": expires, "c": cmd["command_id"],
+                            "cu": cmd["customer_id"], "j": cmd["journey"],
+                            "k": cmd.get("instance_key") or "",
+                            "ch": cmd.get("channel") or "email"}
+    if purpose == CLICK:
+        body["u"] = url
+    if purpose in (STATUS, REPORT) and cmd.get("to"):
+        body["a"] = address_digest(str(cmd["to"]))
+    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
     sig = _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()[:16])
     return f"{payload}.{sig}"
 
 
-def read_token(secret: str, token: str) -> dict[str, str] | None:
+def _send_time(cmd: dict[str, Any]) -> datetime:
+    at = cmd.get("send_at")
+    return at if isinstance(at, datetime) else datetime.now(UTC)
+
+
+def read_token(secret: str, token: str, purpose: str,
+               now: datetime | None = None) -> dict[str, Any] | None:
+    """The token's data if it is signed with ``secret``, made for ``purpose`` and (when
+    ``now`` is given) not expired; None otherwise. A click token never unsubscribes, an
+    unsubscribe token never reports a bounce."""
     payload, _, sig = token.partition(".")
     want = _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()[:16])
     if not sig or not hmac.compare_digest(sig, want):
         return None
     try:
-        data: dict[str, str] = json.loads(_unb64(payload))
+        data = json.loads(_unb64(payload))
     except ValueError:
         return None
+    if not isinstance(data, dict) or data.get("p") != purpose:
+        return None
+    if now is not None and not (isinstance(data.get("x"), int)
+                                and now.timestamp() <= data["x"]):
+        return None
     return data
+
+
+def twilio_signature(auth_token: str, url: str, form: dict[str, list[str]]) -> str:
+    """How Twilio signs a callback (X-Twilio-Signature): HMAC-SHA1 over the full URL and
+    each POST parameter's name and value, sorted by name, base64."""
+    data = url + "".join(k + v for k in sorted(form) for v in form[k])
+    return base64.b64encode(hmac.new(auth_token.encode(), data.encode(),
+                                     hashlib.sha1).digest()).decode()
 
 
 def track(text: str, cmd: dict[str, Any], base: str, secret: str, *, html: bool) -> str:
     """Rewrite every http(s) link in an HTML or text body to its tracked form."""
     def wrap(url: str) -> str:
-        return f"{base.rstrip('/')}/c/{make_token(secret, cmd, url)}"
+        return f"{base.rstrip('/')}/c/{make_token(secret, cmd, url, CLICK)}"
 
     if html:
         return _HREF.sub(lambda m: m.group(1) + wrap(m.group(2)) + m.group(3), text)
@@ -81,36 +120,53 @@ PROVIDER_STATUSES = {"delivered": "delivered", "undelivered": "failed", "failed"
 
 
 def status_callback_url(base: str, secret: str, cmd: dict[str, Any]) -> str:
-    return f"{base.rstrip('/')}/s/{make_token(secret, cmd, '')}"
+    return f"{base.rstrip('/')}/s/{make_token(secret, cmd, '', STATUS)}"
 
 
-def report_from(data: dict[str, str], status: str, reason: str | None,
-                provider_id: str | None) -> dict[str, Any]:
+def report_from(data: dict[str, Any], status: str, reason: str | None,
+                provider_id: str | None, address: str | None = None) -> dict[str, Any]:
+    """``address``: the digest of the address the report is about, when the report names
+    one (a DSN's Final-Recipient); else the token's."""
     return {"command_id": data["c"], "customer_id": data["cu"],
             "channel": data.get("ch") or "email", "status": status,
             "provider_id": provider_id, "reason": reason, "at": datetime.now(UTC),
-            "journey": data["j"], "instance_key": data["k"] or None}
+            "journey": data["j"], "instance_key": data["k"] or None,
+            "address_digest": address or data.get("a")}
 
 
 class ClickServer(BackgroundServer):
     """Serves ``GET /c/<token>`` (report the click, then redirect to the target),
     ``POST /u/<token>`` (one-click unsubscribe) and ``POST /s/<token>`` (a provider's
-    delivery status callback)."""
+    delivery status callback). Each path accepts only tokens made for it, and (with
+    ``now``) only before they expire. With ``provider_token`` (the SMS provider's auth
+    token) and ``public_url`` (the base the provider calls), a status callback must also
+    carry the provider's X-Twilio-Signature."""
 
     def __init__(self, secret: str, report: Callable[[dict[str, Any]], None],
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, *,
+                 now: Callable[[], datetime] | None = None,
+                 provider_token: str | None = None, public_url: str | None = None,
+                 max_form: int = 16 * 1024) -> None:
         self.secret = secret
         self.report = report
+        self.now = now
+        self.counts: dict[str, int] = {}
         outer = self
 
         class Handler(QuietHandler):
-            def _token(self, prefix: str) -> dict[str, str] | None:
+            def _token(self, prefix: str, purpose: str) -> dict[str, Any] | None:
                 if not self.path.startswith(prefix):
                     return None
-                return read_token(outer.secret, self.path.removeprefix(prefix).split("?")[0])
+                return read_token(outer.secret, self.path.removeprefix(prefix).split("?")[0],
+                                  purpose, outer.now() if outer.now else None)
 
-            def _form(self) -> dict[str, list[str]]:
-                length = min(int(self.headers.get("Content-Length") or 0), 65536)
+            def _form(self) -> dict[str, list[str]] | None:
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    return None
+                if length > max_form:
+                    return None
                 return urllib.parse.parse_qs(self.rfile.read(length).decode(errors="replace"))
 
             def _page(self, html: bytes) -> None:
@@ -120,19 +176,26 @@ class ClickServer(BackgroundServer):
                 self.end_headers()
                 self.wfile.write(html)
 
+            def _refuse(self, why: str, code: int = 400) -> None:
+                outer.counts[why] = outer.counts.get(why, 0) + 1
+                self.send_error(code, "unknown, expired or forged link")
+
             def do_GET(self) -> None:
-                if (data := self._token("/u/")) is not None:
+                if self.path.startswith("/u/"):
+                    if self._token("/u/", UNSUBSCRIBE) is None:
+                        self._refuse("refused_unsubscribe")
+                        return
                     # RFC 8058: only a POST unsubscribes; a GET (a person, or a mail
                     # scanner following links) gets the button.
                     self._page(b'<form method="post"><input type="hidden" '
                                b'name="List-Unsubscribe" value="One-Click">'
                                b"<button>Unsubscribe</button></form>")
                     return
-                data = self._token("/c/")
+                data = self._token("/c/", CLICK)
                 if data is None or not data.get("u"):
-                    self.send_error(400, "unknown or forged link")
+                    self._refuse("refused_click")
                     return
-                outer.report(report_from(data, "clicked", data["u"], None))
+                outer.report(report_from(data, "clicked", None, None))
                 self.send_response(302)
                 self.send_header("Location", data["u"])
                 self.send_header("Content-Length", "0")
@@ -140,23 +203,37 @@ class ClickServer(BackgroundServer):
 
             def do_POST(self) -> None:
                 form = self._form()
-                if (data := self._token("/u/")) is not None:
+                if form is None:
+                    self._refuse("refused_form", 413)
+                    return
+                if self.path.startswith("/u/"):
+                    data = self._token("/u/", UNSUBSCRIBE)
+                    if data is None:
+                        self._refuse("refused_unsubscribe")
+                        return
                     outer.report(report_from(data, "unsubscribed", "one-click unsubscribe",
                                              None))
                     self._page(b"<p>You are unsubscribed.</p>")
                     return
-                data = self._token("/s/")
+                data = self._token("/s/", STATUS)
                 if data is None:
-                    self.send_error(400, "unknown or forged link")
+                    self._refuse("refused_status")
                     return
+                if provider_token and public_url:
+                    url = public_url.rstrip("/") + self.path
+                    given = self.headers.get("X-Twilio-Signature") or ""
+                    if not hmac.compare_digest(given, twilio_signature(provider_token, url,
+                                                                       form)):
+                        self._refuse("refused_signature", 403)
+                        return
                 raw = (form.get("MessageStatus") or form.get("status") or [""])[0].lower()
                 status = PROVIDER_STATUSES.get(raw)
                 if status is not None:
-                    error = (form.get("ErrorCode") or [""])[0]
+                    error = (form.get("ErrorCode") or [""])[0][:20]
                     outer.report(report_from(
                         data, status, f"provider status {raw}" + (f" (error {error})"
                                                                   if error else ""),
-                        (form.get("MessageSid") or [""])[0] or None))
+                        (form.get("MessageSid") or [""])[0][:64] or None))
                 self.send_response(204)  # acknowledged either way: no provider retries
                 self.end_headers()
 

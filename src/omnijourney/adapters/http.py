@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -33,11 +34,36 @@ def request(method: str, url: str, *, body: bytes, headers: dict[str, str],
     req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return Response(resp.status, dict(resp.headers.items()), resp.read())
+            return Response(resp.status, dict(resp.headers.items()), _read(resp))
     except urllib.error.HTTPError as exc:
-        return Response(exc.code, dict(exc.headers.items()), exc.read())
+        try:
+            return Response(exc.code, dict(exc.headers.items()), _read(exc))
+        except (http.client.HTTPException, OSError):
+            return Response(exc.code, dict(exc.headers.items()), b"")
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise TransientError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
+        raise TransientError(f"{method} {_where(url)}: {getattr(exc, 'reason', exc)}") from None
+    except http.client.HTTPException as exc:
+        # A truncated or garbled reply (IncompleteRead, BadStatusLine, a header flood):
+        # the provider's trouble, worth another try (the idempotency key keeps it single).
+        raise TransientError(f"{method} {_where(url)}: broken reply "
+                             f"({type(exc).__name__})") from None
+
+
+MAX_REPLY_BYTES = 1024 * 1024  # a provider's answer is small; more is not read
+
+
+def _read(resp: Any) -> bytes:
+    """The whole body (a short one raises IncompleteRead), and never more than
+    MAX_REPLY_BYTES of it."""
+    length = resp.headers.get("Content-Length")
+    if length is not None and length.strip().isdigit() and int(length) <= MAX_REPLY_BYTES:
+        return bytes(resp.read())
+    return bytes(resp.read(MAX_REPLY_BYTES))
+
+
+def _where(url: str) -> str:
+    """The URL without its query (where tokens and numbers may sit)."""
+    return url.split("?", 1)[0]
 
 
 def retry_after(value: str | None) -> float | None:

@@ -8,6 +8,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from omnijourney.adapters.addresses import InvalidAddress, phone_number
 from omnijourney.adapters.base import Outcome
 from omnijourney.adapters.clicks import status_callback_url
 from omnijourney.adapters.http import call
@@ -27,8 +28,12 @@ class TwilioStyleSms:
     callback_secret: str = ""
 
     def deliver(self, cmd: dict[str, Any]) -> Outcome:
+        try:
+            to = phone_number(cmd["to"])
+        except InvalidAddress as exc:
+            return Outcome("failed", reason=f"invalid address: {exc}")
         url = f"{self.base_url.rstrip('/')}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
-        fields = {"To": cmd["to"], "From": self.sender, "Body": cmd["content"].get("text", "")}
+        fields = {"To": to, "From": self.sender, "Body": cmd["content"].get("text", "")}
         if self.status_callback:
             fields["StatusCallback"] = status_callback_url(self.status_callback,
                                                            self.callback_secret, cmd)

@@ -181,7 +181,7 @@ def delivery_event(report: Mapping[str, Any], correlate_by: str | None = None) -
     if channel not in _CHANNELS or status not in DELIVERY_STATUSES:
         raise InvalidEvent(f"unknown delivery {channel}.{status}")
     props: dict[str, Any] = {"command_id": report["command_id"]}
-    for key in ("journey", "provider_id", "reason", "instance_key"):
+    for key in ("journey", "provider_id", "reason", "instance_key", "address_digest"):
         if report.get(key):
             props[key] = report[key]
     if correlate_by and report.get("instance_key"):

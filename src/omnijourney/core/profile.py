@@ -52,23 +52,46 @@ def fold(profile: dict[str, Any], event: Event) -> None:
             profile["consent"][channel] = False
     elif event.type.endswith(".bounced"):
         channel = event.type.split(".", 1)[0]
-        current = address(profile, channel) if channel in ADDRESS_TRAITS else None
-        if current is not None:
-            # A digest, not a second copy of the address; a new address is not bounced.
-            profile.setdefault("bounced", {})[channel] = _digest(current)
+        if channel not in ADDRESS_TRAITS:
+            return
+        # The address that bounced, as the adapter or the DSN's Final-Recipient named it;
+        # only a report that names none (an older adapter) falls back to the current one.
+        named = props.get("address_digest")
+        if isinstance(named, str) and len(named) == 64:
+            mark = named.lower()
+        else:
+            current = address(profile, channel)
+            if current is None:
+                return
+            mark = address_digest(current)
+        # Digests, never a second copy of an address; a new address is not bounced.
+        marks = profile.setdefault("bounced", {})
+        held = marks.get(channel)
+        kept = [held] if isinstance(held, str) else list(held or [])
+        if mark not in kept:
+            kept = [*kept, mark][-BOUNCED_KEPT:]
+        marks[channel] = kept
+
+
+BOUNCED_KEPT = 8  # bounced addresses remembered per channel
 
 
 def bounced(profile: dict[str, Any], channel: str) -> bool:
     """Whether the customer's current address on ``channel`` hard-bounced."""
-    mark = profile.get("bounced", {}).get(channel)
-    if mark is None:
+    held = profile.get("bounced", {}).get(channel)
+    if not held:
         return False
     current = address(profile, channel)
-    return current is not None and mark == _digest(current)
+    if current is None:
+        return False
+    marks = [held] if isinstance(held, str) else held  # a string: states before lists
+    return address_digest(current) in marks
 
 
-def _digest(address: str) -> str:
+def address_digest(address: str) -> str:
+    """SHA-256 of an address, trimmed and lower-cased: how state and reports name one."""
     return hashlib.sha256(address.strip().lower().encode()).hexdigest()
+
 
 
 def consent_ok(profile: dict[str, Any], channel: str, policies: Policies) -> bool:
@@ -89,7 +112,7 @@ def address(profile: dict[str, Any], channel: str) -> str | None:
         # Ad platforms match audiences on hashed identifiers, never the clear address.
         email = _nonblank(profile.get("email"))
         if email:
-            return "sha256:" + _digest(email)
+            return "sha256:" + address_digest(email)
         phone = _nonblank(profile.get("phone"))
         if phone:
             digits = "".join(c for c in phone if c.isdigit() or c == "+")

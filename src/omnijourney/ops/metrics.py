@@ -8,6 +8,7 @@ rules may reference (a test holds them to that). Counting rules for journeys com
 
 from __future__ import annotations
 
+import hmac
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ from omnijourney.core.analytics import FACTS, facts
 from omnijourney.core.evaluator import TraceEntry
 from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
 from omnijourney.runtime.settings import Settings
-from omnijourney.serving import BackgroundServer, QuietHandler
+from omnijourney.serving import LOOPBACK, BackgroundServer, QuietHandler
 
 log = structlog.get_logger("omnijourney.metrics")
 NS = "omnijourney"
@@ -160,17 +161,27 @@ class LagRefresher:
 
 
 class MetricsServer(BackgroundServer):
-    """``/metrics`` (Prometheus text), ``/healthz`` (alive) and ``/readyz`` (serving)."""
+    """``/metrics`` (Prometheus text), ``/healthz`` (alive) and ``/readyz`` (serving).
+
+    With ``token``, ``/metrics`` answers only ``Authorization: Bearer <token>`` (the
+    series name journeys, steps and partitions); the probes stay open, they tell nothing.
+    """
 
     def __init__(self, registry: CollectorRegistry, *, healthy: Callable[[], bool],
-                 ready: Callable[[], bool], host: str = "0.0.0.0", port: int = 0) -> None:
+                 ready: Callable[[], bool], host: str = LOOPBACK, port: int = 0,
+                 token: str | None = None) -> None:
         outer = self
         self.registry, self.healthy, self.ready = registry, healthy, ready
+        want = f"Bearer {token}" if token else None
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path == "/metrics":
+                    given = self.headers.get("Authorization") or ""
+                    if want is not None and not hmac.compare_digest(given, want):
+                        self._send(401, b"a bearer token is required\n", "text/plain")
+                        return
                     self._send(200, generate_latest(outer.registry), CONTENT_TYPE_LATEST)
                 elif path in ("/healthz", "/readyz"):
                     ok = (outer.healthy if path == "/healthz" else outer.ready)()
@@ -234,7 +245,8 @@ class ProgressWatch:
 
 
 def start_ops(metrics: ProcessMetrics, settings: Settings, group: str, port: int | None, *,
-              healthy: Callable[[], bool], ready: Callable[[], bool], what: str) -> None:
+              healthy: Callable[[], bool], ready: Callable[[], bool], what: str,
+              host: str = LOOPBACK, token: str | None = None) -> None:
     """/metrics, /healthz, /readyz on ``port`` (None: disabled) and a background probe of
     ``group``'s consumer lag. A taken port is logged, not fatal."""
     metrics.ready.set_function(lambda: float(ready()))
@@ -242,11 +254,12 @@ def start_ops(metrics: ProcessMetrics, settings: Settings, group: str, port: int
         return
     try:
         server = MetricsServer(metrics.registry, healthy=healthy, ready=ready,
-                               port=port).start()
+                               host=host, port=port, token=token).start()
     except OSError as exc:
         log.error("metrics_unavailable", what=what, port=port, error=str(exc))
         return  # nobody to show lag gauges to
-    log.info("metrics", what=what, url=f"http://0.0.0.0:{server.port}/metrics")
+    log.info("metrics", what=what, url=f"http://{host}:{server.port}/metrics",
+             token_required=bool(token))
     reader = LagReader(settings)
     groups = {group: known_groups(settings)[group]}
     LagRefresher(metrics.lag, lambda now: reader.measure(groups, now)).start()

@@ -160,7 +160,8 @@ class Worker:
     def start_ops(self, port: int | None) -> None:
         """/metrics, /healthz, /readyz on ``port`` and a consumer-lag probe."""
         start_ops(self.metrics, self.settings, self.settings.app_id, port, healthy=self.alive,
-                  ready=self.ready, what="worker")
+                  ready=self.ready, what="worker", host=self.settings.metrics_host,
+                  token=self.settings.metrics_token)
 
     # ------------------------------------------------------------------ state
     def load(self, cid: str) -> CustomerState | None:

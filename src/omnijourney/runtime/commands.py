@@ -15,13 +15,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer
 
+from omnijourney.adapters.addresses import scrub
 from omnijourney.codecs import CodecError, decode_any, encode_event
 from omnijourney.core.commands import CHANNELS
 from omnijourney.core.events import Event
@@ -367,7 +368,8 @@ def cmd_adapter(args: argparse.Namespace) -> int:
                     attempts=int(env.get("ADAPTER_MAX_ATTEMPTS", "10")),
                     base_delay=float(env.get("ADAPTER_BACKOFF_BASE", "0.5")),
                     max_delay=float(env.get("ADAPTER_BACKOFF_MAX", "30")),
-                    unconfirmed=unconfirmed)
+                    unconfirmed=unconfirmed,
+                    concurrency=int(env.get("ADAPTER_CONCURRENCY", "8")))
     runner.start_ops(metrics_port(args, WORKER_METRICS_PORT + 1 + CHANNELS.index(args.channel)))
     try:
         counts = runner.run(idle_exit=args.idle_exit)
@@ -398,7 +400,7 @@ def _reporter(args: argparse.Namespace, command: str) -> tuple[
         producer.send(settings.topics.deliveries, key=rep["customer_id"].encode(),
                       value=encode_delivery(rep)).get(10)
         log.info("reported", command_id=rep["command_id"], status=rep["status"],
-                 reason=rep["reason"])
+                 reason=scrub(rep["reason"]))
 
     return secret, producer, report
 
@@ -411,7 +413,12 @@ def cmd_clicks(args: argparse.Namespace) -> int:
     if given is None:
         return 2
     secret, producer, report = given
-    server = ClickServer(secret, report, host=args.host, port=args.port)
+    server = ClickServer(secret, report, host=args.host, port=args.port,
+                         # Expiry runs on the wall clock; a replay's tokens are of its time.
+                         now=(lambda: datetime.now(UTC))
+                         if settings_from(args).clock == "wall" else None,
+                         provider_token=os.environ.get("SMS_AUTH_TOKEN"),
+                         public_url=os.environ.get("SMS_STATUS_CALLBACK_URL"))
     print(f"tracking on http://{args.host}:{server.port}: GET /c/<token> (clicks), "
           "POST /u/<token> (one-click unsubscribe), POST /s/<token> (provider status "
           "callbacks)", file=sys.stderr)
@@ -433,7 +440,9 @@ def cmd_bounces(args: argparse.Namespace) -> int:
     if given is None:
         return 2
     secret, producer, report = given
-    server = BounceServer(secret, report, host=args.host, port=args.port).start()
+    server = BounceServer(secret, report, host=args.host, port=args.port,
+                          now=(lambda: datetime.now(UTC))
+                          if settings_from(args).clock == "wall" else None).start()
     print(f"bounces on smtp://{args.host}:{args.port}: delivery status notifications and "
           "spam complaints for mail the email adapter signed", file=sys.stderr)
     stop = threading.Event()
@@ -452,14 +461,16 @@ def add_parsers(sub: Any) -> None:
     bo = sub.add_parser("bounces", help="receive bounces (DSN) and spam complaints (ARF) "
                                         "by SMTP (email.bounced, email.unsubscribed)")
     bo.add_argument("--bootstrap")
-    bo.add_argument("--host", default="0.0.0.0", help="where the return path's MX points")
+    bo.add_argument("--host", default="127.0.0.1",
+                    help="where to listen (0.0.0.0 where the return path's MX must reach it)")
     bo.add_argument("--port", type=int, default=2525)
     bo.set_defaults(func=cmd_bounces)
     ck = sub.add_parser("clicks", help="serve tracked links, one-click unsubscribe and "
                                        "provider status callbacks (email.clicked, "
                                        "email.unsubscribed, sms.delivered)")
     ck.add_argument("--bootstrap")
-    ck.add_argument("--host", default="0.0.0.0", help="a public redirect endpoint")
+    ck.add_argument("--host", default="127.0.0.1",
+                    help="where to listen (0.0.0.0 behind a public endpoint)")
     ck.add_argument("--port", type=int, default=8080)
     ck.set_defaults(func=cmd_clicks)
 

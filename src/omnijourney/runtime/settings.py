@@ -62,6 +62,10 @@ class Settings:
     recovery_stall: float = 120.0
     security: dict[str, str] = field(default_factory=dict)
     datadir: str | None = None  # Faust's local directory (default: <app_id>-data here)
+    # /metrics, /healthz, /readyz: loopback unless told (a container: 0.0.0.0); with a
+    # token, /metrics wants "Authorization: Bearer <token>".
+    metrics_host: str = "127.0.0.1"
+    metrics_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -82,6 +86,8 @@ class Settings:
                                                cls.max_poll_interval)),
             "recovery_stall": float(env.get("OMNIJOURNEY_RECOVERY_STALL", cls.recovery_stall)),
             "datadir": env.get("OMNIJOURNEY_DATADIR") or None,
+            "metrics_host": env.get("OMNIJOURNEY_METRICS_HOST", cls.metrics_host),
+            "metrics_token": env.get("OMNIJOURNEY_METRICS_TOKEN") or None,
             "replication": int(env["OMNIJOURNEY_REPLICATION"])
             if env.get("OMNIJOURNEY_REPLICATION") else None,
             "security": {k: v for k, v in {
