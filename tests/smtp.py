@@ -16,14 +16,15 @@ from omnijourney.runtime.broker import free_port
 
 class Recorder:
     def __init__(self, refuse: dict[str, str] | None = None, stall_at: int = 0,
-                 stall_for: float = 5.0) -> None:
+                 stall_for: float = 5.0, stall_every: bool = False) -> None:
         self.messages: list[Message] = []
         self.senders: list[str] = []  # envelope sender (MAIL FROM) of each message
         self.recipients: list[list[str]] = []  # envelope recipients (RCPT TO) of each
         self.refuse = refuse or {}  # recipient -> SMTP reply, e.g. "550 no such user"
         # The stall_at-th message is stored at once but answered only seconds later, the
         # window in which a client crash duplicates mail (RFC 1047).
-        self.stall_at, self.stall_for = stall_at, stall_for
+        # stall_every: every message from the stall_at-th on is answered late.
+        self.stall_at, self.stall_for, self.stall_every = stall_at, stall_for, stall_every
         self.stalled = threading.Event()
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
@@ -37,7 +38,8 @@ class Recorder:
         self.messages.append(email.message_from_bytes(envelope.content))
         self.senders.append(envelope.mail_from)
         self.recipients.append(list(envelope.rcpt_tos))
-        if self.stall_at and len(self.messages) >= self.stall_at:
+        if self.stall_at and (len(self.messages) == self.stall_at
+                              or (self.stall_every and len(self.messages) > self.stall_at)):
             self.stalled.set()
             await asyncio.sleep(self.stall_for)
         return "250 queued"
@@ -45,8 +47,8 @@ class Recorder:
 
 class SmtpServer:
     def __init__(self, refuse: dict[str, str] | None = None, stall_at: int = 0,
-                 stall_for: float = 5.0) -> None:
-        self.recorder = Recorder(refuse, stall_at, stall_for)
+                 stall_for: float = 5.0, stall_every: bool = False) -> None:
+        self.recorder = Recorder(refuse, stall_at, stall_for, stall_every)
         self.port = free_port()
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
 

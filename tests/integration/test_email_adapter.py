@@ -76,7 +76,9 @@ def test_killed_mid_send_the_unconfirmed_email_follows_the_operators_policy(
     engine.start()
     engine.produce(events, watermark=events[-1].occurred_at + timedelta(days=90))
     engine.read([engine.settings.topics.command("email")], until=len(emails))
-    env = {"SMTP_HOST": "127.0.0.1", "ADAPTER_UNCONFIRMED": policy}
+    # One customer at a time, so exactly one mail is in flight when the kill lands (with
+    # ADAPTER_CONCURRENCY=N, up to N are, each handled the same way).
+    env = {"SMTP_HOST": "127.0.0.1", "ADAPTER_UNCONFIRMED": policy, "ADAPTER_CONCURRENCY": "1"}
     with SmtpServer(stall_at=3) as smtp:
         first = engine.adapter("email", tmp_path / "a1.log", SMTP_PORT=str(smtp.port), **env)
         assert smtp.recorder.stalled.wait(60), (tmp_path / "a1.log").read_text()[-2000:]

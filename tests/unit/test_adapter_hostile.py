@@ -120,7 +120,7 @@ def test_a_timeout_after_data_follows_the_unconfirmed_policy(policy: str, copies
     """The server takes the message, then never answers the end of DATA: the client
     cannot know. Retrying as if nothing was sent gave three copies; now ``resend`` sends
     one more (same Message-ID) and ``skip`` none, and the outcome says unconfirmed."""
-    with SmtpServer(stall_at=1, stall_for=4.0) as smtp:
+    with SmtpServer(stall_at=1, stall_for=4.0, stall_every=True) as smtp:
         channel = _Attempts(EmailChannel(port=smtp.port, timeout=1.0), policy)
         now = datetime(2026, 3, 2, tzinfo=UTC)
         out = retrying(lambda: channel.deliver(command()), deadline=None, what="x",

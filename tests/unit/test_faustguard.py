@@ -109,3 +109,40 @@ def test_a_source_partition_with_nothing_committed_is_sought_to_its_beginning() 
     # Only source partitions: Faust seeks the changelogs it restores from itself.
     assert sorted(rewound) == [TopicPartition("omnijourney-ticks", 2),
                                TopicPartition("touchpoints", 0)]
+
+
+def test_fetches_and_the_stream_buffer_are_bounded_by_the_batch() -> None:
+    """Issue 10's loss: a backlog fetched whole took longer to hand to the stream than
+    max.poll.interval, aiokafka left the group for idleness, and Faust (polling only
+    after a rebalance) and aiokafka (rejoining only after a poll) waited on each other."""
+    w = worker()
+    assert w.app.conf.broker_max_poll_records == w.settings.batch_size
+    assert w.app.conf.stream_buffer_maxsize == 2 * w.settings.batch_size
+
+
+def test_a_rebalance_that_outlasts_any_the_group_needs_stops_the_worker(
+        monkeypatch: Any) -> None:
+    w = worker()
+    signals: list[int] = []
+    timers: list[float] = []
+    monkeypatch.setattr("omnijourney.runtime.app.os.kill", lambda pid, sig: signals.append(sig))
+
+    class Timer:
+        def __init__(self, delay: float, *_: Any) -> None:
+            timers.append(delay)
+
+        def start(self) -> None:
+            pass
+
+    monkeypatch.setattr("omnijourney.runtime.app.threading.Timer", Timer)
+    limit = w.settings.max_poll_interval + w.settings.session_timeout + 30
+    w.app.rebalancing = True
+    w.watch_rebalance(1000.0)
+    w.watch_rebalance(1000.0 + limit - 1)
+    assert signals == [] and w.alive()
+    w.app.rebalancing = False  # over in time: the clock starts again next time
+    w.watch_rebalance(1000.0 + limit + 5)
+    w.app.rebalancing = True
+    w.watch_rebalance(2000.0)
+    w.watch_rebalance(2000.0 + limit)
+    assert len(signals) == 1 and w.stalled and not w.alive() and timers == [15.0]

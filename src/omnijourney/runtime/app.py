@@ -14,6 +14,7 @@ import os
 import signal
 import ssl
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -106,6 +107,8 @@ class Worker:
         self.restore = ProgressWatch(within=settings.recovery_stall)
         self.stalled = False
         self.failed = False
+        self.diagnostics = False
+        self.rebalance_since: float | None = None
         optional: dict[str, Any] = {"datadir": settings.datadir} if settings.datadir else {}
         self.app = faust.App(
             settings.app_id,
@@ -128,6 +131,14 @@ class Worker:
             broker_session_timeout=settings.session_timeout,
             broker_heartbeat_interval=max(1.0, settings.session_timeout / 3),
             broker_max_poll_interval=settings.max_poll_interval,
+            # Bounded fetches and stream buffer. aiokafka counts time spent handing a fetch
+            # to the streams as idle, and an idle consumer past max.poll.interval leaves
+            # its group; Faust then stops polling until the rebalance ends, which it
+            # never does (the README's "An unexplained loss"). A backlog fetched whole
+            # (tens of thousands of records at 1 MB a partition) took longer than that
+            # to hand over; a batch at a time, with one more buffered, never does.
+            broker_max_poll_records=settings.batch_size,
+            stream_buffer_maxsize=2 * settings.batch_size,
             web_enabled=False,
             autodiscover=False,
             **optional,
@@ -150,7 +161,8 @@ class Worker:
     # -------------------------------------------------------------------- ops
     def ready(self) -> bool:
         """Serving: recovered, not rebalancing, due index built for what we own."""
-        return (not self.failed and self.indexed is not None and not self.app.in_recovery
+        return (not (self.failed or self.stalled) and self.indexed is not None
+                and not self.app.in_recovery
                 and not self.app.rebalancing)
 
     async def on_assigned(self, sender: Any, /, *args: Any, signal: Any,
@@ -324,6 +336,32 @@ class Worker:
         self.indexed = owned
         log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries))
 
+    def dump_flow(self, *_: object) -> None:
+        """SIGUSR2: where the flow of records stands (mode's own SIGUSR1 prints every
+        task's stack): Faust's active, paused and buffer-full partitions, aiokafka's
+        paused ones, flow control, and the stream queue; for a worker that stopped
+        moving without an error."""
+        consumer: Any = self.app.consumer
+
+        def names(tps: Any) -> list[str]:
+            return sorted(f"{tp.topic.rsplit('-', 1)[-1]}:{tp.partition}" for tp in tps or ())
+
+        try:
+            inner = consumer._thread._ensure_consumer()  # aiokafka's own consumer
+            queue = cast(Any, self.source).queue
+            log.warning("flow", active=names(consumer._active_partitions),
+                        paused=names(consumer._paused_partitions),
+                        buffer_full=names(consumer._buffered_partitions),
+                        client_paused=names(inner.paused()),
+                        assigned=names(inner.assignment()), flow_active=consumer.flow_active,
+                        app_flow=self.app.flow_control.is_active(),
+                        queue=queue.qsize(),
+                        pressure_callbacks=len(queue._pending_pressure_drop_callbacks),
+                        generation=self.app.consumer_generation_id,
+                        in_recovery=self.app.in_recovery, rebalancing=self.app.rebalancing)
+        except Exception as exc:  # noqa: BLE001 -- a diagnostic must not fail the worker
+            log.warning("flow", error=repr(exc))
+
     def services(self) -> list[faust.Service]:
         """Services to run beside the app from the start: Faust starts its own timers
         only after the first table restore, too late to watch that one."""
@@ -347,8 +385,34 @@ class Worker:
                   remaining=remaining, exit_status=EXIT_STALLED)
         os.kill(os.getpid(), signal.SIGTERM)  # a graceful stop: leave the group, close
 
+    def watch_rebalance(self, now: float) -> None:
+        """Stop the worker when a rebalance outlasts any the group can need (every member
+        joins within max.poll.interval, then the assignment is a round trip). The stall
+        this catches: a worker out of its group is never let back in, because Faust polls
+        only once the rebalance is over, and aiokafka rejoins only after a poll (see
+        the README, "An unexplained loss"). Unhealthy at once; a fresh start rejoins."""
+        rebalancing = self.app.rebalancing and not self.app.in_recovery
+        self.rebalance_since = (self.rebalance_since or now) if rebalancing else None
+        if self.rebalance_since is None or self.stalled:
+            return
+        stuck = now - self.rebalance_since
+        if stuck < self.settings.max_poll_interval + self.settings.session_timeout + 30:
+            return
+        self.stalled = True
+        self.alive.fail("rebalance stalled")
+        log.error("rebalance_stalled", seconds=round(stuck, 1),
+                  generation=self.app.consumer_generation_id, exit_status=EXIT_STALLED)
+        os.kill(os.getpid(), signal.SIGTERM)
+        # Faust's graceful stop waits for records it will never get back: exit anyway.
+        threading.Timer(15.0, os._exit, (EXIT_STALLED,)).start()
+
     async def drive_waits(self) -> None:
         self.alive.beat()
+        if not self.diagnostics:
+            # After mode's worker set its own handlers (SIGUSR2 would start pdb, which a
+            # daemon cannot use).
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, self.dump_flow)
+            self.diagnostics = True
         if self.app.in_recovery or self.app.rebalancing:
             return
         owned = self.owned()
@@ -380,4 +444,5 @@ class RestoreWatch(faust.Service):
     async def _watch(self) -> None:
         while not self.should_stop:
             self.worker.watch_restore()
+            self.worker.watch_rebalance(time.monotonic())
             await self.sleep(1.0)

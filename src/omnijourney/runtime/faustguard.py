@@ -47,8 +47,12 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import faust
+import structlog
 from faust.tables.manager import TableManager
 from faust.transport.consumer import Consumer
+
+
+log = structlog.get_logger("omnijourney.faustguard")
 
 
 def guard_handover(app: faust.App, sources: set[str]) -> None:
@@ -95,10 +99,14 @@ def _resume_sources_after_queues_clear(app: faust.App) -> None:
         try:
             await completed(generation_id)
         finally:
-            del consumer.resume_partitions
+            consumer.__dict__.pop("resume_partitions", None)
         # Not when a newer rebalance began meanwhile: it paused everything, and its own
         # restore resumes what it assigns.
-        if held and app.consumer_generation_id == generation_id:
+        current = app.consumer_generation_id
+        log.info("recovery_completed", generation=generation_id, current=current,
+                 resumed=len(held) if held and current == generation_id else 0,
+                 held=len(held))
+        if held and current == generation_id:
             consumer.resume_partitions(held)
 
     recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
