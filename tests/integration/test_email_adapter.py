@@ -19,6 +19,7 @@ import pytest
 from omnijourney.adapters.base import Runner
 from omnijourney.adapters.email import EmailChannel
 from omnijourney.core.events import Event
+from omnijourney.core.profile import address_digest
 from omnijourney.runtime.broker import free_port
 from omnijourney.runtime.topics import ensure_topics
 from tests.integration.conftest import Kafka
@@ -184,6 +185,9 @@ def test_a_hard_bounce_stops_email_to_that_address_until_the_customer_gives_anot
         assert counts == {"bounced": 1} and smtp.messages == []
         (report,) = engine.read([engine.settings.topics.deliveries], until=1)
         assert report["status"] == "bounced" and "550" in report["reason"]
+        # Which address bounced: by digest, never in clear (not in the reason either).
+        assert report["address_digest"] == address_digest("bo@example.com")
+        assert "bo@example.com" not in str(report)
         poll(lambda: "bounced" in (engine.state_of("c-bo") or {}).get("profile", {}),
              engine.log)
         engine.produce([cart(2, now - timedelta(hours=1))])
@@ -231,6 +235,9 @@ def test_omnijourney_bounces_reports_a_dsn_to_deliveries(engine: LiveEngine,
         (rep,) = engine.read([engine.settings.topics.deliveries], until=1)
         assert (rep["command_id"], rep["customer_id"], rep["status"]) == (
             "6b3f0c1e-0000-5000-8000-000000000001", "c1", "bounced")
+        # The DSN's Final-Recipient names the address; the report carries its digest only.
+        assert rep["address_digest"] == address_digest("gone@example.com")
+        assert "gone@example.com" not in str(rep)
     finally:
         proc.terminate()
         assert proc.wait(30) == 0, log.read_text()

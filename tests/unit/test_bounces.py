@@ -167,3 +167,17 @@ def test_the_email_adapter_signs_the_header_and_sends_from_the_return_path() -> 
     token = read_token(SECRET, msg["X-Omnijourney-Report"], REPORT)
     assert token is not None and token["c"] == "6b3f0c1e-0000-5000-8000-000000000001"
     assert smtp.recorder.senders == ["bounces@shop.example"]
+
+
+def test_the_receiver_refuses_oversized_mail_before_reading_it() -> None:
+    reports: list[dict[str, Any]] = []
+    server = BounceServer(SECRET, reports.append, port=free_port(), max_bytes=4096).start()
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp, \
+                pytest.raises(smtplib.SMTPResponseException) as refused:
+            smtp.sendmail("mailer-daemon@relay.test", ["bounces@shop.example"],
+                          dsn() + b"x" * 20_000)
+        assert refused.value.smtp_code == 552
+    finally:
+        server.stop()
+    assert reports == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from omnijourney.core.evaluator import TraceEntry
@@ -110,3 +111,25 @@ def test_a_failed_heartbeat_stays_unhealthy_whatever_beats() -> None:
     alive.fail("KafkaTimeoutError: gone")
     alive.beat()  # a timer still turning does not make a dead agent alive
     assert not alive() and alive.failed == "KafkaTimeoutError: gone"
+
+
+def test_metrics_can_require_a_bearer_token_and_probes_stay_open() -> None:
+    metrics = WorkerMetrics()
+    server = MetricsServer(metrics.registry, healthy=lambda: True, ready=lambda: True,
+                           port=0, token="s3cret").start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        assert server.host == "127.0.0.1"  # loopback unless told otherwise
+        assert get(f"{base}/metrics")[0] == 401
+        assert get(f"{base}/healthz")[0] == 200 and get(f"{base}/readyz")[0] == 200
+        req = urllib.request.Request(f"{base}/metrics",
+                                     headers={"Authorization": "Bearer s3cret"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200 and b"omnijourney_ready" in resp.read()
+        bad = urllib.request.Request(f"{base}/metrics", headers={"Authorization": "Bearer x"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bad, timeout=5)
+        assert refused.value.code == 401
+        refused.value.close()
+    finally:
+        server.stop()
