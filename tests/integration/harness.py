@@ -137,8 +137,8 @@ class LiveEngine:
         latest = None
         try:
             for msg in consumer:
-                if msg.key == customer_id.encode():
-                    latest = json.loads(msg.value)["s"]
+                if msg.key == customer_id.encode():  # a tombstone (None): erased
+                    latest = json.loads(msg.value)["s"] if msg.value is not None else None
         finally:
             consumer.close()
         return latest

@@ -110,3 +110,64 @@ def test_a_cluster_fault_makes_the_worker_unhealthy_and_exit_for_its_supervisor(
     # Not dead-lettered: the cluster's fault is no record's; a restart handles it again.
     time.sleep(1)
     assert engine.read([engine.settings.topics.dlq], until=1, timeout=3, settle=0) == []
+
+
+def test_omnijourney_erase_tombstones_the_state_and_a_restart_keeps_it_gone(
+        engine: LiveEngine) -> None:
+    ana = signup(customer="c-ana", at="2026-03-02T10:00:00Z", first_name="Ana")
+    engine.start()
+    engine.produce_raw([(b"c-ana", encode_event(ana))])
+    engine.read([engine.settings.topics.command("sms")], until=1)
+    assert (engine.state_of("c-ana") or {}).get("profile", {}).get("first_name") == "Ana"
+    done = subprocess.run([sys.executable, "-m", "omnijourney", "erase", "c-ana", "--at",
+                           "2026-03-02T11:00:00Z"], env=engine.env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 60
+    while engine.state_of("c-ana", timeout=2) is not None:
+        assert time.monotonic() < deadline, engine.log()
+        time.sleep(1)
+    assert '"erased"' in engine.log()
+    # Restored from the changelog after a restart: the tombstone holds, no state comes back.
+    engine.wait_for_lag(lambda rows: all(r.lag == 0 for r in rows))
+    engine.stop()
+    engine.start()
+    engine.produce_raw([(b"c-ana", encode_event(signup(customer="c-ana",
+                                                       at="2026-03-02T12:00:00Z")))])
+    deadline = time.monotonic() + 60
+    while True:
+        state = engine.state_of("c-ana", timeout=2)
+        if state is not None:
+            break
+        assert time.monotonic() < deadline, engine.log()
+        time.sleep(1)
+    assert state["profile"]["first_seen_at"] == "2026-03-02T12:00:00Z"  # a new profile
+    assert "first_name" not in state["profile"]
+
+
+def test_topics_holding_personal_data_are_created_with_their_retention(
+        engine: LiveEngine) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from omnijourney.runtime.topics import DAY_MS, RETENTION_DAYS, changelog_topic
+
+    t = engine.settings.topics
+    want = {t.dlq: RETENTION_DAYS["dlq"], t.command("email"): RETENTION_DAYS["commands"],
+            t.deliveries: RETENTION_DAYS["deliveries"], t.touchpoints: RETENTION_DAYS["touchpoints"],
+            t.ticks: RETENTION_DAYS["ticks"]}
+    admin = KafkaAdminClient(**engine.settings.kafka_python())
+    names = [*want, changelog_topic(engine.settings)]
+    try:
+        got: dict[str, dict[str, str]] = {}
+        for n in names:
+            described = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, n)], config_filter="all")
+            got[n] = {k: v["value"] for k, v in described["topic"][n].items()}
+    finally:
+        admin.close()
+    for name, days in want.items():
+        assert got[name]["retention.ms"] == str(days * DAY_MS), name
+    log = got[changelog_topic(engine.settings)]
+    assert log["cleanup.policy"] == "compact" and log["delete.retention.ms"] == str(DAY_MS)
+    assert RETENTION_DAYS["dlq"] <= 14 and RETENTION_DAYS["commands"] <= 7

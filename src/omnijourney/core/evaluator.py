@@ -19,7 +19,7 @@ from omnijourney.core import model as m
 from omnijourney.core import profile as prof
 from omnijourney.core.catalog import QUIET_HOURS_CHANNELS, CompiledJourney, JourneySet
 from omnijourney.core.commands import ChannelCommand, command_id
-from omnijourney.core.events import Event, fingerprint
+from omnijourney.core.events import ERASURE_EVENT, Event, fingerprint
 from omnijourney.core.expressions import compile_condition
 from omnijourney.core.state import NEVER_ENTRIES_KEPT, CustomerState, GoalWatch, Instance
 from omnijourney.core.templates import TemplateError, compile_text
@@ -100,6 +100,12 @@ def evaluate(journeys: JourneySet, state: CustomerState | None, input: Event | T
             entry = TraceEntry(now, state.customer_id, kind,
                                detail={"event_id": input.event_id})
             return Evaluation(state, [], [entry])
+        if input.type == ERASURE_EVENT:
+            # Everything this engine knows of the customer goes; the runtime tombstones
+            # the state. What the customer does next starts a new, empty profile.
+            entry = TraceEntry(now, state.customer_id, "erased",
+                               detail={"event_id": input.event_id})
+            return Evaluation(CustomerState(state.customer_id), [], [entry])
     elif state is None:
         raise ValueError("a timer tick needs the customer's state")
     run = _Run(journeys, state.clone(), now)
@@ -109,6 +115,12 @@ def evaluate(journeys: JourneySet, state: CustomerState | None, input: Event | T
         run.fire_due(now, inclusive=True)
     run.prune()
     return Evaluation(run.st, run.commands, run.trace)
+
+
+def _without(ev: Event, keys: set[str]) -> Event:
+    if not keys & set(ev.properties):
+        return ev
+    return replace(ev, properties={k: v for k, v in ev.properties.items() if k not in keys})
 
 
 def cohort_bucket(journey: str, step: str, customer_id: str) -> int:
@@ -194,6 +206,7 @@ class _Run:
         st.clock = at
         prof.fold(st.profile, ev)
         self._profile_view = None
+        self.forget_cleared_traits(ev)
         self.check_goals(ev, at)
         for slot in sorted(st.instances):
             inst = st.instances.get(slot)
@@ -205,6 +218,19 @@ class _Run:
                 self.check_wait_for(inst, ev, at)
         for cj in self.js.by_trigger.get(ev.type, ()):
             self.try_enter(cj, ev, at)
+
+    def forget_cleared_traits(self, ev: Event) -> None:
+        """A trait set to null leaves no copy behind in the events live runs keep (their
+        trigger and latest event), or an address removed from the profile would live on
+        there."""
+        if ev.type not in prof.TRAIT_EVENTS:
+            return
+        cleared = {k for k, v in ev.properties.items() if v is None and k in prof.TRAITS}
+        if not cleared:
+            return
+        for inst in self.st.instances.values():
+            inst.trigger = _without(inst.trigger, cleared)
+            inst.last_event = _without(inst.last_event, cleared)
 
     @staticmethod
     def correlated(cj: CompiledJourney, inst_key: str, ev: Event) -> bool:

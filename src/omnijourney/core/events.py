@@ -26,12 +26,17 @@ DELIVERY_STATUSES = ("sent", "delivered", "failed", "bounced", "opened", "clicke
                      "unsubscribed", "expired")
 _CHANNELS = ("email", "sms", "push", "ads", "webhook")
 
+# The right to be forgotten: everything the engine holds of the customer is removed
+# (``omnijourney erase CUSTOMER`` produces one).
+ERASURE_EVENT = "customer.erasure_requested"
+
 # Event types the engine itself understands (profile folding, delivery feedback).
 # Journeys may trigger on any other well-formed type too.
 KNOWN_EVENT_TYPES = frozenset(
     {
         "customer.signed_up",
         "customer.updated",
+        ERASURE_EVENT,
         "consent.updated",
         "product.viewed",
         "cart.item_added",

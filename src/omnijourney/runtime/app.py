@@ -52,7 +52,8 @@ EXIT_STALLED = 75  # EX_TEMPFAIL
 # Exit status of a worker whose agent failed (Kafka unusable, a bug outside any one
 # record): unhealthy at once, then a graceful stop, for its supervisor to start it again.
 EXIT_FAILED = 70  # EX_SOFTWARE
-LOGGED_DECISIONS = frozenset({"sent", "suppressed", "deferred", "exited", "goal", "error"})
+LOGGED_DECISIONS = frozenset({"sent", "suppressed", "deferred", "exited", "goal", "error",
+                              "erased"})
 
 
 # Kafka errors that are one record's doing (its size); any other Kafka error is the
@@ -194,7 +195,8 @@ class Worker:
         if len(self.cache) > STATE_CACHE:
             self.cache.popitem(last=False)
 
-    async def store(self, states: dict[str, tuple[int, CustomerState, bytes]]) -> None:
+    async def store(self, states: dict[str, tuple[int, CustomerState, bytes]],
+                    erased: dict[str, int] | None = None) -> None:
         """Write new states to the changelog, wait for the acks, then serve them.
 
         Each goes to the partition the customer's events arrive on (co-partitioning), even
@@ -205,11 +207,19 @@ class Worker:
         it. Awaiting the acks here makes the state durable before its events are acked.
         """
         await self.send_all([Outgoing(self.changelog, cid.encode(), doc, partition)
-                             for cid, (partition, _, doc) in states.items()])
+                             for cid, (partition, _, doc) in states.items()]
+                            + [Outgoing(self.changelog, cid.encode(), None, partition)
+                               for cid, partition in (erased or {}).items()])
         for cid, (partition, st, doc) in states.items():
             self.table.data[cid.encode()] = doc
             self._remember(cid, st)
             self.index.update(cid, partition, st.next_due())
+        for cid, partition in (erased or {}).items():
+            # Erased: a tombstone on the changelog (compaction removes the customer's
+            # earlier states), and nothing left in memory.
+            self.table.data.pop(cid.encode(), None)
+            self.cache.pop(cid, None)
+            self.index.update(cid, partition, None)
 
     # ----------------------------------------------------------------- stream
     async def run_stream(self, stream: StreamT[Any]) -> None:
@@ -289,7 +299,7 @@ class Worker:
                           e.message.key, e.message.value or b"") for e in events]
         result = self.engine.process(records, self.load)
         await self.send_all(result.commands + result.other)
-        await self.store(result.states)
+        await self.store(result.states, result.erased)
         elapsed = time.perf_counter() - started
         self.metrics.observe(inputs=result.inputs, dead=result.dead_kinds, trace=result.trace,
                              evaluation_seconds=result.eval_seconds, batch_seconds=elapsed)

@@ -138,6 +138,28 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    """Ask the engine to forget customers: one erasure event each, keyed by customer."""
+    from omnijourney.core.events import ERASURE_EVENT
+
+    settings = settings_from(args)
+    now = datetime.now(UTC)
+    at = parse_when(args.at) if args.at else now
+    events = [Event(f"erase:{cid}:{int(now.timestamp() * 1000)}", ERASURE_EVENT, cid, at,
+                    "omnijourney-erase", {}) for cid in args.customer]
+    n = produce_events(settings, events, watermark=None)
+    print(f"asked the engine to erase {n} customer(s); each state becomes a tombstone on "
+          "the changelog. Topics keep what they hold until their retention ends (README, "
+          "'Personal data').", file=sys.stderr)
+    return 0
+
+
+def parse_when(text: str) -> datetime:
+    from omnijourney.core.timeutil import parse_instant
+
+    return parse_instant(text)
+
+
 # ------------------------------------------------------------------------- tail
 
 def consume(settings: Settings, topics: list[str], *, idle: float, max_records: int | None,
@@ -522,6 +544,14 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--sort", action="store_true", help="send in occurred_at order")
     p.add_argument("--watermark", help="then move event time to this RFC 3339 time, or 'end'")
     p.set_defaults(func=cmd_produce)
+
+    er = sub.add_parser("erase", help="forget customers: their state is tombstoned and "
+                                      "their personal data removed from the engine")
+    er.add_argument("customer", nargs="+", help="customer id(s)")
+    er.add_argument("--bootstrap")
+    er.add_argument("--at", help="the erasure's time (RFC 3339; default now; in a replay "
+                                 "with the event clock, a time inside it)")
+    er.set_defaults(func=cmd_erase)
 
     t = sub.add_parser("tail", help="decode any omnijourney topic to JSON lines")
     t.add_argument("topic", help="a topic name, or 'commands' for every command topic")

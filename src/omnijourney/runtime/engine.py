@@ -43,7 +43,7 @@ class Record:
 class Outgoing:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone (compacted topics)
     partition: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
 
@@ -52,6 +52,7 @@ class Outgoing:
 class BatchResult:
     # customer -> (partition, new state, its encoded table value)
     states: dict[str, tuple[int, CustomerState, bytes]] = field(default_factory=dict)
+    erased: dict[str, int] = field(default_factory=dict)  # customer -> partition: tombstone
     commands: list[Outgoing] = field(default_factory=list)
     other: list[Outgoing] = field(default_factory=list)  # dead letters, re-keyed events
     trace: list[TraceEntry] = field(default_factory=list)
@@ -201,7 +202,9 @@ class Engine:
     def _state(self, cid: str, load: Callable[[str], CustomerState | None],
                result: BatchResult) -> CustomerState | None:
         held = result.states.get(cid)
-        return held[1] if held else load(cid)
+        if held:
+            return held[1]
+        return None if cid in result.erased else load(cid)
 
     def _event(self, rec: Record, load: Callable[[str], CustomerState | None],
                result: BatchResult) -> None:
@@ -277,6 +280,13 @@ class Engine:
             return
         done = _Evaluated(trace=out.trace, eval_seconds=[took],
                           inputs=[inp.type if isinstance(inp, Event) else "tick"])
+        if any(x.kind == "erased" for x in out.trace):
+            result.states.pop(cid, None)
+            result.erased[cid] = rec.partition
+            result.trace.extend(done.trace)
+            result.inputs.extend(done.inputs)
+            result.eval_seconds.extend(done.eval_seconds)
+            return
         if out.state is not state:  # a duplicate event returns the state untouched
             doc = encode_state(rec.partition, out.state)
             if len(doc) > self.limits.max_state_bytes:
@@ -292,6 +302,8 @@ class Engine:
                 headers=(("command_id", cmd.command_id.encode()),
                          ("journey", cmd.journey.encode()))))
         # Nothing above raised: only now does this record's outcome join the batch.
+        for cid_ in done.states:
+            result.erased.pop(cid_, None)  # a new profile after an erasure in this batch
         result.states.update(done.states)
         result.commands.extend(done.commands)
         result.trace.extend(done.trace)

@@ -37,12 +37,31 @@ def changelog_topic(settings: Settings) -> str:
     return f"{settings.app_id}-customer-state-changelog"
 
 
+DAY_MS = 24 * 3600 * 1000
+# How long each topic keeps what it holds; what holds personal data is kept no longer
+# than it is needed (the README's "Personal data" table lists them with these numbers).
+RETENTION_DAYS = {
+    "touchpoints": 7,  # events as produced: traits, addresses (Kafka's own default)
+    "ticks": 1,  # customer ids and times only; a tick older than a day is long fired
+    "deliveries": 30,  # reports: ids, statuses, digests; the engine folds them at once
+    "dlq": 14,  # raw records that failed, personal data included: two weeks to look
+    "commands": 7,  # rendered messages with their addresses, for adapters and audits
+}
+
+
 def _configs(settings: Settings, name: str) -> dict[str, str]:
+    t = settings.topics
     # Only the latest record per key matters in the adapters' delivered logs (per command
-    # id) and in the state changelog (per customer).
-    if name.startswith(settings.topics.delivered_prefix) or name == changelog_topic(settings):
-        return {"cleanup.policy": "compact"}
-    return {}
+    # id) and in the state changelog (per customer). An erasure is a tombstone there,
+    # removed by the cleaner after delete.retention.ms (a day).
+    if name.startswith(t.delivered_prefix) or name == changelog_topic(settings):
+        return {"cleanup.policy": "compact", "delete.retention.ms": str(DAY_MS)}
+    kind = ("commands" if name.startswith(t.command_prefix) else
+            {t.touchpoints: "touchpoints", t.ticks: "ticks", t.deliveries: "deliveries",
+             t.dlq: "dlq"}.get(name))
+    if kind is None:
+        return {}
+    return {"retention.ms": str(RETENTION_DAYS[kind] * DAY_MS)}
 
 
 def with_admin(settings: Settings, call: Callable[[KafkaAdminClient], T],
