@@ -275,7 +275,7 @@ class LagLog:
             while not self.stop.wait(1.0):
                 try:
                     rows = self.engine.lag()
-                except Exception as exc:  # noqa: BLE001 -- a probe may fail mid-kill
+                except Exception as exc:
                     out.write(json.dumps({"error": str(exc)}) + "\n")
                     continue
                 out.write(json.dumps({"at": time.time(), "lag": {

@@ -92,7 +92,7 @@ def test_sms_numbers_must_be_e164() -> None:
 def test_a_truncated_or_garbled_reply_is_transient_not_a_crash(raw: bytes) -> None:
     with Provider([Reply(raw=raw)]) as provider:
         sms = TwilioStyleSms(provider.url, "AC1", "t", "+15550000", timeout=5)
-        with pytest.raises(TransientError, match="broken reply|Remote|closed"):
+        with pytest.raises(TransientError, match=r"broken reply|Remote|closed"):
             sms.deliver(dict(command(), channel="sms", to="+15550100", content={"text": "x"}))
 
 

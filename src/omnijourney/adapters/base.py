@@ -24,9 +24,9 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from functools import partial
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import structlog
@@ -35,8 +35,8 @@ from kafka.structs import MemberState, OffsetAndMetadata
 
 from omnijourney.adapters.addresses import digest, scrub
 from omnijourney.adapters.flow import KeyedPool, Offsets
-from omnijourney.core.profile import address_digest
 from omnijourney.codecs import CodecError, decode_command, encode_dead_letter, encode_delivery
+from omnijourney.core.profile import address_digest
 from omnijourney.core.timeutil import format_instant
 from omnijourney.ops.metrics import AdapterMetrics, Heartbeat, start_ops
 from omnijourney.runtime.reach import until_reachable
@@ -337,7 +337,7 @@ class Runner:
         if consumer is not None:
             try:
                 self._commit(consumer, offsets)
-            except Exception as exc:  # noqa: BLE001 -- a revoked partition may refuse
+            except Exception as exc:
                 log.warning("commit_failed", channel=self.channel.name, error=str(exc))
         offsets.forget(tps)
 
@@ -350,7 +350,8 @@ class Runner:
             max_poll_interval_ms=int(self.settings.max_poll_interval * 1000))
         runner = self
 
-        class Handover(ConsumerRebalanceListener):
+        # kafka-python ships no annotations: its listener base is Any to mypy.
+        class Handover(ConsumerRebalanceListener):  # type: ignore[misc]
             """Partitions going elsewhere: finish their commands in flight first, so
             their next owner starts after them rather than sending them again."""
 
@@ -402,7 +403,7 @@ class Runner:
                 base_delay=self.base_delay, max_delay=self.max_delay, now=self.now,
                 sleep=self.sleep, respect_deadline=self.settings.clock == "wall",
                 limiter=self.limiter, on_retry=self._retried)
-        except Exception as exc:  # noqa: BLE001 -- any per-command failure is reported
+        except Exception as exc:
             outcome = Outcome("failed", reason=scrub(
                 f"{type(exc).__name__} while delivering: {str(exc)[:200]}"))
         self.metrics.latency.labels(self.channel.name).observe(time.perf_counter() - started)
@@ -442,7 +443,7 @@ class Runner:
                               attempts=self.attempts, base_delay=self.base_delay,
                               max_delay=self.max_delay, now=self.now, sleep=self.sleep,
                               limiter=self.limiter, on_retry=self._retried)
-        except Exception as exc:  # noqa: BLE001 -- reported per command, as failed
+        except Exception as exc:
             result = Outcome("failed", reason=scrub(f"{type(exc).__name__}: {str(exc)[:200]}"))
         self.metrics.latency.labels(channel.name).observe(
             (time.perf_counter() - started) / len(todo))

@@ -156,7 +156,7 @@ class BounceServer:
         try:
             outcome, rep = read_bounce(envelope.content, self.secret,
                                        self.now() if self.now else None)
-        except Exception:  # noqa: BLE001 -- a mail we cannot parse is no report
+        except Exception:
             outcome, rep = "unreadable", None
         if rep is not None:
             try:

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # smtplib's own annotation (typeshed)
 
 from omnijourney.adapters.addresses import InvalidAddress, email_address, header_text, scrub
 from omnijourney.adapters.base import Outcome, TransientError, Unconfirmed
@@ -119,7 +122,7 @@ class _TrackedSMTP(smtplib.SMTP):
 
     body_sent = False
 
-    def send(self, s: bytes | str) -> None:
+    def send(self, s: Buffer | str) -> None:
         super().send(s)
         if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
             self.body_sent = True

@@ -39,7 +39,7 @@ class KeyedPool:
     def _run(self, key: Hashable, job: Callable[[], object]) -> None:
         try:
             job()
-        except BaseException as exc:  # noqa: BLE001 -- handed to the polling thread
+        except BaseException as exc:
             with self.lock:
                 self.error = self.error or exc
         with self.lock:

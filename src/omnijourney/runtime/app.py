@@ -241,7 +241,7 @@ class Worker:
                     message.decref()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 -- whatever it was, never a silent agent
+        except Exception as exc:
             self.fail(exc)
             raise
 
@@ -254,7 +254,7 @@ class Worker:
         try:
             await self.handle(events)
             return
-        except Exception as exc:  # noqa: BLE001 -- see the docstring
+        except Exception as exc:
             if cluster_error(exc):
                 raise
             error = exc
@@ -262,7 +262,7 @@ class Worker:
         for e in events:
             try:
                 await self.handle([e])
-            except Exception as exc:  # noqa: BLE001 -- see the docstring
+            except Exception as exc:
                 if cluster_error(exc):
                     raise
                 await self.dead_letter(e, exc)
@@ -339,7 +339,7 @@ class Worker:
                 if partition in owned:
                     st = CustomerState.from_dict(doc)
                     self.index.update(key.decode(), partition, st.next_due())
-            except Exception:  # noqa: BLE001 -- one bad record must not stop the timer
+            except Exception:
                 unreadable += 1
         if unreadable:
             log.error("unreadable_states", count=unreadable)
@@ -369,7 +369,7 @@ class Worker:
                         pressure_callbacks=len(queue._pending_pressure_drop_callbacks),
                         generation=self.app.consumer_generation_id,
                         in_recovery=self.app.in_recovery, rebalancing=self.app.rebalancing)
-        except Exception as exc:  # noqa: BLE001 -- a diagnostic must not fail the worker
+        except Exception as exc:
             log.warning("flow", error=repr(exc))
 
     def services(self) -> list[faust.Service]:

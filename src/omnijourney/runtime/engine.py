@@ -166,7 +166,7 @@ class _Evaluated:
 
 class Engine:
     def __init__(self, journeys: JourneySet, topics: Topics, clock: Clock,
-                 extra_event_types: Iterable[str] = (), limits: Limits | None = None,
+                 extra_event_types: Iterable[str] = (), *, limits: Limits | None = None,
                  wall: Callable[[], datetime] | None = None) -> None:
         self.journeys = journeys
         self.topics = topics
@@ -194,7 +194,7 @@ class Engine:
                     self._delivery(rec, load, result)
                 else:
                     self._event(rec, load, result)
-            except Exception as exc:  # noqa: BLE001 -- the point: no record stops the engine
+            except Exception as exc:
                 self._dead(rec, f"could not be processed: {type(exc).__name__}: "
                                 f"{str(exc)[:300]}", result, "internal_error")
         return result

@@ -51,7 +51,6 @@ import structlog
 from faust.tables.manager import TableManager
 from faust.transport.consumer import Consumer
 
-
 log = structlog.get_logger("omnijourney.faustguard")
 
 
