@@ -20,7 +20,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
 from omnijourney.core.commands import ChannelCommand
-from omnijourney.core.events import Event, InvalidEvent, parse_event
+from omnijourney.core.events import Event, InvalidEvent, parse_event, parse_json
 from omnijourney.core.state import CustomerState
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -140,30 +140,14 @@ def decode_event(data: bytes) -> Event:
             rec = events().decode(data)
         except CodecError as exc:
             raise InvalidEvent(str(exc)) from None
-        props = _json(rec["properties"], "properties is not JSON") if rec["properties"] else {}
+        props = parse_json(rec["properties"], "properties is not JSON") if rec["properties"] else {}
         rec["properties"] = props
         rec["occurred_at"] = _aware(rec["occurred_at"])
         return parse_event(rec)
     text = data.lstrip()
     if text[:1] != b"{":
         raise InvalidEvent("neither Avro (C3 01 ...) nor a JSON object")
-    return parse_event(_json(data, "malformed JSON"))
-
-
-def _json(data: bytes | str, what: str) -> Any:
-    """JSON from an untrusted producer. Besides syntax errors, the standard parser raises
-    ValueError for integers of over 4300 digits and RecursionError for deep nesting;
-    NaN and Infinity are refused (no JSON number, and no way back out of the state)."""
-    try:
-        return json.loads(data, parse_constant=_no_constant)
-    except RecursionError:
-        raise InvalidEvent(f"{what}: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, digit limits
-        raise InvalidEvent(f"{what}: {str(exc)[:200]}") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    return parse_event(parse_json(data, "malformed JSON"))
 
 
 def _aware(dt: datetime) -> datetime:

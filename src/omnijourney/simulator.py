@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from omnijourney.core import TICK, ChannelCommand, CustomerState, Event, JourneySet, Tick, evaluate
 from omnijourney.core.evaluator import TraceEntry
-from omnijourney.core.events import InvalidEvent, parse_event
+from omnijourney.core.events import InvalidEvent, parse_event, parse_json
 
 DEFAULT_HORIZON = timedelta(days=90)
 MAX_TICKS_PER_CUSTOMER = 100_000
@@ -44,9 +44,7 @@ def read_events(lines: Iterable[str]) -> tuple[list[Event], list[BadLine]]:
         if not text or text.startswith("#"):
             continue
         try:
-            events.append(parse_event(json.loads(text)))
-        except json.JSONDecodeError as exc:
-            bad.append(BadLine(n, f"not JSON: {exc.msg} at column {exc.colno}"))
+            events.append(parse_event(parse_json(text, "not JSON")))
         except InvalidEvent as exc:
             bad.append(BadLine(n, str(exc)))
     return events, bad

@@ -191,3 +191,18 @@ def test_fuzz_no_exception_escapes_and_every_record_is_evaluated_or_dead_lettere
         assert d["error"] and d["original"] in {r.value for r in records}
     for _, _, doc in result.states.values():
         json.loads(doc)  # every state written is readable back
+
+
+def test_simulate_reports_hostile_lines_with_their_number_and_goes_on() -> None:
+    from omnijourney.simulator import read_events
+
+    deep = raw_event().replace(b'"properties": {}',
+                               b'"properties": {"x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}")
+    digits = raw_event(event_id="e2").replace(b'"properties": {}', b'"properties": {"n": '
+                                              + b"1" * 5000 + b"}")
+    events, bad = read_events([deep.decode(), digits.decode(), raw_event(event_id="e3").decode(),
+                               "{nope"])
+    assert [e.event_id for e in events] == ["e3"]
+    assert [(b.line, b.reason.split(":")[0]) for b in bad] == [(1, "not JSON"), (2, "not JSON"),
+                                                              (4, "not JSON")]
+    assert "nested too deeply" in bad[0].reason

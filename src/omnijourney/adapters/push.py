@@ -19,6 +19,10 @@ class FcmStylePush:
     name: str = "push"
 
     def deliver(self, cmd: dict[str, Any]) -> Outcome:
+        token = cmd.get("to")
+        if not isinstance(token, str) or not token or len(token) > 4096 or any(
+                ord(c) < 32 or ord(c) == 127 for c in token):
+            return Outcome("failed", reason="invalid address: not a device token")
         content = cmd["content"]
         url = f"{self.base_url.rstrip('/')}/v1/projects/{self.project}/messages:send"
         message = {"message": {

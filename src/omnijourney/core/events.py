@@ -79,6 +79,22 @@ LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def parse_json(data: bytes | str, what: str) -> Any:
+    """JSON from an untrusted producer. Besides syntax errors, the standard parser raises
+    ValueError for integers of over 4300 digits and RecursionError for deep nesting;
+    NaN and Infinity are refused (no JSON number, and no way back out of the state)."""
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise InvalidEvent(f"{what}: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, digit limits
+        raise InvalidEvent(f"{what}: {str(exc)[:200]}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def check_text(name: str, value: str, limit: int) -> None:
     """A string that can be encoded, logged and used as a Kafka key."""
     if len(value) > limit:
