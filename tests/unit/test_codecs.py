@@ -103,3 +103,19 @@ def test_schema_check_refuses_breaking_changes(tmp_path: Path) -> None:
     (base / "touchpoint_event.avsc").write_text(old)
     findings, compared = check_dir(REPO / "schemas", against=str(base))
     assert (findings, compared) == ([], 1)
+
+
+def test_delivery_reports_written_with_schema_v1_still_decode() -> None:
+    import json as _json
+    from datetime import UTC, datetime
+
+    from omnijourney.codecs import SCHEMA_DIR, AvroCodec, decode_delivery, deliveries
+
+    v1 = AvroCodec(_json.loads((SCHEMA_DIR / "history" / "delivery_report.v1.avsc").read_text()))
+    assert v1.fingerprint != deliveries().fingerprint
+    at = datetime(2026, 3, 2, tzinfo=UTC)
+    old = v1.encode({"command_id": "c", "customer_id": "u", "channel": "email",
+                     "status": "bounced", "provider_id": None, "reason": "550", "at": at,
+                     "journey": "j", "instance_key": None})
+    rec = decode_delivery(old)
+    assert rec["status"] == "bounced" and rec["at"] == at and rec["address_digest"] is None
