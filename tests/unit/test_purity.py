@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,33 @@ def test_core_source_reads_no_clock_and_does_no_io() -> None:
 def test_the_purity_check_itself_catches_a_clock_read() -> None:
     tree = ast.parse("from datetime import datetime\nx = datetime.now()\nopen('f')\nimport socket")
     assert len(_violations(tree)) == 3
+
+
+def test_nothing_in_the_core_or_its_libraries_reads_the_machines_clock() -> None:
+    """The source check above sees our own calls only; Liquid's ``'now' | date`` read the
+    wall clock inside the library (a replay of March rendered December's date). Here the
+    machine's clock (C level, every library) is moved to two other years: the simulated
+    commands and a template using 'now' and 'today' must not change."""
+    import time_machine
+
+    from omnijourney.config import load
+    from omnijourney.core.templates import compile_text
+    from omnijourney.simulator import read_events, simulate
+
+    repo = Path(__file__).resolve().parents[2]
+    js = load(repo / "journeys").journey_set
+    assert js is not None
+    events, _ = read_events((repo / "examples" / "events.jsonl").read_text().splitlines())
+    text = compile_text("{{ 'now' | date: '%Y-%m-%d %H:%M' }} {{ 'today' | date: '%Y' }}")
+    when = events[0].occurred_at
+
+    def run() -> tuple[list[str], str]:
+        cmds = [json.dumps(c.to_dict(), sort_keys=True) for c in simulate(js, events).commands]
+        return cmds, text.render({"now": when})
+
+    with time_machine.travel("2031-07-01 12:00:00+00:00", tick=False):
+        first = run()
+    with time_machine.travel("2044-01-15 03:00:00+00:00", tick=False):
+        second = run()
+    assert first == second
+    assert first[1] == f"{when:%Y-%m-%d %H:%M} {when:%Y}"

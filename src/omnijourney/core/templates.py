@@ -8,6 +8,9 @@ from typing import Any
 
 from liquid import Environment, FalsyStrictUndefined
 from liquid.exceptions import LiquidError
+from liquid.filter import with_context
+
+_LIQUID_DATE = Environment().filters["date"]  # the standard filter, for everything else
 
 # The parts each channel's template must define (email may add ``html``).
 REQUIRED_PARTS: dict[str, tuple[str, ...]] = {
@@ -30,11 +33,22 @@ class TemplateError(ValueError):
     pass
 
 
+@with_context
+def _date(value: Any, fmt: Any, *, context: Any) -> str:
+    """Liquid's ``date``, except that ``'now'`` and ``'today'`` are the evaluation's own
+    moment (``now`` in the context), never the machine's clock: a replay renders the
+    same text, and the core stays a function of its inputs."""
+    if value in ("now", "today"):
+        value = context.resolve("now")
+    return str(_LIQUID_DATE(value, fmt, environment=context.env))
+
+
 def _make_env() -> Environment:
     # Printing a missing value is an error (the send is skipped with the reason), while
     # ``{% if x %}`` and ``{{ x | default: "there" }}`` work for optional fields.
     env = Environment(undefined=FalsyStrictUndefined)
     env.filters["short_hash"] = _short_hash
+    env.filters["date"] = _date
     return env
 
 
