@@ -143,6 +143,11 @@ def describe(t: TraceEntry) -> str:
         "condition_error": lambda: f"condition {d['condition']!r} failed: {d['error']} "
         "(counted as false)",
         "duplicate_event": lambda: f"duplicate event {d['event_id']} ignored",
+        "event_conflict": lambda: f"event {d['event_id']} seen before with other content: "
+        "dead-lettered",
+        "runaway": lambda: f"STOPPED: this would send the customer more than {d['limit']} "
+        f"messages at once ({d['channel']}); the run ends here",
+        "erased": lambda: "customer erased: everything known of them is forgotten",
     }
     fallback: Callable[[], str] = lambda: f"{k} {json.dumps(d, default=str)}" if d else k  # noqa: E731
     text = phrases.get(k, fallback)()

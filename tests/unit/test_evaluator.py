@@ -532,3 +532,45 @@ def test_naive_now_is_refused() -> None:
     js = build(journey())
     with pytest.raises(ValueError, match="timezone-aware"):
         evaluate(js, None, signup(), datetime(2026, 3, 2))  # noqa: DTZ001 - the point of the test
+
+
+def _unvalidated(steps: list[dict[str, object]]) -> object:
+    """A journey built without validation: what a live edit or a date in the past makes."""
+    from omnijourney.core import model as m
+    from omnijourney.core.catalog import JourneySet
+
+    looping = m.JourneyDef.model_validate({"id": "spin", "trigger": {"event": "product.viewed"},
+                                           "steps": steps})
+    return JourneySet.build([looping], {})
+
+
+@pytest.mark.parametrize("steps", [
+    [{"id": "ping", "type": "webhook", "url": "https://hooks.example/x"},
+     {"id": "hold", "type": "wait_for", "event": "order.placed", "timeout": "0s",
+      "on_timeout": "ping"}],
+    [{"id": "ping", "type": "webhook", "url": "https://hooks.example/x"},
+     {"id": "pause", "type": "wait", "duration": "0s"},
+     {"id": "again", "type": "goto", "next": "ping"}],
+])
+def test_one_evaluation_never_sends_a_customer_more_than_the_cap(
+        steps: list[dict[str, object]]) -> None:
+    from omnijourney.core.evaluator import MAX_COMMANDS_PER_EVALUATION
+
+    js = _unvalidated(steps)
+    state = evaluate(js, None, signup(), t("2026-03-02T10:00:00Z")).state  # type: ignore[arg-type]
+    per_evaluation, kinds = [], []
+    inputs = [(ev("product.viewed", "2026-03-02T11:00:00Z"), t("2026-03-02T11:00:00Z")),
+              (TICK, t("2026-03-02T11:00:01Z")), (TICK, t("2026-03-03T11:00:00Z"))]
+    for inp, now in inputs:
+        if inp is TICK and state.next_due() is None:
+            per_evaluation.append(0)
+            continue
+        out = evaluate(js, state, inp, now)  # type: ignore[arg-type]
+        state = out.state
+        per_evaluation.append(len(out.commands))
+        kinds += [x.kind for x in out.trace]
+    # Never more than the cap in one evaluation (was 1000 for the wait_for, 25 for the
+    # wait), the cap really reached once, and then the run is over: nothing repeats.
+    assert max(per_evaluation) == MAX_COMMANDS_PER_EVALUATION, per_evaluation
+    assert kinds.count("runaway") == 1 and "aborted" in kinds
+    assert not state.instances and per_evaluation[-1] == 0

@@ -60,7 +60,9 @@ def test_metrics_health_and_readiness_over_http() -> None:
                             TraceEntry(at, "c1", "sent", "cart", "k1", "mail",
                                        {"channel": "email", "command_id": "x"}),
                             TraceEntry(at, "c1", "suppressed", "cart", "k1", "sms",
-                                       {"channel": "sms", "reason": "no_consent"})])
+                                       {"channel": "sms", "reason": "no_consent"}),
+                            TraceEntry(at, "c1", "runaway", "spin", "", "ping",
+                                       {"channel": "webhook", "limit": 16})])
         status, text = get(f"{base}/metrics")
         assert status == 200
         got = {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -75,6 +77,7 @@ def test_metrics_health_and_readiness_over_http() -> None:
                                                      ("reason", "no_consent"),
                                                      ("step", "sms")))] == 1
         assert got[("omnijourney_evaluation_seconds_count", ())] == 3
+        assert got[("omnijourney_runaway_total", (("journey", "spin"),))] == 1
         assert get(f"{base}/healthz")[0] == 200
         assert get(f"{base}/readyz")[0] == 503
         metrics.ready.set_function(lambda: float(state["ready"]))

@@ -152,3 +152,54 @@ def test_hard_rules_hold_for_every_marketing_send(events: list[Event]) -> None:
         if x.kind == "suppressed":
             assert x.detail["reason"] in {"no_consent", "no_address", "address_bounced",
                                           "frequency_cap", "template_error"}
+
+
+@st.composite
+def any_journey(draw: st.DrawFn) -> list[dict[str, object]]:
+    """Up to six steps of sends, zero or short waits, gotos and branches, linked at random:
+    loops of every kind, validated or not."""
+    n = draw(st.integers(1, 6))
+    ids = [f"s{i}" for i in range(n)]
+    target = st.sampled_from(ids)
+    steps: list[dict[str, object]] = []
+    for sid in ids:
+        kind = draw(st.sampled_from(["webhook", "wait", "wait_for", "goto", "branch"]))
+        if kind == "webhook":
+            step: dict[str, object] = {"type": "webhook", "url": "https://hooks.example/x"}
+        elif kind == "wait":
+            step = {"type": "wait", "duration": draw(st.sampled_from(["0s", "0s", "1s"]))}
+        elif kind == "wait_for":
+            step = {"type": "wait_for", "event": "order.placed",
+                    "timeout": draw(st.sampled_from(["0s", "1s"])), "on_timeout": draw(target)}
+        elif kind == "goto":
+            step = {"type": "goto", "next": draw(target)}
+        else:
+            step = {"type": "branch", "branches": [{"when": "true", "next": draw(target)}],
+                    "else": draw(target)}
+        if kind in ("webhook", "wait") and draw(st.booleans()):
+            step["next"] = draw(target)
+        steps.append({"id": sid, **step})
+    return steps
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(any_journey())
+def test_no_evaluation_sends_a_customer_more_than_the_cap_whatever_the_journey(
+        steps: list[dict[str, object]]) -> None:
+    from omnijourney.core import model as m
+    from omnijourney.core.catalog import JourneySet
+    from omnijourney.core.evaluator import MAX_COMMANDS_PER_EVALUATION
+
+    js = JourneySet.build([m.JourneyDef.model_validate(
+        {"id": "any", "trigger": {"event": "product.viewed"}, "steps": steps})], {})
+    start = datetime(2026, 3, 2, 11, tzinfo=UTC)
+    state: CustomerState | None = None
+    inputs: list[tuple[Event | object, datetime]] = [
+        (Event("v1", "product.viewed", "c1", start, None, {}), start)]
+    inputs += [(TICK, start + timedelta(seconds=s)) for s in (0, 1, 2, 5, 60)]
+    for inp, now in inputs:
+        if inp is TICK and (state is None or state.next_due() is None):
+            continue
+        out = evaluate(js, state, inp, now)  # type: ignore[arg-type]
+        assert len(out.commands) <= MAX_COMMANDS_PER_EVALUATION <= 16
+        state = out.state

@@ -246,3 +246,35 @@ def test_a_shape_error_does_not_hide_the_other_problems(jdir: Path) -> None:
     # The link to the broken step still resolves, and no graph verdict is guessed at.
     assert not any("wait_a_bit" in msg or "reached" in msg or "loop" in msg for _, msg in got)
     assert load(jdir).journey_set is None
+
+
+def test_loops_whose_waits_can_all_be_zero_are_rejected(jdir: Path) -> None:
+    write(jdir, "zero.yaml", """
+        trigger: {event: product.viewed}
+        steps:
+          - id: ping
+            type: webhook
+            url: https://hooks.example/x
+          - id: hold
+            type: wait_for
+            event: order.placed
+            timeout: 0s
+            on_timeout: ping
+    """)
+    write(jdir, "zerowait.yaml", """
+        trigger: {event: product.viewed}
+        steps:
+          - {id: pause, type: wait, duration: 0s}
+          - {id: again, type: goto, next: pause}
+    """)
+    write(jdir, "fine.yaml", """
+        trigger: {event: product.viewed}
+        steps:
+          - {id: pause, type: wait, duration: 1h}
+          - {id: again, type: goto, next: pause}
+    """)
+    got = {(f, step, msg) for f, _line, step, msg, _hint in messages(jdir)}
+    assert ("zero.yaml", "hold", "loop whose waits can all be zero: ping -> hold -> ping") in got
+    assert ("zerowait.yaml", "pause",
+            "loop whose waits can all be zero: pause -> again -> pause") in got
+    assert not [g for g in got if g[0] == "fine.yaml"]

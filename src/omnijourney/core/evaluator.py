@@ -35,6 +35,10 @@ from omnijourney.core.timeutil import (
 )
 
 MAX_STEPS_PER_RUN = 100  # validation rejects wait-less loops; this caps anything that slips by
+# What one customer can be sent in one evaluation, all journeys together. Validation rejects
+# loops whose waits can all be zero; this bounds anything that slips by (a wait until a
+# date in the past, a journey edited live): the run that would send more ends ("runaway").
+MAX_COMMANDS_PER_EVALUATION = 16
 MAX_TIMER_FIRINGS = 1000
 
 
@@ -139,6 +143,7 @@ class _Run:
         self.trace: list[TraceEntry] = []
         self._profile_view: dict[str, Any] | None = None
         self.entered = False  # whether entry memory grew (and so may need pruning)
+        self.runaway: set[str] = set()  # instances stopped for sending too much at once
         self._event_views: dict[int, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- plumbing
@@ -380,6 +385,9 @@ class _Run:
         elif status == "deferred":
             assert isinstance(step, m.SendStep)
             self.send(cj, inst, step, at, deferred=True)
+            if inst.slot in self.runaway:
+                self.finish(inst, at, "aborted")
+                return
             self.run(cj, inst, cj.next_of(step), at)
 
     # -------------------------------------------------------------------- steps
@@ -394,6 +402,9 @@ class _Run:
             # Step reach, for analytics; explanations skip it (each step tells its own).
             self.note(at, "step", inst, step_id, cohort=inst.cohort, visit=inst.visits[step_id])
             nxt = self.step(cj, inst, step, at)
+            if inst.slot in self.runaway:
+                self.finish(inst, at, "aborted")
+                return
             if nxt is _PARK:
                 return
             if nxt is _END:
@@ -577,6 +588,12 @@ class _Run:
              channel: str, to: str, content: dict[str, Any], template: str | None,
              transactional: bool, locale: str | None, data: dict[str, str]) -> None:
         ch = channel
+        if len(self.commands) >= MAX_COMMANDS_PER_EVALUATION or inst.slot in self.runaway:
+            if inst.slot not in self.runaway:
+                self.runaway.add(inst.slot)
+                self.note(at, "runaway", inst, step_id, channel=ch,
+                          limit=MAX_COMMANDS_PER_EVALUATION)
+            return
         cid = command_id(cj.id, str(cj.version), self.st.customer_id, inst.instance_id,
                          step_id, str(inst.visits.get(step_id, 1)))
         self.commands.append(ChannelCommand(

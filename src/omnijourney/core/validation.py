@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Literal
 
 from omnijourney.core import model as m
@@ -12,6 +13,7 @@ from omnijourney.core.events import EVENT_TYPE, KNOWN_EVENT_TYPES
 from omnijourney.core.expressions import ExpressionError, compile_condition
 from omnijourney.core.loader import Source
 from omnijourney.core.templates import OPTIONAL_PARTS, REQUIRED_PARTS, TemplateError, compile_text
+from omnijourney.core.timeutil import parse_duration
 
 END = None  # successor meaning "the journey ends here"
 LineFn = Callable[..., int | None]
@@ -188,7 +190,36 @@ def validate_journey(
         i = next(index[id(s)] for s in journey.steps if s.id == first)
         add("loop without a wait: " + " -> ".join([*loop, first]), src.step_line(i), first,
             "put a wait or wait_for inside the loop so it cannot spin")
+    # A loop whose every wait can be zero spins as fast as one without: a 0s wait or
+    # timeout, or a wait until a date (which may lie in the past).
+    always = {s.id for s in journey.steps if _always_waits(s)}
+    for loop in _waitless_loops(edges, always):
+        if not set(loop) & waiting:
+            continue  # reported above
+        first = next(n for n in loop if n in waiting)
+        i = next(index[id(s)] for s in journey.steps if s.id == first)
+        add("loop whose waits can all be zero: " + " -> ".join([*loop, loop[0]]),
+            src.step_line(i), first,
+            "give one wait in the loop a positive duration (an `until:` date may already "
+            "have passed, a `0s` wait or timeout does not wait)")
     return out
+
+
+def _always_waits(step: m.Step) -> bool:
+    """Whether a step always lets time pass before the journey goes on."""
+    try:
+        if isinstance(step, m.WaitStep):
+            if step.until_local_time is not None:
+                return True  # the next occurrence, strictly after now
+            return step.duration is not None and parse_duration(str(step.duration)) > ZERO
+        if isinstance(step, m.WaitForStep):
+            return parse_duration(str(step.timeout)) > ZERO
+    except ValueError:
+        return True  # a bad duration is reported on its own
+    return False
+
+
+ZERO = timedelta(0)
 
 
 def _targets(step: m.Step) -> Iterator[tuple[str, str | None]]:

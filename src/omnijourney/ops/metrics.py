@@ -71,6 +71,9 @@ class WorkerMetrics(ProcessMetrics):
                                     "for one customer", buckets=LATENCY_BUCKETS, registry=r)
         self.batch = Histogram(f"{NS}_batch_seconds", "Time to process one batch, commands "
                                "and states acked", buckets=LATENCY_BUCKETS, registry=r)
+        self.runaway = Counter(f"{NS}_runaway", "Journey runs ended for trying to send a "
+                               "customer more than the per-evaluation cap", ["journey"],
+                               registry=r)
         self.rebalances = Counter(f"{NS}_rebalances", "Partition assignments received",
                                   registry=r)
         self.assigned = Gauge(f"{NS}_assigned_partitions", "Source partitions this worker "
@@ -91,6 +94,8 @@ class WorkerMetrics(ProcessMetrics):
         for entry in trace:
             for name, values in facts(entry):
                 self.journey[name].labels(*values).inc()
+            if entry.kind == "runaway":
+                self.runaway.labels(entry.journey or "").inc()
         for seconds in evaluation_seconds:
             self.evaluation.observe(seconds)
         self.batch.observe(batch_seconds)

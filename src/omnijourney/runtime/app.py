@@ -53,7 +53,7 @@ EXIT_STALLED = 75  # EX_TEMPFAIL
 # record): unhealthy at once, then a graceful stop, for its supervisor to start it again.
 EXIT_FAILED = 70  # EX_SOFTWARE
 LOGGED_DECISIONS = frozenset({"sent", "suppressed", "deferred", "exited", "goal", "error",
-                              "erased"})
+                              "erased", "runaway"})
 
 
 # Kafka errors that are one record's doing (its size); any other Kafka error is the
