@@ -8,7 +8,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from omnijourney.core import model as m
-from omnijourney.core.templates import MessageTemplate, compile_text
+from omnijourney.core.templates import HTML_PARTS, MessageTemplate, compile_text
 from omnijourney.core.timeutil import ContactWindow, parse_duration, zone
 
 # Channels whose messages reach a person directly, so quiet hours apply.
@@ -133,6 +133,7 @@ def compile_template(name: str, t: m.TemplateDef) -> MessageTemplate:
         name=name,
         channel=t.channel,
         default_locale=t.default_locale,
-        locales={loc: {part: compile_text(src) for part, src in parts.items()}
+        locales={loc: {part: compile_text(src, html=part in HTML_PARTS)
+                       for part, src in parts.items()}
                  for loc, parts in t.locales.items()},
     )

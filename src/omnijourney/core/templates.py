@@ -43,16 +43,21 @@ def _date(value: Any, fmt: Any, *, context: Any) -> str:
     return str(_LIQUID_DATE(value, fmt, environment=context.env))
 
 
-def _make_env() -> Environment:
+def _make_env(*, html: bool = False) -> Environment:
     # Printing a missing value is an error (the send is skipped with the reason), while
     # ``{% if x %}`` and ``{{ x | default: "there" }}`` work for optional fields.
-    env = Environment(undefined=FalsyStrictUndefined)
+    # HTML parts escape every value printed into them (a first name of
+    # ``<img src=x onerror=…>`` is text, not markup); ``| safe`` marks trusted markup.
+    env = Environment(undefined=FalsyStrictUndefined, autoescape=html)
     env.filters["short_hash"] = _short_hash
     env.filters["date"] = _date
     return env
 
 
 ENV = _make_env()
+HTML_ENV = _make_env(html=True)
+# Parts whose values are escaped as HTML.
+HTML_PARTS = frozenset({"html"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +74,19 @@ class Text:
             raise TemplateError(_first_line(exc)) from None
 
 
-_TEXTS: dict[str, Text] = {}
+_TEXTS: dict[tuple[str, bool], Text] = {}
 
 
-def compile_text(source: str) -> Text:
-    """Parse once per distinct source; the evaluator calls this on its hot path."""
-    text = _TEXTS.get(source)
+def compile_text(source: str, *, html: bool = False) -> Text:
+    """Parse once per distinct source; the evaluator calls this on its hot path.
+    ``html``: the text is HTML, and every value printed into it is escaped."""
+    text = _TEXTS.get((source, html))
     if text is None:
         try:
-            text = Text(source, ENV.from_string(str(source)))
+            text = Text(source, (HTML_ENV if html else ENV).from_string(str(source)))
         except LiquidError as exc:
             raise TemplateError(_first_line(exc)) from None
-        _TEXTS[source] = text
+        _TEXTS[(source, html)] = text
     return text
 
 

@@ -12,7 +12,13 @@ from omnijourney.core.diagnostics import Violation, did_you_mean
 from omnijourney.core.events import EVENT_TYPE, KNOWN_EVENT_TYPES
 from omnijourney.core.expressions import ExpressionError, compile_condition
 from omnijourney.core.loader import Source
-from omnijourney.core.templates import OPTIONAL_PARTS, REQUIRED_PARTS, TemplateError, compile_text
+from omnijourney.core.templates import (
+    HTML_PARTS,
+    OPTIONAL_PARTS,
+    REQUIRED_PARTS,
+    TemplateError,
+    compile_text,
+)
 from omnijourney.core.timeutil import parse_duration
 
 END = None  # successor meaning "the journey ends here"
@@ -340,7 +346,7 @@ def check_template(name: str, tmpl: m.TemplateDef, src: Source) -> list[Violatio
                                      or f"parts: {', '.join(sorted(allowed))}"))
                 continue
             try:
-                compile_text(body)
+                compile_text(body, html=part in HTML_PARTS)
             except TemplateError as exc:
                 out.append(Violation(src.file, src.line("locales", loc, part),
                                      f"{name} {loc}.{part}: Liquid error: {exc}"))
