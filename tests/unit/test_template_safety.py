@@ -41,3 +41,32 @@ def test_the_same_source_compiles_apart_for_html_and_text() -> None:
     src = "{{ x }}"
     assert compile_text(src).render({"x": "<b>"}) == "<b>"
     assert compile_text(src, html=True).render({"x": "<b>"}) == "&lt;b&gt;"
+
+
+def test_a_structured_webhook_body_is_valid_json_whatever_the_values() -> None:
+    import json
+
+    js = build("""
+        trigger: {event: product.viewed}
+        steps:
+          - id: hook
+            type: webhook
+            url: "https://crm.example/people?name={{ profile.first_name | url_encode }}"
+            body:
+              name: "{{ profile.first_name }}"
+              note: 'said "{{ event.properties.quote }}"'
+              tags: [vip, "{{ event.properties.tag }}"]
+              score: 3
+          - id: text_hook
+            type: webhook
+            url: https://crm.example/raw
+            body: '{"name": {{ profile.first_name | json }}}'
+    """)
+    d = Driver(js).send(signup(first_name='Jo "JJ" \\ <x>'),
+                        ev("product.viewed", "2026-03-02T11:00:00Z", quote='a"b', tag="t&1"))
+    structured, text = d.commands
+    body = json.loads(structured.content["body"])
+    assert body == {"name": 'Jo "JJ" \\ <x>', "note": 'said "a"b"', "tags": ["vip", "t&1"],
+                    "score": 3}
+    assert structured.content["url"] == "https://crm.example/people?name=Jo+%22JJ%22+%5C+%3Cx%3E"
+    assert json.loads(text.content["body"]) == {"name": 'Jo "JJ" \\ <x>'}

@@ -121,6 +121,17 @@ def evaluate(journeys: JourneySet, state: CustomerState | None, input: Event | T
     return Evaluation(run.st, run.commands, run.trace)
 
 
+def render_tree(value: Any, ctx: dict[str, Any]) -> Any:
+    """Every text inside a mapping or list rendered with Liquid; other values kept."""
+    if isinstance(value, str):
+        return compile_text(value).render(ctx)
+    if isinstance(value, dict):
+        return {str(k): render_tree(v, ctx) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_tree(v, ctx) for v in value]
+    return value
+
+
 def _without(ev: Event, keys: set[str]) -> Event:
     if not keys & set(ev.properties):
         return ev
@@ -572,7 +583,13 @@ class _Run:
         ctx = self.ctx(inst, at)
         try:
             url = compile_text(step.url).render(ctx)
-            body = compile_text(step.body).render(ctx) if step.body else ""
+            if isinstance(step.body, dict):
+                # A structured body: each text rendered, then the whole encoded as JSON,
+                # so a quote in a value is escaped rather than ending the string.
+                body = json.dumps(render_tree(step.body, ctx), ensure_ascii=False,
+                                  separators=(",", ":"))
+            else:
+                body = compile_text(step.body).render(ctx) if step.body else ""
             headers = {k: compile_text(v).render(ctx) for k, v in step.headers.items()}
         except TemplateError as exc:
             self.note(at, "suppressed", inst, step.id, channel="webhook",

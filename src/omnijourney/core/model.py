@@ -7,7 +7,7 @@ These models check shape only; graph rules live in validation.py.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
@@ -174,7 +174,9 @@ class WebhookStep(_Flow):
     type: Literal["webhook"]
     url: str
     method: Literal["POST", "PUT", "PATCH"] = "POST"
-    body: str | None = None
+    body: str | dict[str, Any] | None = Field(
+        default=None, description="a mapping (sent as JSON, every text in it rendered and "
+        "escaped), or a text")
     headers: dict[str, str] = Field(default_factory=dict)
 
 

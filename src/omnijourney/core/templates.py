@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,11 @@ def _date(value: Any, fmt: Any, *, context: Any) -> str:
     return str(_LIQUID_DATE(value, fmt, environment=context.env))
 
 
+def _json(value: Any) -> str:
+    """``{{ x | json }}``: the value as a JSON literal (quotes and all), for text bodies."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _make_env(*, html: bool = False) -> Environment:
     # Printing a missing value is an error (the send is skipped with the reason), while
     # ``{% if x %}`` and ``{{ x | default: "there" }}`` work for optional fields.
@@ -51,6 +57,7 @@ def _make_env(*, html: bool = False) -> Environment:
     env = Environment(undefined=FalsyStrictUndefined, autoescape=html)
     env.filters["short_hash"] = _short_hash
     env.filters["date"] = _date
+    env.filters["json"] = _json
     return env
 
 

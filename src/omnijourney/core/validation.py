@@ -178,7 +178,8 @@ def validate_journey(
                     text(value, line("set", key), sid, f"set.{key}")
             case m.WebhookStep():
                 text(step.url, line("url"), sid, "url")
-                text(step.body, line("body"), sid, "body")
+                for path, leaf in _texts(step.body, ()):
+                    text(leaf, line("body", *path), sid, ".".join(("body", *map(str, path))))
                 for key, value in step.headers.items():
                     text(value, line("headers", key), sid, f"headers.{key}")
 
@@ -209,6 +210,19 @@ def validate_journey(
             "give one wait in the loop a positive duration (an `until:` date may already "
             "have passed, a `0s` wait or timeout does not wait)")
     return out
+
+
+def _texts(value: object, path: tuple[str | int, ...]) -> Iterator[
+        tuple[tuple[str | int, ...], str]]:
+    """Every text inside a webhook body (a text, or a mapping or list of them)."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _texts(v, (*path, str(k)))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _texts(v, (*path, i))
 
 
 def _always_waits(step: m.Step) -> bool:
