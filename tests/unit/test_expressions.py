@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omnijourney.core.expressions import ExpressionError, compile_condition
+from omnijourney.core.expressions import ExpressionError, _with_default, compile_condition
 
 EXPRESSIONS = [
     "profile.reachable.sms",
@@ -59,8 +59,11 @@ def contexts(draw: st.DrawFn) -> dict[str, Any]:
 def test_pruned_context_gives_the_same_answer_as_the_whole_context(ctx: dict[str, Any]) -> None:
     for src in EXPRESSIONS:
         cond = compile_condition(src)
+        full = ctx  # missing values as conditions read them (null, counts 0), unpruned
+        for path, default in cond.defaults:
+            full = _with_default(full, path, default)
         try:
-            whole: Any = cel.compile(src).execute(ctx)
+            whole: Any = cel.compile(src).execute(full)
             expected = (whole, None) if isinstance(whole, bool) else (False, "not bool")
         except Exception:
             expected = (False, "error")
@@ -91,3 +94,41 @@ def test_non_boolean_results_and_missing_fields_count_as_false() -> None:
     value, error = compile_condition("profile.missing == 1").evaluate({"profile": {}})
     assert value is False
     assert error == "no such field 'missing'"
+
+
+def test_missing_values_read_as_a_marketer_means_them() -> None:
+    """Issue 11, point 5: someone without a tier is not staff; someone who never ordered
+    has 0 orders. has() still tells a missing value from a present one."""
+    nobody: dict[str, Any] = {"profile": {"attributes": {}, "counts": {}},
+                              "event": {"properties": {}}}
+    assert compile_condition("profile.attributes.tier != 'staff'").evaluate(nobody) == (True, None)
+    assert compile_condition("profile.attributes.tier == 'staff'").evaluate(nobody) == (False, None)
+    assert compile_condition("profile.counts['order.placed'] == 0").evaluate(nobody) == (True, None)
+    assert compile_condition("event.properties.coupon != 'X'").evaluate(nobody) == (True, None)
+    assert compile_condition("has(profile.attributes.tier)").evaluate(nobody) == (False, None)
+    assert compile_condition(
+        "!has(profile.attributes.tier) || profile.attributes.tier != 'staff'").evaluate(
+            nobody) == (True, None)
+    # An ordering comparison with nothing is still no: an error, counted as false.
+    assert compile_condition("profile.attributes.score > 50").evaluate(nobody)[0] is False
+    staff = {"profile": {"attributes": {"tier": "staff"}, "counts": {"order.placed": 2}}}
+    assert compile_condition("profile.attributes.tier != 'staff'").evaluate(staff) == (False, None)
+    assert compile_condition("profile.counts['order.placed'] == 0").evaluate(staff) == (False, None)
+    assert nobody["profile"] == {"attributes": {}, "counts": {}}  # the caller's context intact
+
+
+def test_unknown_functions_are_refused_and_timestamp_accessors_take_a_zone() -> None:
+    """Issue 11, point 6: getDayOfWeek(zone) failed at run time every time."""
+    with pytest.raises(ExpressionError, match=r"unknown function.*getDayOfWeeks"):
+        compile_condition("now.getDayOfWeeks() == 6")
+    with pytest.raises(ExpressionError, match=r"unknown function.*lowerAscii"):
+        compile_condition("profile.first_name.lowerAscii() == 'ana'")
+    sat_night_utc = {"now": datetime(2026, 3, 7, 23, 30, tzinfo=UTC)}  # Sunday in Berlin
+    cases = {"now.getDayOfWeek() == 6": True,
+             "now.getDayOfWeek('Europe/Berlin') == 0": True,
+             "now.getHours('America/New_York') == 18": True,
+             "now.getHours('+05:30') == 5": True,
+             "now.getDate('Asia/Tokyo') == 8 && now.getMonth('Asia/Tokyo') == 2": True,
+             "now.getDayOfYear() == 65 && now.getFullYear() == 2026": True}
+    for src, want in cases.items():
+        assert compile_condition(src).evaluate(sat_night_utc) == (want, None), src

@@ -278,3 +278,18 @@ def test_loops_whose_waits_can_all_be_zero_are_rejected(jdir: Path) -> None:
     assert ("zerowait.yaml", "pause",
             "loop whose waits can all be zero: pause -> again -> pause") in got
     assert not [g for g in got if g[0] == "fine.yaml"]
+
+
+def test_an_unknown_cel_function_is_a_validation_error_with_its_line(jdir: Path) -> None:
+    write(jdir, "weekend.yaml", """
+        trigger: {event: product.viewed}
+        steps:
+          - id: only_saturdays
+            type: branch
+            branches:
+              - {when: "now.getDayOfWeeks(profile.timezone) == 6", next: fin}
+          - {id: fin, type: end}
+    """)
+    got = [(line, step, msg) for f, line, step, msg, _ in messages(jdir) if f == "weekend.yaml"]
+    assert any(line == 6 and step == "only_saturdays" and "unknown function(s) getDayOfWeeks"
+               in msg for line, step, msg in got), got

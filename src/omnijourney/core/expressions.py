@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import cel
 
@@ -16,6 +18,56 @@ CONDITION_VARIABLES = ("profile", "event", "last_event", "journey", "now")
 _BINDER = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _REFERENCE = re.compile(
     r"\b(" + "|".join(CONDITION_VARIABLES) + r")((?:\s*\.\s*[A-Za-z_]\w*)*)(\s*[(\[])?")
+
+
+def _zoned(ts: datetime, tz: str | None) -> datetime:
+    """``ts`` in ``tz``: an IANA name (``Europe/Berlin``) or a fixed offset (``+02:00``),
+    as CEL's timestamp accessors take it; UTC without one."""
+    if not tz:
+        return ts.astimezone(UTC)
+    m = re.fullmatch(r"([+-])(\d{2}):(\d{2})", tz.strip())
+    if m:
+        sign = 1 if m.group(1) == "+" else -1
+        return ts.astimezone(timezone(sign * timedelta(hours=int(m.group(2)),
+                                                       minutes=int(m.group(3)))))
+    return ts.astimezone(ZoneInfo(tz))
+
+
+def _accessor(of_time: Any, of_duration: Any = None) -> Any:
+    def call(value: Any, tz: str | None = None) -> int:
+        if isinstance(value, timedelta):
+            if of_duration is None:
+                raise ValueError("not defined for a duration")
+            return int(of_duration(value))
+        if not isinstance(value, datetime):
+            raise ValueError(f"expected a timestamp, got {type(value).__name__}")
+        return int(of_time(_zoned(value, tz)))
+    return call
+
+
+# CEL's timestamp (and duration) accessors, with the optional time zone argument the CEL
+# specification gives them (the binding knows them only without one). Conventions as in
+# the specification: months, days of the month and of the year count from 0, getDate from
+# 1, getDayOfWeek 0 = Sunday.
+TIMESTAMP_FUNCTIONS: dict[str, Any] = {
+    "getFullYear": _accessor(lambda t: t.year),
+    "getMonth": _accessor(lambda t: t.month - 1),
+    "getDayOfYear": _accessor(lambda t: t.timetuple().tm_yday - 1),
+    "getDayOfMonth": _accessor(lambda t: t.day - 1),
+    "getDate": _accessor(lambda t: t.day),
+    "getDayOfWeek": _accessor(lambda t: (t.weekday() + 1) % 7),
+    "getHours": _accessor(lambda t: t.hour, lambda d: d.total_seconds() // 3600),
+    "getMinutes": _accessor(lambda t: t.minute, lambda d: d.total_seconds() // 60),
+    "getSeconds": _accessor(lambda t: t.second, lambda d: d.total_seconds()),
+    "getMilliseconds": _accessor(lambda t: t.microsecond // 1000,
+                                 lambda d: d.total_seconds() * 1000),
+}
+# Every function a condition may call: CEL's standard ones (macros such as has, exists,
+# all, map and filter expand to operators) and the accessors above. Anything else fails
+# at run time every time, so validation refuses it.
+STANDARD_FUNCTIONS = frozenset({
+    "size", "contains", "startsWith", "endsWith", "matches", "int", "uint", "double",
+    "string", "bytes", "bool", "timestamp", "duration", "dyn", "type", *TIMESTAMP_FUNCTIONS})
 
 # A pruning plan: for each root name, None (pass it whole) or a tree of the fields used,
 # whose leaves are None (that field whole).
@@ -31,11 +83,21 @@ class Condition:
     source: str
     program: Any  # cel.Program; the extension module ships no usable type
     plan: Plan
+    # Missing values, as a marketer reads them: an attribute or property the customer does
+    # not have is null (so ``tier != 'staff'`` holds for someone without a tier), a count
+    # of events never seen is 0. Paths the condition tests with has() are left absent.
+    defaults: tuple[tuple[tuple[str, ...], Any], ...] = ()
+    timed: bool = False  # calls a timestamp accessor (needs a cel.Context)
 
     def evaluate(self, ctx: dict[str, Any]) -> tuple[bool, str | None]:
         """(value, error). Errors (a missing field, a type mismatch) count as false."""
         try:
-            value = self.program.execute(_prune(ctx, self.plan))
+            given = _prune(ctx, self.plan)
+            for path, default in self.defaults:
+                given = _with_default(given, path, default)
+            value = self.program.execute(
+                cel.Context(variables=given, functions=TIMESTAMP_FUNCTIONS) if self.timed
+                else given)
         except Exception as exc:
             return False, _short_error(exc)
         if not isinstance(value, bool):
@@ -62,9 +124,57 @@ def compile_condition(source: str) -> Condition:
             f"unknown name(s) {', '.join(unknown)}; conditions can use "
             + ", ".join(CONDITION_VARIABLES)
         )
-    cond = Condition(source, program, _plan(source))
+    called = set(program.functions())
+    unknown_fns = sorted(f for f in called if f[:1] not in "_@!-" and
+                         f not in STANDARD_FUNCTIONS)
+    if unknown_fns:
+        raise ExpressionError(
+            f"unknown function(s) {', '.join(unknown_fns)}; conditions can call "
+            + ", ".join(sorted(STANDARD_FUNCTIONS, key=str.lower))
+            + " (and the macros has, all, exists, exists_one, map, filter)")
+    cond = Condition(source, program, _plan(source), _defaults(source),
+                     bool(called & set(TIMESTAMP_FUNCTIONS)))
     _CACHE[source] = cond
     return cond
+
+
+_ATTRIBUTE = re.compile(r"\bprofile\s*\.\s*attributes\s*\.\s*([A-Za-z_]\w*)")
+_PROPERTY = re.compile(r"\b(event|last_event)\s*\.\s*properties\s*\.\s*([A-Za-z_]\w*)")
+_COUNT = re.compile(r"\bprofile\s*\.\s*counts\s*\[\s*(['\"])([^'\"]+)\1\s*\]")
+_HAS = re.compile(r"\bhas\s*\(([^()]*)\)")
+
+
+def _defaults(source: str) -> tuple[tuple[tuple[str, ...], Any], ...]:
+    tested = {re.sub(r"\s+", "", m.group(1)) for m in _HAS.finditer(source)}
+    out: dict[tuple[str, ...], Any] = {}
+    for m in _ATTRIBUTE.finditer(source):
+        if f"profile.attributes.{m.group(1)}" not in tested:
+            out[("profile", "attributes", m.group(1))] = None
+    for m in _PROPERTY.finditer(source):
+        if f"{m.group(1)}.properties.{m.group(2)}" not in tested:
+            out[(m.group(1), "properties", m.group(2))] = None
+    for m in _COUNT.finditer(source):
+        out[("profile", "counts", m.group(2))] = 0
+    return tuple(out.items())
+
+
+def _with_default(ctx: dict[str, Any], path: tuple[str, ...], default: Any) -> dict[str, Any]:
+    """``ctx`` with ``default`` at ``path`` where nothing is; the dicts on the way are
+    copied, never changed (they may be the caller's)."""
+    node: Any = ctx
+    for key in path[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            return ctx  # no such container: CEL reports it as it would
+    if path[-1] in node:
+        return ctx
+    top = dict(ctx)
+    cur = top
+    for key in path[:-1]:
+        cur[key] = dict(cur[key])
+        cur = cur[key]
+    cur[path[-1]] = default
+    return top
 
 
 def _plan(source: str) -> Plan:
