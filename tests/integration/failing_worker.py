@@ -22,12 +22,12 @@ CUSTOMER = "c-crash"
 real_store = Worker.store
 
 
-async def planted_store(worker: Worker, states: dict[str, Any]) -> None:
+async def planted_store(worker: Worker, states: dict[str, Any], *rest: Any) -> None:
     if CUSTOMER in states:
         if os.environ.get("FAIL_ON") == "kafka":
             raise KafkaTimeoutError("planted: the cluster does not answer")
         raise ValueError("planted: a bug no record should be able to trigger")
-    await real_store(worker, states)
+    await real_store(worker, states, *rest)
 
 
 Worker.store = planted_store  # type: ignore[method-assign]
