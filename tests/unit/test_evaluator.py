@@ -574,3 +574,37 @@ def test_one_evaluation_never_sends_a_customer_more_than_the_cap(
     assert max(per_evaluation) == MAX_COMMANDS_PER_EVALUATION, per_evaluation
     assert kinds.count("runaway") == 1 and "aborted" in kinds
     assert not state.instances and per_evaluation[-1] == 0
+
+
+def test_update_profile_keeps_the_types_of_what_it_stores() -> None:
+    """Issue 11, point 7: ``score: "{{ event.properties.total }}"`` stored "80", and
+    ``profile.attributes.score > 50`` then failed ("No such overload")."""
+    js = build("""
+        trigger: {event: order.placed}
+        steps:
+          - id: keep
+            type: update_profile
+            set:
+              score: "{{ event.properties.total }}"
+              ratio: "{{ event.properties.ratio }}"
+              vip: "{{ event.properties.vip }}"
+              label: "order {{ event.properties.total }}"
+              code: "{{ event.properties.code }}"
+              level: 3
+              active: true
+          - id: big
+            type: branch
+            branches:
+              - {when: "profile.attributes.score > 50 && profile.attributes.vip", next: fin}
+          - {id: fin, type: end}
+    """)
+    d = Driver(js).send(signup(), ev("order.placed", "2026-03-02T11:00:00Z", total=80,
+                                     ratio=0.25, vip=True, code="007"))
+    attrs = d.states["c1"].profile["attributes"]
+    assert attrs["score"] == 80 and isinstance(attrs["score"], int)
+    assert attrs["ratio"] == 0.25 and attrs["vip"] is True
+    assert attrs["label"] == "order 80"  # more than one output: text
+    assert attrs["code"] == "007"  # not a number as JSON writes one: stays text
+    assert attrs["level"] == 3 and attrs["active"] is True
+    (branch,) = d.kinds("branch")
+    assert branch.detail.get("next") == "fin" and not d.kinds("condition_error")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -119,6 +120,29 @@ def evaluate(journeys: JourneySet, state: CustomerState | None, input: Event | T
         run.fire_due(now, inclusive=True)
     run.prune()
     return Evaluation(run.st, run.commands, run.trace)
+
+
+_SINGLE_OUTPUT = re.compile(r"^\s*\{\{(?:(?!\}\}).)*\}\}\s*$", re.DOTALL)
+_NUMBER = re.compile(r"^-?(?:0|[1-9]\d{0,17})(?:\.\d+)?(?:[eE][+-]?\d{1,3})?$")
+
+
+def typed_value(src: str | int | float | bool | None, ctx: dict[str, Any]) -> Any:
+    """What ``update_profile`` stores: YAML numbers, booleans and null as they are; a text
+    that is one ``{{ … }}`` output rendering a number or true/false as that number or
+    boolean (so ``profile.attributes.score > 50`` compares numbers); any other text as
+    the text it renders."""
+    if not isinstance(src, str):
+        return src
+    out = compile_text(src).render(ctx)
+    if _SINGLE_OUTPUT.match(src):
+        text = out.strip()
+        if text in ("true", "false"):
+            return text == "true"
+        if _NUMBER.match(text):
+            number = float(text)
+            return int(number) if number.is_integer() and "." not in text and \
+                "e" not in text.lower() else number
+    return out
 
 
 def render_tree(value: Any, ctx: dict[str, Any]) -> Any:
@@ -475,7 +499,7 @@ class _Run:
                 changed = {}
                 for key, src in step.set.items():
                     try:
-                        changed[key] = compile_text(src).render(ctx)
+                        changed[key] = typed_value(src, ctx)
                     except TemplateError as exc:
                         self.note(at, "error", inst, step.id, reason="template_error",
                                   field=key, error=str(exc))

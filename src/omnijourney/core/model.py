@@ -167,7 +167,9 @@ class SendStep(_Flow):
 
 class UpdateProfileStep(_Flow):
     type: Literal["update_profile"]
-    set: dict[str, str] = Field(min_length=1, description="profile attribute -> Liquid value")
+    set: dict[str, str | int | float | bool | None] = Field(
+        min_length=1, description="profile attribute -> a value, or Liquid giving one (a "
+        "single {{ … }} that renders a number or true/false keeps that type)")
 
 
 class WebhookStep(_Flow):

@@ -175,7 +175,8 @@ def validate_journey(
                     text(value, line("data", key), sid, f"data.{key}")
             case m.UpdateProfileStep():
                 for key, value in step.set.items():
-                    text(value, line("set", key), sid, f"set.{key}")
+                    if isinstance(value, str):
+                        text(value, line("set", key), sid, f"set.{key}")
             case m.WebhookStep():
                 text(step.url, line("url"), sid, "url")
                 for path, leaf in _texts(step.body, ()):
