@@ -127,6 +127,8 @@ def describe(t: TraceEntry) -> str:
         "wait": lambda: f"waiting until {d['until']}",
         "wait_over": lambda: "wait over",
         "wait_skipped": lambda: f"wait skipped: {d.get('reason')}",
+        "wait_unresolved": lambda: f"no readable time in {d.get('until')!r}: the run ends "
+        "(if_missing: continue goes on instead)",
         "wait_for": lambda: f"waiting for {_events(d['event'])} until {d['until']}",
         "wait_for_matched": lambda: f"{d['event']} arrived ({d['event_id']})",
         "wait_for_ignored": lambda: f"{d['event']} did not meet the condition",

@@ -21,7 +21,7 @@ from omnijourney.codecs import decode_any
 from omnijourney.core.events import Event
 from omnijourney.core.timeutil import format_instant
 from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
-from omnijourney.runtime.app import EXIT_STALLED
+from omnijourney.runtime.app import EXIT_FAILED, EXIT_STALLED
 from omnijourney.runtime.commands import produce_events, send_watermark
 from omnijourney.runtime.settings import Settings, Topics
 from omnijourney.runtime.topics import changelog_topic, ensure_topics
@@ -96,9 +96,9 @@ class LiveEngine:
             time.sleep(1)
 
     def revive(self) -> None:
-        """Start the worker again if it stopped itself because its table restore stalled,
-        as the restart policy of compose, Kubernetes or systemd does."""
-        if self.proc is not None and self.proc.poll() == EXIT_STALLED:
+        """Start the worker again if it stopped itself (a stalled restore or rebalance, a
+        failed agent), as the restart policy of compose, Kubernetes or systemd does."""
+        if self.proc is not None and self.proc.poll() in (EXIT_STALLED, EXIT_FAILED):
             self._reap()
             self.start()
 

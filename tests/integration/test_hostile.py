@@ -69,7 +69,8 @@ def _planted(engine: LiveEngine, fail_on: str) -> subprocess.Popen[bytes]:
     with (engine.log_dir / f"planted-{fail_on}.log").open("wb") as out:  # the child keeps a copy
         return subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=out,
                                 stderr=subprocess.STDOUT,
-                                env={**engine.env(), "FAIL_ON": fail_on})
+                                env={**engine.env(), "FAIL_ON": fail_on,
+                                     "OMNIJOURNEY_CLUSTER_PATIENCE": "3"})
 
 
 def test_a_fault_outside_the_engine_dead_letters_only_its_record(engine: LiveEngine) -> None:
@@ -103,10 +104,12 @@ def test_a_cluster_fault_makes_the_worker_unhealthy_and_exit_for_its_supervisor(
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(30)
     text = (engine.log_dir / "planted-kafka.log").read_text(errors="replace")
     assert status == EXIT_FAILED, text[-3000:]
     line = next(json.loads(x[x.index("{"):]) for x in text.splitlines() if '"agent_failed"' in x)
     assert "KafkaTimeoutError" in line["error"]
+    assert '"batch_retry"' in text  # retried through the cluster's patience first
     # Not dead-lettered: the cluster's fault is no record's; a restart handles it again.
     time.sleep(1)
     assert engine.read([engine.settings.topics.dlq], until=1, timeout=3, settle=0) == []

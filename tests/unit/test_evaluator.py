@@ -226,10 +226,34 @@ def test_wait_until_a_date_attribute_with_offset() -> None:
     assert d.states["c1"].next_due() == t("2026-03-09T18:00:00Z")
     d.advance("2026-03-20T00:00:00Z")
     assert [c.send_at for c in d.commands] == [t("2026-03-09T18:00:00Z")]
-    # A missing or past date does not strand the customer: the wait is skipped.
-    d = Driver(js).send(signup(), ev("order.placed", "2026-03-02T11:00:00Z"))
+    # A date already past does not strand the customer: the wait is skipped.
+    d = Driver(js).send(signup(), ev("order.placed", "2026-03-02T11:00:00Z",
+                                     event_date="2026-03-01T18:00:00Z"))
     assert len(d.commands) == 1
     assert d.kinds("wait_skipped")
+
+
+@pytest.mark.parametrize("date", [None, "10/04/2026", ""])
+def test_a_missing_or_unreadable_until_date_ends_the_run_unless_told_to_go_on(
+        date: str | None) -> None:
+    """Issue 11, point 8: with no renewal date the wait was skipped and the mail went out
+    at entry."""
+    steps = """
+        trigger: {event: order.placed}
+        steps:
+          - {id: w, type: wait, until: "{{ event.properties.renewal_date }}"IF}
+          - {id: s, type: send, channel: email, template: hello_email}
+    """
+    props = {} if date is None else {"renewal_date": date}
+    d = Driver(build(steps.replace("IF", ""))).send(
+        signup(), ev("order.placed", "2026-03-02T11:00:00Z", **props))
+    assert d.commands == []
+    (why,) = d.kinds("wait_unresolved")
+    assert why.step == "w" and why.detail["reason"] == "no readable time to wait until"
+    assert d.kinds("no_time") and not d.states["c1"].instances
+    going_on = Driver(build(steps.replace("IF", ", if_missing: continue"))).send(
+        signup(), ev("order.placed", "2026-03-02T11:00:00Z", **props))
+    assert len(going_on.commands) == 1 and going_on.kinds("wait_skipped")
 
 
 def test_nothing_fires_early() -> None:

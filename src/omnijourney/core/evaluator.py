@@ -457,6 +457,13 @@ class _Run:
                 return cj.next_of(step)
             case m.WaitStep():
                 until = self.wait_until(inst, step, at)
+                if until is None and step.if_missing == "end":
+                    # No renewal date (or 10/04/2026): sending now, as if the date had
+                    # come, is the surprise; the run ends and says why.
+                    self.note(at, "wait_unresolved", inst, step.id, until=step.until or "",
+                              reason="no readable time to wait until")
+                    self.finish(inst, at, "no_time")
+                    return _PARK
                 if until is None or until <= at:
                     self.note(at, "wait_skipped", inst, step.id,
                               reason="time already passed" if until else "no time to wait for")

@@ -123,6 +123,9 @@ class WaitStep(_Flow):
     )
     offset: Annotated[str, AfterValidator(_check_offset)] | None = Field(
         default=None, description="shift the time, e.g. -1d for the day before")
+    if_missing: Literal["end", "continue"] = Field(
+        default="end", description="when `until` gives no readable time: end the run "
+        "(default) or go on at once")
 
 
 class WaitForStep(_Flow):

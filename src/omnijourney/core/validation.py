@@ -174,9 +174,9 @@ def validate_journey(
                 for key, value in step.data.items():
                     text(value, line("data", key), sid, f"data.{key}")
             case m.UpdateProfileStep():
-                for key, value in step.set.items():
-                    if isinstance(value, str):
-                        text(value, line("set", key), sid, f"set.{key}")
+                for key, given in step.set.items():
+                    if isinstance(given, str):
+                        text(given, line("set", key), sid, f"set.{key}")
             case m.WebhookStep():
                 text(step.url, line("url"), sid, "url")
                 for path, leaf in _texts(step.body, ()):

@@ -246,18 +246,15 @@ class Worker:
             raise
 
     async def handle_safely(self, events: Sequence[EventT[Any]]) -> None:
-        """``handle``, and when it raises: a Kafka error fails the worker (the batch is
-        not acked, so a restart repeats it); anything else is one record's doing, found
-        by handling each alone, and that record is dead-lettered. So a record that gets
+        """``handle``, and when it raises: a Kafka error is retried for a while and then
+        fails the worker (the batch is not acked, so a restart repeats it); anything else
+        is one record's doing, found by handling each alone, and that record is
+        dead-lettered. So a record that gets
         past the Engine's own guards still cannot stop the agent, now or after a restart.
         """
-        try:
-            await self.handle(events)
+        error = await self._handle_riding_out_the_cluster(events)
+        if error is None:
             return
-        except Exception as exc:
-            if cluster_error(exc):
-                raise
-            error = exc
         log.error("batch_failed", records=len(events), error=_brief(error))
         for e in events:
             try:
@@ -266,6 +263,29 @@ class Worker:
                 if cluster_error(exc):
                     raise
                 await self.dead_letter(e, exc)
+
+    async def _handle_riding_out_the_cluster(self, events: Sequence[EventT[Any]]
+                                             ) -> Exception | None:
+        """``handle``, again (with backoff) while the cluster's errors last, up to
+        ``settings.cluster_patience`` seconds: a broker restarting makes sends fail for a while.
+        Safe to repeat: nothing of a failed attempt was stored (states are written only
+        once their commands are acked) and commands repeat with the same ids. Returns the
+        error of a record (for the caller to isolate), None when handled; a cluster error
+        that outlasts the patience is raised."""
+        waited, delay = 0.0, 0.5
+        while True:
+            try:
+                await self.handle(events)
+                return None
+            except Exception as exc:
+                if not cluster_error(exc):
+                    return exc
+                if waited >= self.settings.cluster_patience:
+                    raise
+                log.warning("batch_retry", error=_brief(exc), waited=round(waited, 1))
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 8.0)
 
     async def dead_letter(self, event: EventT[Any], exc: Exception) -> None:
         m = event.message

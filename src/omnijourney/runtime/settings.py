@@ -60,6 +60,9 @@ class Settings:
     # A table restore that makes no progress this long stops the worker with
     # EXIT_STALLED, for its supervisor to start it again (0: wait forever).
     recovery_stall: float = 120.0
+    # Seconds a batch is retried through the cluster's errors (a broker restarting)
+    # before the worker fails with EXIT_FAILED for its supervisor.
+    cluster_patience: float = 60.0
     security: dict[str, str] = field(default_factory=dict)
     datadir: str | None = None  # Faust's local directory (default: <app_id>-data here)
     # /metrics, /healthz, /readyz: loopback unless told (a container: 0.0.0.0); with a
@@ -85,6 +88,8 @@ class Settings:
             "max_poll_interval": float(env.get("OMNIJOURNEY_MAX_POLL_INTERVAL",
                                                cls.max_poll_interval)),
             "recovery_stall": float(env.get("OMNIJOURNEY_RECOVERY_STALL", cls.recovery_stall)),
+            "cluster_patience": float(env.get("OMNIJOURNEY_CLUSTER_PATIENCE",
+                                              cls.cluster_patience)),
             "datadir": env.get("OMNIJOURNEY_DATADIR") or None,
             "metrics_host": env.get("OMNIJOURNEY_METRICS_HOST", cls.metrics_host),
             "metrics_token": env.get("OMNIJOURNEY_METRICS_TOKEN") or None,
