@@ -30,8 +30,12 @@ def synth(customers: int, seed: int = 7, *, realistic: bool = True) -> list[list
             seq += 1
             return Event(f"{cid}-{seq}", kind, cid, at, "web", props)
 
+        email_ok = rnd.random() < 0.8
         traits: dict[str, object] = {"email": f"{cid}@example.com", "first_name": "Sam",
-                                     "email_opt_in": rnd.random() < 0.8,
+                                     "email_opt_in": email_ok,
+                                     # Ads consent as email's: no new draw, so the rest
+                                     # of every timeline stays what it was.
+                                     "ads_opt_in": email_ok,
                                      "sms_opt_in": rnd.random() < 0.5,
                                      "push_opt_in": rnd.random() < 0.4}
         if rnd.random() < 0.7:

@@ -63,7 +63,7 @@ def engine(kafka: Kafka, tmp_path: Path) -> Iterator[LiveEngine]:
 
 # Addresses the suite's customers have (examples/events.jsonl, omnijourney.synthetic and
 # the tests' own): none may appear in any log a worker, adapter or server wrote.
-_ADDRESS = re.compile(rb"[A-Za-z0-9._%+-]+@example\.(?:com|org)|\+1555[0-9]{4,}")
+_ADDRESS = re.compile(rb"[A-Za-z0-9._%+-]+@example\.(?:com|org)|\+(?:1555|49151|44163)[0-9]{4,}")
 
 
 @pytest.fixture(autouse=True)

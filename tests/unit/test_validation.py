@@ -293,3 +293,14 @@ def test_an_unknown_cel_function_is_a_validation_error_with_its_line(jdir: Path)
     got = [(line, step, msg) for f, line, step, msg, _ in messages(jdir) if f == "weekend.yaml"]
     assert any(line == 6 and step == "only_saturdays" and "unknown function(s) getDayOfWeeks"
                in msg for line, step, msg in got), got
+
+
+def test_the_shipped_policies_send_no_marketing_without_consent() -> None:
+    """Issue 11, point 13: ads shipped opt_out, so audiences got customers who never agreed."""
+    from omnijourney.config import load
+    from omnijourney.core.commands import CHANNELS
+
+    js = load(Path(__file__).resolve().parents[2] / "journeys").journey_set
+    assert js is not None
+    assert {ch: js.policies.consent.get(ch, "opt_in") for ch in CHANNELS if ch != "webhook"} \
+        == dict.fromkeys(("email", "sms", "push", "ads"), "opt_in")
