@@ -632,3 +632,27 @@ def test_update_profile_keeps_the_types_of_what_it_stores() -> None:
     assert attrs["level"] == 3 and attrs["active"] is True
     (branch,) = d.kinds("branch")
     assert branch.detail.get("next") == "fin" and not d.kinds("condition_error")
+
+
+def test_an_uncorrelated_goal_event_converts_one_run_the_latest() -> None:
+    """Issue 11, point 9: three carts, then one store order without a cart id, counted the
+    goal for all three runs (100 %)."""
+    from omnijourney.config import load
+    from tests.unit.test_engine import REPO
+
+    js = load(REPO / "journeys").journey_set
+    assert js is not None
+    d = Driver(js).send(signup(), *[
+        ev("cart.item_added", f"2026-03-02T1{i}:00:00Z", cart_id=f"k{i}", product_name="x",
+           total=30.0) for i in range(3)])
+    d.send(ev("order.placed", "2026-03-02T15:00:00Z", source="store", total=40.0))
+    goals = [x for x in d.kinds("goal") if x.journey == "cart_abandonment"]
+    assert len(goals) == 1
+    # The latest cart's run converted (its watch is closed); the other two still wait.
+    assert {g.key for g in d.states["c1"].goals if g.journey == "cart_abandonment"} == {"k0",
+                                                                                      "k1"}
+    # An order that names its cart converts that cart's run, whatever came later.
+    d.send(ev("order.placed", "2026-03-02T16:00:00Z", cart_id="k0", total=40.0))
+    assert [x for x in d.kinds("goal") if x.journey == "cart_abandonment"][-1].detail[
+        "instance_id"] != goals[0].detail["instance_id"]
+    assert {g.key for g in d.states["c1"].goals if g.journey == "cart_abandonment"} == {"k1"}

@@ -363,29 +363,37 @@ class _Run:
         self.run(cj, inst, cj.first, at)
 
     def check_goals(self, ev: Event, at: datetime) -> None:
-        kept: list[GoalWatch] = []
-        for g in self.st.goals:
+        """Conversions. One event converts at most one run per journey: the run it is
+        correlated with, or, for an event without the correlation property (a store
+        order without a cart id), the most recently entered run that still waits for
+        its goal. Three carts and one order are one conversion, not three."""
+        gone: set[int] = set()
+        converted: set[str] = set()
+        # Most recent first, so that an uncorrelated event credits the latest run.
+        for g in sorted(self.st.goals, key=lambda w: w.entered_at, reverse=True):
             cj = self.js.version(g.journey, g.version)
             goal = cj.defn.goal if cj else None
             if cj is None or goal is None or at > g.deadline:
-                continue  # window closed (or journey retired): drop the watch
-            if goal.event != ev.type or not self.correlated(cj, g.key, ev):
-                kept.append(g)
+                gone.add(id(g))  # window closed (or journey retired): drop the watch
+                continue
+            if (g.journey in converted or goal.event != ev.type
+                    or not self.correlated(cj, g.key, ev)):
                 continue
             inst = self.st.instances.get(f"{g.journey}#{g.key}")
             live = inst if inst is not None and inst.instance_id == g.instance_id else None
             ctx = self.ctx(live, at, ev, cj)
             if not self.check(goal.when, ctx, at, live, None, what="goal.when",
                               journey=g.journey):
-                kept.append(g)
                 continue
+            converted.add(g.journey)
+            gone.add(id(g))
             cohort = live.cohort if live else g.cohort
             self.note(at, "goal", live, journey=g.journey, event_id=ev.event_id,
                       instance_id=g.instance_id, cohort=cohort,
                       after=format_duration(at - g.entered_at))
             if goal.exit and live is not None:
                 self.finish(live, at, "goal_exit")
-        self.st.goals = kept
+        self.st.goals = [g for g in self.st.goals if id(g) not in gone]
 
     # ------------------------------------------------------------------- timers
     def fire_due(self, limit: datetime, *, inclusive: bool) -> None:
