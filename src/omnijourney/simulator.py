@@ -149,6 +149,8 @@ def describe(t: TraceEntry) -> str:
         "dead-lettered",
         "runaway": lambda: f"STOPPED: this would send the customer more than {d['limit']} "
         f"messages at once ({d['channel']}); the run ends here",
+        "trait_rejected": lambda: f"{d['trait']} refused ({d['reason']}); the last valid "
+        "value stays",
         "erased": lambda: "customer erased: everything known of them is forgotten",
     }
     fallback: Callable[[], str] = lambda: f"{k} {json.dumps(d, default=str)}" if d else k  # noqa: E731

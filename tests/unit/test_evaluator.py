@@ -656,3 +656,22 @@ def test_an_uncorrelated_goal_event_converts_one_run_the_latest() -> None:
     assert [x for x in d.kinds("goal") if x.journey == "cart_abandonment"][-1].detail[
         "instance_id"] != goals[0].detail["instance_id"]
     assert {g.key for g in d.states["c1"].goals if g.journey == "cart_abandonment"} == {"k1"}
+
+
+def test_an_invalid_timezone_or_window_is_refused_and_traced_not_silently_defaulted() -> None:
+    """Issue 11, point 12: Europe/Berln became UTC and 18-20 the default window, unseen."""
+    from omnijourney.ops.metrics import WorkerMetrics
+
+    d = Driver(build(journey())).send(
+        signup(timezone="Europe/Berlin", contact_window="08:00-20:00"),
+        ev("customer.updated", "2026-03-02T10:05:00Z", timezone="Europe/Berln",
+           contact_window="18-20", first_name="Ana"))
+    profile = d.states["c1"].profile
+    assert profile["timezone"] == "Europe/Berlin" and profile["contact_window"] == "08:00-20:00"
+    assert profile["first_name"] == "Ana"  # the valid traits of the same event apply
+    rejected = d.kinds("trait_rejected")
+    assert sorted(x.detail["trait"] for x in rejected) == ["contact_window", "timezone"]
+    assert all("Berln" not in str(x.detail) for x in rejected)
+    metrics = WorkerMetrics()
+    metrics.observe(inputs=(), dead=(), trace=rejected, evaluation_seconds=(), batch_seconds=0)
+    assert metrics.rejected.labels("timezone")._value.get() == 1

@@ -244,7 +244,8 @@ class _Run:
         if st.clock is not None and at < st.clock:
             at = st.clock  # a late event cannot act before what already happened
         st.clock = at
-        prof.fold(st.profile, ev)
+        for trait, why in prof.fold(st.profile, ev):
+            self.note(at, "trait_rejected", trait=trait, reason=why, event_id=ev.event_id)
         self._profile_view = None
         self.forget_cleared_traits(ev)
         self.check_goals(ev, at)

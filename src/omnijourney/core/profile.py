@@ -8,7 +8,7 @@ from typing import Any
 from omnijourney.core.catalog import Policies
 from omnijourney.core.commands import CHANNELS
 from omnijourney.core.events import Event
-from omnijourney.core.timeutil import format_instant
+from omnijourney.core.timeutil import ContactWindow, format_instant, is_known_zone
 
 TRAITS = ("email", "phone", "push_token", "first_name", "last_name", "locale", "timezone",
           "contact_window", "country")
@@ -20,8 +20,29 @@ TRAIT_EVENTS = frozenset({"customer.signed_up", "customer.updated"})
 ADDRESS_TRAITS = {"email": "email", "sms": "phone", "push": "push_token"}
 
 
-def fold(profile: dict[str, Any], event: Event) -> None:
-    """Apply one event to a profile in place (the caller owns a fresh copy)."""
+def _bad_zone(value: object) -> str | None:
+    if isinstance(value, str) and is_known_zone(value):
+        return None
+    return "not an IANA time zone (e.g. Europe/Berlin)"
+
+
+def _bad_window(value: object) -> str | None:
+    try:
+        ContactWindow.parse(str(value))
+    except ValueError:
+        return "not a contact window (e.g. 09:00-21:00)"
+    return None if isinstance(value, str) else "not a contact window (e.g. 09:00-21:00)"
+
+
+# Traits the engine acts on, checked as they arrive: an invalid one is refused (the last
+# valid value stays) and the refusal is traced, rather than silently becoming the default.
+CHECKED_TRAITS = {"timezone": _bad_zone, "contact_window": _bad_window}
+
+
+def fold(profile: dict[str, Any], event: Event) -> list[tuple[str, str]]:
+    """Apply one event to a profile in place (the caller owns a fresh copy). Returns the
+    traits refused, each with the reason (the value itself is not repeated)."""
+    refused: list[tuple[str, str]] = []
     props = event.properties
     if not profile:
         profile.update(customer_id=event.customer_id, consent={}, attributes={}, counts={},
@@ -34,6 +55,8 @@ def fold(profile: dict[str, Any], event: Event) -> None:
             if key in TRAITS:
                 if value is None:
                     profile.pop(key, None)
+                elif key in CHECKED_TRAITS and (why := CHECKED_TRAITS[key](value)):
+                    refused.append((key, why))
                 else:
                     profile[key] = value
             elif key in OPT_INS:
@@ -53,7 +76,7 @@ def fold(profile: dict[str, Any], event: Event) -> None:
     elif event.type.endswith(".bounced"):
         channel = event.type.split(".", 1)[0]
         if channel not in ADDRESS_TRAITS:
-            return
+            return refused
         # The address that bounced, as the adapter or the DSN's Final-Recipient named it;
         # only a report that names none (an older adapter) falls back to the current one.
         named = props.get("address_digest")
@@ -62,7 +85,7 @@ def fold(profile: dict[str, Any], event: Event) -> None:
         else:
             current = address(profile, channel)
             if current is None:
-                return
+                return refused
             mark = address_digest(current)
         # Digests, never a second copy of an address; a new address is not bounced.
         marks = profile.setdefault("bounced", {})
@@ -71,6 +94,7 @@ def fold(profile: dict[str, Any], event: Event) -> None:
         if mark not in kept:
             kept = [*kept, mark][-BOUNCED_KEPT:]
         marks[channel] = kept
+    return refused
 
 
 BOUNCED_KEPT = 8  # bounced addresses remembered per channel

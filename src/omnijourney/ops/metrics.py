@@ -74,6 +74,8 @@ class WorkerMetrics(ProcessMetrics):
         self.runaway = Counter(f"{NS}_runaway", "Journey runs ended for trying to send a "
                                "customer more than the per-evaluation cap", ["journey"],
                                registry=r)
+        self.rejected = Counter(f"{NS}_traits_rejected", "Profile traits refused as invalid "
+                                "(the last valid value stays)", ["trait"], registry=r)
         self.rebalances = Counter(f"{NS}_rebalances", "Partition assignments received",
                                   registry=r)
         self.assigned = Gauge(f"{NS}_assigned_partitions", "Source partitions this worker "
@@ -96,6 +98,8 @@ class WorkerMetrics(ProcessMetrics):
                 self.journey[name].labels(*values).inc()
             if entry.kind == "runaway":
                 self.runaway.labels(entry.journey or "").inc()
+            elif entry.kind == "trait_rejected":
+                self.rejected.labels(str(entry.detail.get("trait", ""))).inc()
         for seconds in evaluation_seconds:
             self.evaluation.observe(seconds)
         self.batch.observe(batch_seconds)
