@@ -137,8 +137,10 @@ def describe(t: TraceEntry) -> str:
         + (" (transactional)" if d.get("transactional") else "") + f" {d['command_id']}",
         "suppressed": lambda: f"NOT sent on {d['channel']}: {d['reason'].replace('_', ' ')}"
         + (f" ({d['cap']})" if "cap" in d else "") + (f": {d['error']}" if "error" in d else ""),
-        "deferred": lambda: f"{d['channel']} deferred by quiet hours ({d['window']} "
-        f"{d['timezone']}) to {d['until']}",
+        "deferred": lambda: (f"{d['channel']} deferred by the frequency cap ({d['cap']}) to "
+                             f"{d['until']}" if d.get("reason") == "frequency_cap" else
+                             f"{d['channel']} deferred by quiet hours ({d['window']} "
+                             f"{d['timezone']}) to {d['until']}"),
         "exited": lambda: f"exited on {d.get('event')}",
         "goal": lambda: f"GOAL reached after {d.get('after')}"
         + (f" (cohort {d['cohort']})" if d.get("cohort") else ""),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -675,3 +676,49 @@ def test_an_invalid_timezone_or_window_is_refused_and_traced_not_silently_defaul
     metrics = WorkerMetrics()
     metrics.observe(inputs=(), dead=(), trace=rejected, evaluation_seconds=(), batch_seconds=0)
     assert metrics.rejected.labels("timezone")._value.get() == 1
+
+
+CAPPED_POLICIES = """
+    defaults: {timezone: UTC, contact_window: "09:00-21:00"}
+    consent: {email: opt_in, sms: opt_in, push: opt_in, ads: opt_in}
+    frequency_caps: {sms: {max: 1, per: 24h}}
+"""
+
+
+def _competing(a_priority: int, z_priority: int, on_cap: str = "skip") -> Driver:
+    def j(name: str, prio: int, extra: str = "") -> str:
+        return f"""
+            id: {name}
+            priority: {prio}
+            trigger: {{event: product.viewed}}
+            steps:
+              - {{id: text, type: send, channel: sms, template: hello_sms,
+                 data: {{code: X}}{extra}}}
+        """
+    js = build(j("aaa_newsletter", a_priority), j("zzz_cart_rescue", z_priority,
+                                                  f", on_cap: {on_cap}"),
+               policies=CAPPED_POLICIES)
+    # Both are deferred by quiet hours to the same 09:00, where only one SMS fits the cap.
+    return Driver(js).send(signup(), ev("product.viewed", "2026-03-02T23:00:00Z"))
+
+
+def test_competing_sends_at_the_same_moment_go_by_priority_not_by_name() -> None:
+    """Issue 11, point 10: aaa_newsletter won over zzz_cart_rescue alphabetically."""
+    d = _competing(0, 10)
+    d.advance("2026-03-03T10:00:00Z")
+    assert [c.journey for c in d.commands] == ["zzz_cart_rescue"]
+    (capped,) = [x for x in d.kinds("suppressed") if x.detail["reason"] == "frequency_cap"]
+    assert capped.journey == "aaa_newsletter"
+    assert [c.journey for c in _competing(10, 0).advance("2026-03-03T10:00:00Z").commands] \
+        == ["aaa_newsletter"]
+
+
+def test_on_cap_defer_sends_when_the_cap_allows_instead_of_skipping() -> None:
+    d = _competing(10, 0, on_cap="defer")
+    d.advance("2026-03-03T10:00:00Z")
+    assert [c.journey for c in d.commands] == ["aaa_newsletter"]
+    deferred = [x for x in d.kinds("deferred") if x.detail["reason"] == "frequency_cap"]
+    assert [x.journey for x in deferred] == ["zzz_cart_rescue"]
+    d.advance("2026-03-05T00:00:00Z")
+    sent = {c.journey: c.send_at for c in d.commands}
+    assert sent["zzz_cart_rescue"] == sent["aaa_newsletter"] + timedelta(hours=24)

@@ -99,7 +99,8 @@ class JourneySet:
             if jid not in current or ver > current[jid].version:
                 current[jid] = cj
         triggers: dict[str, list[CompiledJourney]] = defaultdict(list)
-        for jid in sorted(current):
+        # Higher priority first, then by id: the order journeys act on one event in.
+        for jid in sorted(current, key=lambda j: (-current[j].defn.priority, j)):
             triggers[current[jid].defn.trigger.event].append(current[jid])
         return cls(
             current=current,

@@ -228,6 +228,10 @@ class _Run:
                       condition=source, error=error)
         return value
 
+    def priority(self, inst: Instance) -> int:
+        cj = self.journey_of(inst)
+        return cj.defn.priority if cj is not None else 0
+
     def journey_of(self, inst: Instance) -> CompiledJourney | None:
         return self.js.version(inst.journey, inst.version)
 
@@ -399,12 +403,13 @@ class _Run:
     # ------------------------------------------------------------------- timers
     def fire_due(self, limit: datetime, *, inclusive: bool) -> None:
         for _ in range(MAX_TIMER_FIRINGS):
-            due = [(i.due_at, slot) for slot, i in self.st.instances.items()
+            # Earliest first; at the same moment the higher priority, then by slot.
+            due = [(i.due_at, -self.priority(i), slot) for slot, i in self.st.instances.items()
                    if i.due_at is not None
                    and (i.due_at < limit or (inclusive and i.due_at == limit))]
             if not due:
                 return
-            at, slot = min(due)
+            at, _, slot = min(due)
             inst = self.st.instances[slot]
             if self.st.clock is None or at > self.st.clock:
                 self.st.clock = at
@@ -428,7 +433,8 @@ class _Run:
             self.run(cj, inst, step.on_timeout or cj.next_of(step), at)
         elif status == "deferred":
             assert isinstance(step, m.SendStep)
-            self.send(cj, inst, step, at, deferred=True)
+            if self.send(cj, inst, step, at, deferred=True) == "deferred":
+                return  # deferred again (quiet hours, or a cap that still holds)
             if inst.slot in self.runaway:
                 self.finish(inst, at, "aborted")
                 return
@@ -592,8 +598,16 @@ class _Run:
             cap = self.pol.caps.get(ch)
             if cap is not None:
                 limit, per = cap
-                recent = [t for t in self.st.sent.get(ch, ()) if t > at - per]
+                recent = sorted(t for t in self.st.sent.get(ch, ()) if t > at - per)
                 if len(recent) >= limit:
+                    if step.on_cap == "defer":
+                        # When the oldest send in the window leaves it, one more fits.
+                        frees = recent[len(recent) - limit] + per
+                        inst.status, inst.due_at = "deferred", frees
+                        self.note(at, "deferred", inst, step.id, channel=ch,
+                                  reason="frequency_cap", until=frees,
+                                  cap=f"{limit} per {format_duration(per)}")
+                        return "deferred"
                     self.note(at, "suppressed", inst, step.id, channel=ch,
                               reason="frequency_cap", cap=f"{limit} per {format_duration(per)}")
                     return "skipped"

@@ -166,6 +166,9 @@ class SendStep(_Flow):
     audience: str | None = Field(default=None, description="ads only: the audience name")
     action: Literal["add", "remove"] = "add"
     data: dict[str, str] = Field(default_factory=dict, description="extra Liquid values")
+    on_cap: Literal["skip", "defer"] = Field(
+        default="skip", description="over the frequency cap: skip this send (default) or "
+        "defer it until the cap allows one")
 
 
 class UpdateProfileStep(_Flow):
@@ -209,6 +212,8 @@ class JourneyDef(_Strict):
     name: str | None = None
     description: str | None = None
     version: Annotated[int, Field(ge=1)] = 1
+    priority: int = Field(default=0, description="when sends of several journeys compete "
+                          "(the same moment, one cap): the higher goes first")
     trigger: Trigger
     entry: Entry = Entry()
     exit_on: list[EventRule] = Field(default_factory=list)
