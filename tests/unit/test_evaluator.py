@@ -722,3 +722,35 @@ def test_on_cap_defer_sends_when_the_cap_allows_instead_of_skipping() -> None:
     d.advance("2026-03-05T00:00:00Z")
     sent = {c.journey: c.send_at for c in d.commands}
     assert sent["zzz_cart_rescue"] == sent["aaa_newsletter"] + timedelta(hours=24)
+
+
+@pytest.mark.parametrize(("grace", "sent"), [("0s", 1), ("5s", 0)])
+def test_exit_grace_lets_a_late_exit_event_win_over_the_wall_clock(grace: str,
+                                                                    sent: int) -> None:
+    """Issue 11, point 11: with the wall clock an order at 09:59 that arrived at 10:00:02
+    did not stop the 10:00 reminder. With exit_grace the wait fires that much later."""
+    js = build("""
+        trigger: {event: cart.item_added}
+        exit_on: [{event: order.placed}]
+        steps:
+          - {id: w, type: wait, duration: 1h}
+          - {id: remind, type: send, channel: email, template: hello_email}
+    """, policies=f"""
+        defaults: {{timezone: UTC, contact_window: "00:00-23:59"}}
+        exit_grace: {grace}
+    """)
+    state = evaluate(js, None, signup(at="2026-03-02T08:00:00Z"), t("2026-03-02T08:00:00Z")).state
+    state = evaluate(js, state, ev("cart.item_added", "2026-03-02T09:00:00Z"),
+                     t("2026-03-02T09:00:00Z")).state
+    commands = []
+    # The worker's timer ticks at 10:00:00 and 10:00:01; the order (09:59:59) arrives at
+    # 10:00:02; ticks go on.
+    for inp, now in [(TICK, "2026-03-02T10:00:00Z"), (TICK, "2026-03-02T10:00:01Z"),
+                     (ev("order.placed", "2026-03-02T09:59:59Z"), "2026-03-02T10:00:02Z"),
+                     (TICK, "2026-03-02T10:00:10Z")]:
+        if inp is TICK and (state.next_due() is None or state.next_due() > t(now)):
+            continue
+        out = evaluate(js, state, inp, t(now))
+        state, commands = out.state, commands + out.commands
+    assert len(commands) == sent
+    assert not state.instances

@@ -25,6 +25,7 @@ class Policies:
     transactional: frozenset[str]
     deadlines: dict[str, timedelta]
     longest_cap_window: timedelta  # how long send history must be kept
+    exit_grace: timedelta = timedelta(0)
 
     @classmethod
     def build(cls, d: m.PoliciesDef) -> Policies:
@@ -43,6 +44,7 @@ class Policies:
             transactional=frozenset(d.transactional),
             deadlines=deadlines,
             longest_cap_window=max((per for _, per in caps.values()), default=timedelta(0)),
+            exit_grace=parse_duration(str(d.exit_grace)),
         )
 
 

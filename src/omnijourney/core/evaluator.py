@@ -228,6 +228,12 @@ class _Run:
                       condition=source, error=error)
         return value
 
+    def grace(self, cj: CompiledJourney) -> timedelta:
+        """How long after a wait ends it fires: an exit (or awaited) event that occurred
+        before the end but arrives up to this late still wins (wall clock)."""
+        own = cj.defn.exit_grace
+        return parse_duration(str(own)) if own is not None else self.pol.exit_grace
+
     def priority(self, inst: Instance) -> int:
         cj = self.journey_of(inst)
         return cj.defn.priority if cj is not None else 0
@@ -483,12 +489,12 @@ class _Run:
                     self.note(at, "wait_skipped", inst, step.id,
                               reason="time already passed" if until else "no time to wait for")
                     return cj.next_of(step)
-                inst.status, inst.due_at = "wait", until
+                inst.status, inst.due_at = "wait", until + self.grace(cj)
                 self.note(at, "wait", inst, step.id, until=until)
                 return _PARK
             case m.WaitForStep():
                 inst.status = "wait_for"
-                inst.due_at = at + parse_duration(str(step.timeout))
+                inst.due_at = at + parse_duration(str(step.timeout)) + self.grace(cj)
                 self.note(at, "wait_for", inst, step.id, event=step.event,
                           until=inst.due_at)
                 return _PARK

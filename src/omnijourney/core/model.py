@@ -214,6 +214,8 @@ class JourneyDef(_Strict):
     version: Annotated[int, Field(ge=1)] = 1
     priority: int = Field(default=0, description="when sends of several journeys compete "
                           "(the same moment, one cap): the higher goes first")
+    exit_grace: Duration | None = Field(
+        default=None, description="this journey's exit grace (default: the policies')")
     trigger: Trigger
     entry: Entry = Entry()
     exit_on: list[EventRule] = Field(default_factory=list)
@@ -246,6 +248,9 @@ def _default_deadlines() -> dict[Channel, str | int]:
 
 class PoliciesDef(_Strict):
     defaults: Defaults = Defaults()
+    exit_grace: Duration = Field(
+        default="0s", description="how late (arriving after the wait ended) an exit or "
+        "awaited event may be and still win: waits fire this long after they end")
     consent: dict[Channel, ConsentMode] = Field(
         default_factory=_default_consent,
         description="opt_in: needs consent granted; opt_out: allowed unless revoked",
