@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from omnijourney.core import TICK, ChannelCommand, CustomerState, Event, JourneySet, Tick, evaluate
 from omnijourney.core.evaluator import TraceEntry
@@ -108,6 +109,23 @@ def _events(e: str | list[str]) -> str:
     return e if isinstance(e, str) else " or ".join(e)
 
 
+_ERRORS = {
+    "step_limit": "STOPPED: more than {limit} steps without a wait (a loop); the run ends",
+    "timer_firing_limit": "STOPPED: too many timers at once for this customer",
+    "template_error": "template error{field_text}: {error}",
+    "bad_until": "could not read the time to wait until: {error}",
+}
+
+
+def _error_words(d: dict[str, Any]) -> str:
+    reason = str(d.get("reason") or "error")
+    text = _ERRORS.get(reason, reason.replace("_", " ") + "{error_text}")
+    field = d.get("field")
+    return text.format(limit=d.get("limit"), error=d.get("error", ""),
+                       field_text=f" in {field}" if field else "",
+                       error_text=f": {d['error']}" if d.get("error") else "")
+
+
 def describe(t: TraceEntry) -> str:
     d = t.text_detail()
     where = t.journey or ""
@@ -120,7 +138,18 @@ def describe(t: TraceEntry) -> str:
     phrases: dict[str, Callable[[], str]] = {
         "entered": lambda: f"entered (v{d.get('version')}) on event {d.get('event_id')}",
         "not_entered": lambda: f"not entered: {d.get('reason', '').replace('_', ' ')}"
+        + (f" (a run for {d['key']!r} is still going)" if d.get("key") else "")
         + (f" (until {d['allowed_from']})" if "allowed_from" in d else ""),
+        "error": lambda: _error_words(d),
+        "profile_updated": lambda: "profile updated: " + ", ".join(
+            f"attributes.{f}" for f in d.get("fields", [])),
+        "holdout": lambda: "held out (the A/B holdout): no message, the goal still counts",
+        "version_retired": lambda: f"ended: version {d.get('version')} of the journey is "
+        "no longer deployed",
+        "completed": lambda: "journey completed",
+        "aborted": lambda: "run aborted (see the entry before)",
+        "no_time": lambda: "run ended: no time to wait until",
+        "goal_exit": lambda: "ended on reaching its goal",
         "branch": lambda: (f"branch: {d['condition']} is true -> {d['next']}" if d.get("value")
                            else f"branch: no condition true -> {d.get('next')}"),
         "split": lambda: f"A/B split: cohort {d['cohort']} (bucket {d['bucket']}/10000)",

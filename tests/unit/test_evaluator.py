@@ -754,3 +754,35 @@ def test_exit_grace_lets_a_late_exit_event_win_over_the_wall_clock(grace: str,
         state, commands = out.state, commands + out.commands
     assert len(commands) == sent
     assert not state.instances
+
+
+def test_explain_says_every_decision_in_words() -> None:
+    """Issue 11, point 16: error, profile_updated, holdout and version_retired came out
+    as raw JSON; "already active" did not say which run; long errors were cut."""
+    from omnijourney.core.evaluator import TraceEntry
+    from omnijourney.simulator import describe
+
+    at = t("2026-03-02T10:00:00Z")
+    long_error = "x" * 300
+    entries = [
+        TraceEntry(at, "c1", "error", "j", None, "s", {"reason": "step_limit", "limit": 100}),
+        TraceEntry(at, "c1", "error", "j", None, "s", {"reason": "template_error",
+                                                       "field": "score", "error": long_error}),
+        TraceEntry(at, "c1", "profile_updated", "j", None, "s", {"fields": ["score", "vip"]}),
+        TraceEntry(at, "c1", "holdout", "j", None, "ab", {"cohort": "holdout"}),
+        TraceEntry(at, "c1", "version_retired", "j", None, "s", {"version": 2}),
+        TraceEntry(at, "c1", "not_entered", "cart", None, None,
+                   {"reason": "already_active", "key": "cart-7", "event_id": "e1"}),
+        TraceEntry(at, "c1", "runaway", "j", None, "s", {"channel": "webhook", "limit": 16}),
+        TraceEntry(at, "c1", "wait_unresolved", "j", None, "w",
+                   {"until": "{{ x }}", "reason": "no readable time to wait until"}),
+        TraceEntry(at, "c1", "trait_rejected", None, None, None,
+                   {"trait": "timezone", "reason": "not an IANA time zone"}),
+    ]
+    lines = [describe(x) for x in entries]
+    for line in lines:
+        assert '{"' not in line, line
+    assert "more than 100 steps" in lines[0]
+    assert long_error in lines[1] and "in score" in lines[1]
+    assert "attributes.score, attributes.vip" in lines[2]
+    assert "'cart-7'" in lines[5]

@@ -336,7 +336,7 @@ class _Run:
         # Cheap checks first: most triggers (every product view) stop at one of these.
         if slot in self.st.instances:
             self.note(at, "not_entered", journey=cj.id, reason="already_active",
-                      event_id=ev.event_id)
+                      key=key or None, event_id=ev.event_id)
             return
         last = self.st.entries.get(slot)
         if last is not None:

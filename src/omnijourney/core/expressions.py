@@ -235,5 +235,4 @@ def _syntax_message(raw: str) -> str:
 def _short_error(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         return f"no such field {exc.args[0]!r}"
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
