@@ -6,6 +6,7 @@ JourneySet only when there are no errors (never a half-loaded configuration).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def journey_id_of(stem: str) -> str:
+    """The id a journey file gives when it names none: its name, before a version
+    suffix (``promo.v1.yaml`` and ``promo.v2.yaml`` are both ``promo``)."""
+    return re.sub(r"\.v\d+$", "", stem)
+
+
 def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
     """Load ``root``; with ``only``, report journey violations just for those files."""
     root = Path(root)
@@ -75,7 +82,8 @@ def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
     for path in _yaml_files(root):
         if path.name == POLICIES_FILE:
             continue
-        parsed_j = parse_journey(path.read_text(encoding="utf-8"), _rel(path), path.stem)
+        parsed_j = parse_journey(path.read_text(encoding="utf-8"), _rel(path),
+                                 journey_id_of(path.stem))
         report = wanted is None or path.resolve() in wanted
         if report:
             out.violations += parsed_j.violations
@@ -98,7 +106,9 @@ def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
                 journey=j.id, hint="bump version when you change a live journey"))
         seen[key] = src.file
         out.journeys.append((j, src))
-    if not out.journeys and wanted is None:
+    found_any = any(p.name != POLICIES_FILE for p in _yaml_files(root))
+    if not out.journeys and wanted is None and not found_any:
+        # (A folder whose only journey is invalid has that file's problems to show.)
         out.violations.append(Violation(_rel(root), None, "no journey files (*.yaml) found"))
     # Read a report top to bottom: files in the order loaded, each by line.
     order = {f: i for i, f in enumerate(dict.fromkeys(v.file for v in out.violations))}

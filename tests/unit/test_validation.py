@@ -304,3 +304,46 @@ def test_the_shipped_policies_send_no_marketing_without_consent() -> None:
     assert js is not None
     assert {ch: js.policies.consent.get(ch, "opt_in") for ch in CHANNELS if ch != "webhook"} \
         == dict.fromkeys(("email", "sms", "push", "ads"), "opt_in")
+
+
+def test_messages_in_marketer_words(tmp_path: Path) -> None:
+    """Issue 11, point 15."""
+    only = tmp_path / "one"
+    only.mkdir()
+    shutil.copytree(REPO / "journeys" / "templates", only / "templates")
+    # A wrong indentation says so (not "expected <block end>, but found '?'"), and a
+    # folder whose one journey is invalid reports that file, not "no journey files".
+    write(only, "promo.yaml", """
+        trigger:
+          event: product.viewed
+         steps:
+          - {id: fin, type: end}
+    """)
+    got = messages(only)
+    assert [(f, line) for f, line, *_ in got] == [("promo.yaml", 3)], got
+    assert "not indented like the lines around it" in got[0][3]
+    assert "<block end>" not in got[0][3]
+    # and / or in CEL point at && / ||.
+    write(only, "promo.yaml", """
+        trigger: {event: product.viewed, when: "event.properties.a == 1 and event.properties.b == 'or'"}
+        steps:
+          - {id: fin, type: end}
+    """)
+    (why,) = [m for f, _, _, m, _ in messages(only) if f == "promo.yaml"]
+    assert why.endswith("CEL writes && for and")
+    # A versioned file without id: takes the name before the version.
+    (only / "promo.yaml").unlink()
+    write(only, "promo.v1.yaml", """
+        trigger: {event: product.viewed}
+        steps:
+          - {id: fin, type: end}
+    """)
+    write(only, "promo.v2.yaml", """
+        version: 2
+        trigger: {event: product.viewed}
+        steps:
+          - {id: fin, type: end}
+    """)
+    loaded = load(only)
+    assert [v.format() for v in loaded.violations] == []
+    assert loaded.journey_set is not None and loaded.journey_set.current["promo"].version == 2

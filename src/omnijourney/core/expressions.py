@@ -116,7 +116,13 @@ def compile_condition(source: str) -> Condition:
     try:
         program = cel.compile(source)
     except Exception as exc:
-        raise ExpressionError(_syntax_message(str(exc))) from None
+        message = _syntax_message(str(exc))
+        words = sorted(set(re.findall(r"\b(and|or|not)\b", _outside_strings(source))))
+        if words:
+            message += ("; CEL writes " + ", ".join(
+                {"and": "&& for and", "or": "|| for or", "not": "! for not"}[w]
+                for w in words))
+        raise ExpressionError(message) from None
     bound = set(_BINDER.findall(source))
     unknown = sorted(set(program.variables()) - set(CONDITION_VARIABLES) - bound)
     if unknown:
@@ -219,6 +225,10 @@ def _take(value: Any, tree: dict[str, Any]) -> Any:
         if key in value:  # absent stays absent, so has() and errors are unchanged
             out[key] = value[key] if sub is None else _take(value[key], sub)
     return out
+
+
+def _outside_strings(source: str) -> str:
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "''", source)
 
 
 def _syntax_message(raw: str) -> str:

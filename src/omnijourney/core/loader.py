@@ -81,6 +81,23 @@ def _yaml() -> YAML:
     return y
 
 
+def _yaml_in_words(problem: str, context: str) -> tuple[str, str] | None:
+    """What the YAML parser's usual complaints mean, for someone writing a journey."""
+    if "expected <block end>" in problem or "expected <block end>" in context:
+        return ("this line is not indented like the lines around it",
+                "keys of one block start in the same column; list items start with '- ' "
+                "under their key")
+    if "mapping values are not allowed here" in problem:
+        return ("a ':' inside a value",
+                "put text that contains ': ' in quotes, e.g. subject: \"Hi: welcome\"")
+    if "found character '\t'" in problem:
+        return "a tab character", "indent with spaces, never tabs"
+    if "found unhashable key" in problem or "while parsing a flow mapping" in context:
+        return ("a '{' that YAML reads as a mapping",
+                "put Liquid text in quotes: text: \"{{ profile.first_name }}\"")
+    return None
+
+
 def parse_yaml(text: str, file: str) -> tuple[Source | None, list[Violation]]:
     try:
         doc = _yaml().load(text)
@@ -91,6 +108,9 @@ def parse_yaml(text: str, file: str) -> tuple[Source | None, list[Violation]]:
         hint = "check indentation and that text containing ':' or '{{' is in quotes"
         if "duplicate key" in str(exc):
             hint = "each key may appear once per block"
+        words = _yaml_in_words(problem, str(exc.context or ""))
+        if words is not None:
+            problem, hint = words
         return None, [Violation(file, line, f"YAML syntax: {problem}", hint=hint)]
     except YAMLError as exc:
         return None, [Violation(file, None, f"YAML syntax: {exc}")]
