@@ -347,3 +347,28 @@ def test_messages_in_marketer_words(tmp_path: Path) -> None:
     loaded = load(only)
     assert [v.format() for v in loaded.violations] == []
     assert loaded.journey_set is not None and loaded.journey_set.current["promo"].version == 2
+
+
+def test_template_typos_and_partials_are_caught_before_run_time(jdir: Path) -> None:
+    """Issue 11, point 14: profile.custmer_id and | defualt passed validate; {% render %}
+    passed and failed at run time."""
+    write(jdir / "templates", "typo.yaml", """
+        channel: email
+        locales:
+          en:
+            subject: "Hi {{ profile.first_name | defualt: 'there' }}"
+            text: "Your id {{ profile.custmer_id }} {{ profle.email }} {{ data.code }}"
+            html: "{% render 'footer' %}"
+    """)
+    got = {(f, line, sev, msg, hint) for f, line, _s, msg, hint, sev in [
+        (Path(v.file).name, v.line, v.step, v.message, v.hint, v.severity)
+        for v in load(jdir).violations] if f == "typo.yaml"}
+    assert ("typo.yaml", 4, "error", "typo en.subject: unknown filter 'defualt'",
+            "did you mean 'default'?") in got
+    assert ("typo.yaml", 5, "warning", "typo en.text: the profile has no 'custmer_id'",
+            "did you mean 'customer_id'?") in got
+    assert ("typo.yaml", 5, "warning", "typo en.text: unknown name 'profle'",
+            "did you mean 'profile'?") in got
+    assert ("typo.yaml", 6, "error", "typo en.html: {% render %} (partials) is not supported",
+            "write the shared text into each template") in got
+    assert not [g for g in got if "data" in g[3]]  # data.* is the send step's own

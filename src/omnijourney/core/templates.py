@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from liquid import Environment, FalsyStrictUndefined
 from liquid.exceptions import LiquidError
 from liquid.filter import with_context
+
+from omnijourney.core.diagnostics import did_you_mean
 
 _LIQUID_DATE = Environment().filters["date"]  # the standard filter, for everything else
 
@@ -95,6 +97,50 @@ def compile_text(source: str, *, html: bool = False) -> Text:
             raise TemplateError(_first_line(exc)) from None
         _TEXTS[(source, html)] = text
     return text
+
+
+# What templates can see (the evaluator's context), and what a profile holds.
+TEMPLATE_NAMES = frozenset({"profile", "event", "last_event", "journey", "now", "data"})
+PROFILE_FIELDS = frozenset({
+    "customer_id", "email", "phone", "push_token", "first_name", "last_name", "locale",
+    "timezone", "contact_window", "country", "consent", "reachable", "bounced",
+    "attributes", "counts", "first_seen_at", "last_seen_at", "signed_up_at"})
+
+
+Severity = Literal["error", "warning"]
+
+
+def static_problems(source: str) -> list[tuple[Severity, str, str | None]]:
+    """(severity, message, hint) for names and filters a text uses that nothing provides:
+    a filter that does not exist is an error (it fails every render); a name outside the
+    context, or a profile field no profile has, a warning (it may be optional)."""
+    try:
+        analysis = ENV.from_string(str(source)).analyze(include_partials=False)
+    except LiquidError:
+        return []  # the syntax error is reported on its own
+    out: list[tuple[Severity, str, str | None]] = []
+    for tag in analysis.tags:
+        if tag in ("render", "include"):
+            out.append(("error", f"{{% {tag} %}} (partials) is not supported",
+                        "write the shared text into each template"))
+    for name in analysis.filters:
+        if name not in ENV.filters:
+            out.append(("error", f"unknown filter '{name}'",
+                        did_you_mean(name, list(ENV.filters))))
+    for root, uses in analysis.globals.items():
+        if root not in TEMPLATE_NAMES:
+            out.append(("warning", f"unknown name '{root}'",
+                        did_you_mean(root, sorted(TEMPLATE_NAMES))
+                        or f"templates see {', '.join(sorted(TEMPLATE_NAMES))}"))
+            continue
+        if root == "profile":
+            for use in uses:
+                segments = [str(x) for x in use.segments]
+                if len(segments) > 1 and segments[1] not in PROFILE_FIELDS:
+                    out.append(("warning", f"the profile has no '{segments[1]}'",
+                                did_you_mean(segments[1], sorted(PROFILE_FIELDS))
+                                or "custom values live under profile.attributes"))
+    return out
 
 
 def _first_line(exc: Exception) -> str:

@@ -18,6 +18,7 @@ from omnijourney.core.templates import (
     REQUIRED_PARTS,
     TemplateError,
     compile_text,
+    static_problems,
 )
 from omnijourney.core.timeutil import parse_duration
 
@@ -96,6 +97,9 @@ def validate_journey(
             compile_text(source)
         except TemplateError as exc:
             add(f"{what}: Liquid error: {exc}", line, step)
+            return
+        for severity, message, hint in static_problems(source):
+            add(f"{what}: {message}", line, step, hint, severity=severity)
 
     def event_type(name: str, line: int | None, step: str | None = None) -> None:
         if not EVENT_TYPE.match(name):
@@ -365,4 +369,9 @@ def check_template(name: str, tmpl: m.TemplateDef, src: Source) -> list[Violatio
             except TemplateError as exc:
                 out.append(Violation(src.file, src.line("locales", loc, part),
                                      f"{name} {loc}.{part}: Liquid error: {exc}"))
+                continue
+            for severity, message, hint in static_problems(body):
+                out.append(Violation(src.file, src.line("locales", loc, part),
+                                     f"{name} {loc}.{part}: {message}",
+                                     severity, hint=hint))
     return out
