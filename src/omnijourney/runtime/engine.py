@@ -153,17 +153,6 @@ class Limits:
     max_state_bytes: int = 512 * 1024  # one customer's encoded state
 
 
-@dataclass
-class _Evaluated:
-    """One record's outcome, applied to the batch only when the whole of it succeeded."""
-
-    states: dict[str, tuple[int, CustomerState, bytes]] = field(default_factory=dict)
-    commands: list[Outgoing] = field(default_factory=list)
-    trace: list[TraceEntry] = field(default_factory=list)
-    inputs: list[str] = field(default_factory=list)
-    eval_seconds: list[float] = field(default_factory=list)
-
-
 class Engine:
     def __init__(self, journeys: JourneySet, topics: Topics, clock: Clock,
                  extra_event_types: Iterable[str] = (), *, limits: Limits | None = None,
@@ -278,15 +267,12 @@ class Engine:
             self._dead(rec, f"event_id {out.trace[0].detail['event_id']!r} was seen before "
                             "with other content; a producer reused an id", result, "conflict")
             return
-        done = _Evaluated(trace=out.trace, eval_seconds=[took],
-                          inputs=[inp.type if isinstance(inp, Event) else "tick"])
         if any(x.kind == "erased" for x in out.trace):
             result.states.pop(cid, None)
             result.erased[cid] = rec.partition
-            result.trace.extend(done.trace)
-            result.inputs.extend(done.inputs)
-            result.eval_seconds.extend(done.eval_seconds)
+            self._count(result, out.trace, inp, took)
             return
+        stored: tuple[int, CustomerState, bytes] | None = None
         if out.state is not state:  # a duplicate event returns the state untouched
             doc = encode_state(rec.partition, out.state)
             if len(doc) > self.limits.max_state_bytes:
@@ -294,21 +280,25 @@ class Engine:
                                 f"limit of {self.limits.max_state_bytes}; nothing of this "
                                 "record was applied", result, "state_too_large")
                 return
-            done.states[cid] = (rec.partition, out.state, doc)
+            stored = (rec.partition, out.state, doc)
         key = cid.encode()
-        for cmd in out.commands:
-            done.commands.append(Outgoing(
-                self.topics.command(cmd.channel), key, encode_command(cmd),
-                headers=(("command_id", cmd.command_id.encode()),
-                         ("journey", cmd.journey.encode()))))
+        commands = [Outgoing(self.topics.command(cmd.channel), key, encode_command(cmd),
+                             headers=(("command_id", cmd.command_id.encode()),
+                                      ("journey", cmd.journey.encode())))
+                    for cmd in out.commands]
         # Nothing above raised: only now does this record's outcome join the batch.
-        for cid_ in done.states:
-            result.erased.pop(cid_, None)  # a new profile after an erasure in this batch
-        result.states.update(done.states)
-        result.commands.extend(done.commands)
-        result.trace.extend(done.trace)
-        result.inputs.extend(done.inputs)
-        result.eval_seconds.extend(done.eval_seconds)
+        if stored is not None:
+            result.erased.pop(cid, None)  # a new profile after an erasure in this batch
+            result.states[cid] = stored
+        result.commands.extend(commands)
+        self._count(result, out.trace, inp, took)
+
+    @staticmethod
+    def _count(result: BatchResult, trace: list[TraceEntry], inp: Event | Tick,
+               took: float) -> None:
+        result.trace.extend(trace)
+        result.inputs.append(inp.type if isinstance(inp, Event) else "tick")
+        result.eval_seconds.append(took)
 
     def _dead(self, rec: Record, reason: str, result: BatchResult, kind: str) -> None:
         # A reason may quote the record (an exception's message): keep it encodable.
