@@ -22,6 +22,7 @@ from omnijourney.adapters.clicks import (
     UNSUBSCRIBE,
     ClickServer,
     make_token,
+    track,
     twilio_signature,
 )
 from omnijourney.adapters.email import EmailChannel
@@ -263,3 +264,22 @@ def test_digests_and_scrubbing_never_keep_an_address() -> None:
     with pytest.raises(InvalidAddress) as caught:
         email_address("ana@example.com, victim@example.org")
     assert "victim" not in str(caught.value)
+
+
+def test_a_redirect_target_with_line_breaks_is_refused_not_sent_as_a_header() -> None:
+    reports: list[dict[str, Any]] = []
+    server = ClickServer("k", reports.append).start()
+    try:
+        token = make_token("k", command(), "https://shop.example/x\r\nSet-Cookie: a=b")
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("GET", f"/c/{token}")
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        assert resp.status == 400 and resp.getheader("Set-Cookie") is None
+    finally:
+        server.stop()
+    assert reports == [] and server.counts == {"refused_click": 1}
+    # Links with line breaks in an HTML body are not wrapped into tokens either.
+    html = '<a href="https://shop.example/x\r\ny">x</a>'
+    assert track(html, command(), "https://t.example", "k", html=True) == html

@@ -32,7 +32,9 @@ from omnijourney.serving import BackgroundServer, QuietHandler
 # Carries a message's signed token in outgoing mail, so that bounces and complaints,
 # which return the headers, can be attributed (``omnijourney bounces``).
 REPORT_HEADER = "X-Omnijourney-Report"
-_HREF = re.compile(r'(href\s*=\s*")(https?://[^"]+)(")', re.IGNORECASE)
+_HREF = re.compile(r'(href\s*=\s*")(https?://[^"\x00-\x20\x7f]+)(")', re.IGNORECASE)
+# A redirect target: one line of an http(s) URL, nothing that could end the header.
+_TARGET = re.compile(r"^https?://[^\x00-\x20\x7f]+$", re.IGNORECASE)
 _BARE = re.compile(r"(?<![\"'=])(https?://[^\s<>\"']+)")
 
 
@@ -192,7 +194,7 @@ class ClickServer(BackgroundServer):
                                b"<button>Unsubscribe</button></form>")
                     return
                 data = self._token("/c/", CLICK)
-                if data is None or not data.get("u"):
+                if data is None or not _TARGET.match(str(data.get("u") or "")):
                     self._refuse("refused_click")
                     return
                 outer.report(report_from(data, "clicked", None, None))
