@@ -30,7 +30,7 @@ import time
 import uuid
 import weakref
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -156,9 +156,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     os.setsid()
 
 
-def cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def cluster_id(source: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    One id in 64 would start with ``-``, which ``kafka-storage`` reads as an option
+    ("argument --cluster-id: expected one argument"); Kafka's own ``Uuid.randomUuid`` draws
+    again in that case, and so does this."""
+    while True:
+        cid = base64.urlsafe_b64encode(source()).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 # ----------------------------------------------------------------------- nodes
@@ -319,7 +326,7 @@ class KafkaCluster:
     def _format(self) -> None:
         cid = cluster_id()
         for n in self.members:
-            cmd = self._java("kafka.tools.StorageTool", "format", "-t", cid,
+            cmd = self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cid}",
                              "-c", str(n.config), "--ignore-formatted", heap="256m")
             cmd.insert(1, f"-Dlog4j2.configurationFile={n.directory / 'log4j2.yaml'}")
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
