@@ -22,6 +22,7 @@ from fastavro.schema import to_parsing_canonical_form
 from omnijourney.core.commands import ChannelCommand
 from omnijourney.core.events import Event, InvalidEvent, parse_event, parse_json
 from omnijourney.core.state import CustomerState
+from omnijourney.core.timeutil import format_instant, parse_instant
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC = b"\xc3\x01"
@@ -172,6 +173,28 @@ def state_partition(raw: bytes) -> tuple[int, dict[str, Any]]:
     """The partition and the undecoded state document (decode only those you own)."""
     doc = json.loads(raw)
     return int(doc["p"]), doc["s"]
+
+
+# Beside the states, one record per partition holds its event-clock time (``event`` mode).
+# Its key cannot be a customer id: ids never hold control characters.
+WATERMARK_KEY_PREFIX = b"\x00watermark:"
+
+
+def watermark_key(partition: int) -> bytes:
+    return WATERMARK_KEY_PREFIX + str(partition).encode()
+
+
+def is_watermark_key(key: bytes) -> bool:
+    return key.startswith(WATERMARK_KEY_PREFIX)
+
+
+def encode_watermark(partition: int, at: datetime) -> bytes:
+    return json.dumps({"p": partition, "w": format_instant(at)},
+                      separators=(",", ":")).encode()
+
+
+def decode_watermark(raw: bytes) -> datetime:
+    return parse_instant(json.loads(raw)["w"])
 
 
 # ---------------------------------------------------------------- commands

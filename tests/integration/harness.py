@@ -42,6 +42,7 @@ class LiveEngine:
         self._log: IO[bytes] | None = None
         self.starts = 0
         self.metrics_port: int | None = None  # /metrics etc. only where a test asks
+        self.extra_env: dict[str, str] = {}  # settings a test gives this worker alone
         self.feeds = 0  # files produce_with_cli wrote
         ensure_topics(self.settings)
 
@@ -49,6 +50,7 @@ class LiveEngine:
         """A second worker of the same app (same group, topics and tables)."""
         other = copy.copy(self)
         other.proc, other._log, other.starts = None, None, 0
+        other.extra_env = {}
         other.log_dir = self.log_dir / name
         other.log_dir.mkdir(exist_ok=True)
         return other
@@ -73,7 +75,7 @@ class LiveEngine:
                 # A stalled table restore stops the worker soon (see revive()).
                 "OMNIJOURNEY_RECOVERY_STALL": "20",
                 "OMNIJOURNEY_METRICS_PORT": str(self.metrics_port or "off"),
-                "OMNIJOURNEY_DATADIR": str(self.log_dir / "faust-data")}
+                "OMNIJOURNEY_DATADIR": str(self.log_dir / "faust-data"), **self.extra_env}
 
     def lag(self) -> list[PartitionLag]:
         """The worker group's lag per topic and partition, as ``omnijourney lag`` shows it."""

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.partitioner.default import murmur2
 
 from omnijourney.config import load
 from omnijourney.core.commands import ChannelCommand
@@ -75,6 +76,11 @@ class Scenario:
         return timedelta(days=90)
 
 
+def partition_of(customer_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives the customer's key."""
+    return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+
+
 def scenario(customers: int = CUSTOMERS) -> Scenario:
     js = load(REPO / "journeys").journey_set
     assert js is not None
@@ -117,12 +123,23 @@ class Sinks:
         while not (want_email <= set(self.emails()) and want_sms <= set(self.sms())):
             for proc, name in zip(self.procs, ("email", "sms"), strict=True):
                 assert proc.poll() is None, (self.log_dir / f"{name}.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (
-                f"missing after {timeout:.0f}s: {len(want_email - set(self.emails()))} "
-                f"emails, {len(want_sms - set(self.sms()))} sms")
+            assert time.monotonic() < deadline, self.missing(s, timeout)
             revive()
             time.sleep(1)
         time.sleep(5)
+
+    def missing(self, s: Scenario, timeout: float) -> str:
+        """What a loss looked like: which commands, whose, on which partition."""
+        got = set(self.emails()) | set(self.sms())
+        lost = [c for c in s.expected if c.channel in ("email", "sms")
+                and c.command_id not in got]
+        extra = got - s.ids("email") - s.ids("sms")
+        partitions = self.engine.settings.partitions
+        lines = [f"{c.channel} {c.journey}/{c.step} for {c.customer_id} (partition "
+                 f"{partition_of(c.customer_id, partitions)}, send_at "
+                 f"{c.send_at.isoformat()}) {c.command_id}" for c in lost[:20]]
+        return (f"missing after {timeout:.0f}s: {len(lost)} commands; "
+                f"{len(extra)} delivered that the simulator never made\n" + "\n".join(lines))
 
     def check_exactly_once(self, s: Scenario) -> None:
         emails, sms = self.emails(), self.sms()

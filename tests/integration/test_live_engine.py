@@ -117,6 +117,30 @@ def test_a_second_worker_takes_over_partitions_with_their_state_and_waits(
                    for p in worker.log_dir.glob("worker-*.log")), worker.log_dir
 
 
+def test_a_new_owner_keeps_the_event_time_its_predecessor_read(engine: LiveEngine) -> None:
+    """The first worker reads the whole timeline and its watermark, and commits them, but
+    its timer never runs (an hour apart); a second worker then owns every partition and
+    reads nothing new. The waits must still fire there, at the time the first one read:
+    the event clock travels with the state. Before, the second worker's clock was empty
+    and no timer fired (the worker-chaos test lost every win-back of one partition)."""
+    events, expected = sample()
+    engine.extra_env = {"OMNIJOURNEY_TICK_INTERVAL": "3600"}
+    engine.start()
+    engine.produce(events, watermark=events[-1].occurred_at + timedelta(days=90))
+    engine.wait_for_lag(lambda rows: bool(rows) and all(r.lag == 0 for r in rows))
+    first = engine.read(engine.settings.topics.commands, until=1, settle=3.0)
+    assert 0 < len({r["command_id"] for r in first}) < len(expected)  # timers still to fire
+    engine.stop()
+    other = engine.twin()
+    try:
+        other.start()
+        got = other.read(engine.settings.topics.commands, until=len(expected),
+                         distinct="command_id", timeout=90)
+    finally:
+        other.stop()
+    assert {r["command_id"] for r in got} == {c.command_id for c in expected}, other.log()
+
+
 def test_the_worker_rides_out_a_broker_restart(engine: LiveEngine, kafka: Kafka) -> None:
     """A single broker restarts under a running worker (data kept): it reconnects and the
     timeline completes with every command as simulated."""

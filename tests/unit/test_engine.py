@@ -132,6 +132,79 @@ def test_an_event_at_time_t_does_not_let_timers_due_at_t_fire_before_it() -> Non
     assert wall.now(5) == datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def test_a_tick_from_beyond_what_this_worker_has_read_is_not_evaluated() -> None:
+    """The worker-chaos failure, one cart: a worker read an order and later events, sent a
+    tick at their time, and died before storing them. The next owner reads that tick
+    before the events again; evaluated, it sent the reminder the order cancels."""
+    from omnijourney.simulator import simulate
+
+    signed = signup(at="2026-03-02T10:00:00Z", sms_opt_in=False)
+    cart = ev("cart.item_added", "2026-03-02T10:30:00Z", cart_id="k1")
+    order = ev("order.placed", "2026-03-02T11:10:00Z", cart_id="k1", order_id="o1")
+    later = ev("product.viewed", "2026-03-02T14:00:00Z")
+    # What the dead worker stored: the sign-up and the cart, and its clock there.
+    stored = {3: t("2026-03-02T10:30:00Z")}
+    engine, store = Engine(JS, TOPICS, Clock("event", stored=stored.get)), Store()
+    live: list[str] = []
+
+    def run(*records: Record) -> BatchResult:
+        result = engine.process(list(records), store.load)
+        store.apply(result)
+        live.extend(decode_command(c.value)["step"] for c in result.commands)
+        return result
+
+    run(rec(encode_event(signed), offset=0), rec(encode_event(cart), offset=1))
+    stale = run(rec(tick_record("c1", t("2026-03-02T14:00:00Z")), topic=TOPICS.ticks))
+    assert (stale.commands, stale.states, stale.ticked) == ([], {}, ["c1"])
+    run(rec(encode_event(order), offset=2), rec(encode_event(later), offset=3))
+    mark = engine.clock.now(3)
+    assert mark is not None
+    run(rec(tick_record("c1", mark), topic=TOPICS.ticks))
+    expected = [c.step for c in simulate(JS, [signed, cart, order, later]).commands
+                if c.send_at <= mark]  # the simulator runs on past the last event
+    assert "cart_reminder" not in expected
+    assert live == expected
+
+
+def test_the_event_clock_is_stored_and_a_new_owner_starts_from_it() -> None:
+    """A clock record read and committed by one worker is never read by the next owner
+    of its partition: the time it set travels in the changelog instead. Before, the next
+    owner's timers on that partition never fired (every win-back of one partition)."""
+    first = Engine(JS, TOPICS, Clock("event"))
+    mark = t("2026-06-01T00:00:00Z")
+    moved = first.process([rec(clock_record(mark), key=None)], Store().load)
+    assert moved.watermarks == {3: mark}
+    assert first.process([rec(clock_record(mark - timedelta(days=1)), key=None)],
+                         Store().load).watermarks == {}  # time never goes back
+    table: dict[int, datetime] = dict(moved.watermarks)
+    clock = Clock("event", stored=table.get)
+    assert (clock.now(3), clock.now(2)) == (mark, None)
+    clock.observe(3, mark - timedelta(days=5), inclusive=True)
+    assert clock.now(3) == mark  # an older event read again does not move it back
+    table[3] = mark + timedelta(days=1)  # another owner moved it on meanwhile
+    clock.forget()  # a rebalance
+    assert clock.now(3) == mark + timedelta(days=1)
+    index = DueIndex()
+    index.update("c1", 3, mark)
+    assert index.due(clock) == [("c1", 3, mark + timedelta(days=1))]
+
+
+def test_a_tick_that_changes_nothing_is_handled_and_a_failed_one_is_not() -> None:
+    """The timer marks a customer pending until its tick is handled; a tick that found
+    nothing due (or no customer) must release it too, or that customer never ticks again."""
+    clock = Clock("event")
+    engine, store = Engine(JS, TOPICS, clock), Store()
+    store.apply(engine.process([rec(encode_event(signup(sms_opt_in=False)))], store.load))
+    engine.process([rec(clock_record(t("2026-03-02T11:00:00Z")), key=None)], store.load)
+    early = engine.process([rec(tick_record("c1", t("2026-03-02T11:00:00Z")),
+                                topic=TOPICS.ticks),
+                            rec(tick_record("ghost", t("2026-03-02T11:00:00Z")),
+                                topic=TOPICS.ticks)], store.load)
+    assert early.ticked == ["c1", "ghost"] and early.commands == []
+    bad = engine.process([rec(b'{"customer_id": "c1"}', topic=TOPICS.ticks)], store.load)
+    assert (bad.ticked, bad.dead_kinds) == ([], ["invalid_tick"])
+
+
 def test_ticks_for_unknown_customers_and_duplicates_write_nothing() -> None:
     engine, store = Engine(JS, TOPICS, Clock("event")), Store()
     assert engine.process([rec(tick_record("ghost", t("2026-03-02T10:00:00Z")),
@@ -162,8 +235,9 @@ def test_a_click_report_ends_the_right_carts_wait_for() -> None:
     cart = ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k1")
     store.apply(engine.process([rec(encode_event(signup(at="2026-03-02T10:00:00Z"))),
                                 rec(encode_event(cart))], store.load))
-    # The 1h wait passes and the reminder goes out.
-    reminder = engine.process([rec(tick_record("c1", t("2026-03-02T12:00:00Z")),
+    # The 1h wait passes (event time gets there) and the reminder goes out.
+    reminder = engine.process([rec(clock_record(t("2026-03-02T12:00:00Z")), key=None),
+                               rec(tick_record("c1", t("2026-03-02T12:00:00Z")),
                                    topic=TOPICS.ticks)], store.load)
     store.apply(reminder)
     (cmd,) = [decode_command(c.value) for c in reminder.commands]

@@ -28,7 +28,14 @@ from faust.exceptions import ProducerSendError
 from faust.tables.manager import TableManager
 from faust.types import EventT, StreamT
 
-from omnijourney.codecs import decode_state, state_partition
+from omnijourney.codecs import (
+    decode_state,
+    decode_watermark,
+    encode_watermark,
+    is_watermark_key,
+    state_partition,
+    watermark_key,
+)
 from omnijourney.core import CustomerState, JourneySet
 from omnijourney.ops.metrics import Heartbeat, ProgressWatch, WorkerMetrics, start_ops
 from omnijourney.runtime.engine import (
@@ -96,7 +103,7 @@ class Worker:
 
     def __init__(self, settings: Settings, journeys: JourneySet) -> None:
         self.settings = settings
-        self.clock = Clock(settings.clock)
+        self.clock = Clock(settings.clock, stored=self.stored_watermark)
         self.engine = Engine(journeys, settings.topics, self.clock,
                              settings.extra_event_types)
         self.index = DueIndex()
@@ -169,6 +176,9 @@ class Worker:
     async def on_assigned(self, sender: Any, /, *args: Any, signal: Any,
                           **kwargs: Any) -> None:
         self.metrics.rebalances.inc()
+        # Partitions moved: their event-clock times are read again, from the table once
+        # it is restored (what the last owner wrote), before anything reads the clock.
+        self.clock.forget()
 
     def start_ops(self, port: int | None) -> None:
         """/metrics, /healthz, /readyz on ``port`` and a consumer-lag probe."""
@@ -189,6 +199,17 @@ class Worker:
         self._remember(cid, st)
         return st
 
+    def stored_watermark(self, partition: int) -> datetime | None:
+        """The partition's event-clock time as its last owner stored it (``event`` clock)."""
+        raw = self.table.data.get(watermark_key(partition))
+        if raw is None:
+            return None
+        try:
+            return decode_watermark(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("unreadable_watermark", partition=partition, error=_brief(exc))
+            return None
+
     def _remember(self, cid: str, st: CustomerState) -> None:
         self.cache[cid] = st
         self.cache.move_to_end(cid)
@@ -196,7 +217,8 @@ class Worker:
             self.cache.popitem(last=False)
 
     async def store(self, states: dict[str, tuple[int, CustomerState, bytes]],
-                    erased: dict[str, int] | None = None) -> None:
+                    erased: dict[str, int] | None = None,
+                    watermarks: dict[int, datetime] | None = None) -> None:
         """Write new states to the changelog, wait for the acks, then serve them.
 
         Each goes to the partition the customer's events arrive on (co-partitioning), even
@@ -205,11 +227,18 @@ class Worker:
         up after 0.1 s without a send (faust ``ProducerBuffer.flush_atmost``), so on a busy
         machine offsets could be committed ahead of the state, and a crash then would lose
         it. Awaiting the acks here makes the state durable before its events are acked.
+        The partitions' event-clock times go with them, for the same reason.
         """
+        marks = {watermark_key(p): (p, encode_watermark(p, at))
+                 for p, at in (watermarks or {}).items()}
         await self.send_all([Outgoing(self.changelog, cid.encode(), doc, partition)
                              for cid, (partition, _, doc) in states.items()]
                             + [Outgoing(self.changelog, cid.encode(), None, partition)
-                               for cid, partition in (erased or {}).items()])
+                               for cid, partition in (erased or {}).items()]
+                            + [Outgoing(self.changelog, key, doc, partition)
+                               for key, (partition, doc) in marks.items()])
+        for key, (_, doc) in marks.items():
+            self.table.data[key] = doc
         for cid, (partition, st, doc) in states.items():
             self.table.data[cid.encode()] = doc
             self._remember(cid, st)
@@ -319,7 +348,9 @@ class Worker:
                           e.message.key, e.message.value or b"") for e in events]
         result = self.engine.process(records, self.load)
         await self.send_all(result.commands + result.other)
-        await self.store(result.states, result.erased)
+        await self.store(result.states, result.erased, result.watermarks)
+        for cid in result.ticked:
+            self.index.pending.discard(cid)  # its next due time (if any) may tick again
         elapsed = time.perf_counter() - started
         self.metrics.observe(inputs=result.inputs, dead=result.dead_kinds, trace=result.trace,
                              evaluation_seconds=result.eval_seconds, batch_seconds=elapsed)
@@ -354,6 +385,8 @@ class Worker:
         self.cache.clear()
         unreadable = 0
         for key, raw in self.table.data.items():
+            if is_watermark_key(key):
+                continue
             try:
                 partition, doc = state_partition(raw)
                 if partition in owned:

@@ -60,6 +60,10 @@ class BatchResult:
     dead_kinds: list[str] = field(default_factory=list)  # low-cardinality, for metrics
     inputs: list[str] = field(default_factory=list)  # event type (or "tick") per evaluation
     eval_seconds: list[float] = field(default_factory=list)
+    # ``event`` clock: partition -> its new time, for partitions whose time moved
+    watermarks: dict[int, datetime] = field(default_factory=dict)
+    # customers whose tick was handled, changed state or not: the timer may tick them again
+    ticked: list[str] = field(default_factory=list)
 
     @property
     def evaluations(self) -> int:
@@ -68,16 +72,28 @@ class BatchResult:
 
 class Clock:
     """Wall time in production; in ``event`` mode (replays, ``omnijourney dev``) each
-    partition's time is the latest event time seen there, or a clock record's time."""
+    partition's time is the latest event time seen there, or a clock record's time.
 
-    def __init__(self, mode: str, wall: Callable[[], datetime] | None = None) -> None:
+    In ``event`` mode a partition's time is durable: each batch that moves it writes the
+    new time to the state changelog beside the states (``BatchResult.watermarks``), and a
+    worker that takes the partition over starts from that (``stored``), not from nothing.
+    Otherwise a clock record read and committed by the previous owner is never read
+    again, and the new owner's timers on that partition never fire (found by the
+    worker-chaos fault test: every win-back of one partition was missing).
+    """
+
+    def __init__(self, mode: str, wall: Callable[[], datetime] | None = None,
+                 stored: Callable[[int], datetime | None] | None = None) -> None:
         self.mode = mode
         self._wall = wall or (lambda: datetime.now(UTC))
+        self._stored = stored
         self.watermarks: dict[int, datetime] = {}
 
     def now(self, partition: int) -> datetime | None:
         if self.mode == "wall":
             return self._wall()
+        if partition not in self.watermarks:
+            self._seed(partition)
         return self.watermarks.get(partition)
 
     def observe(self, partition: int, at: datetime, *, inclusive: bool) -> None:
@@ -85,8 +101,20 @@ class Clock:
         # due exactly at T wait for a later event or an explicit clock record.
         if self.mode != "event":
             return
+        if partition not in self.watermarks:
+            self._seed(partition)
         mark = at if inclusive else at - ONE_MICROSECOND
         if partition not in self.watermarks or mark > self.watermarks[partition]:
+            self.watermarks[partition] = mark
+
+    def forget(self) -> None:
+        """Partitions moved (a rebalance): each one's time is read again from where it is
+        stored, which is at least what this worker last wrote there."""
+        self.watermarks.clear()
+
+    def _seed(self, partition: int) -> None:
+        mark = self._stored(partition) if self._stored is not None else None
+        if mark is not None:
             self.watermarks[partition] = mark
 
 
@@ -172,7 +200,10 @@ class Engine:
         evaluator, encoding) dead-letters that record with the reason, leaves the states
         and commands of the others as they are, and the batch goes on."""
         result = BatchResult()
+        before: dict[int, datetime | None] = {}
         for rec in records:
+            if self.clock.mode == "event" and rec.partition not in before:
+                before[rec.partition] = self.clock.now(rec.partition)
             try:
                 if len(rec.value) > self.limits.max_record_bytes:
                     self._dead(rec, f"record of {len(rec.value)} bytes is over the limit of "
@@ -186,6 +217,10 @@ class Engine:
             except Exception as exc:
                 self._dead(rec, f"could not be processed: {type(exc).__name__}: "
                                 f"{str(exc)[:300]}", result, "internal_error")
+        for partition, was in before.items():
+            mark = self.clock.now(partition)
+            if mark is not None and mark != was:
+                result.watermarks[partition] = mark
         return result
 
     def _state(self, cid: str, load: Callable[[str], CustomerState | None],
@@ -250,10 +285,24 @@ class Engine:
         except (ValueError, KeyError, TypeError) as exc:
             self._dead(rec, f"bad tick record: {exc}", result, "invalid_tick")
             return
+        if self.clock.mode == "event":
+            mark = self.clock.now(rec.partition)
+            if mark is None or now > mark:
+                # From beyond what this worker has read of the partition: a worker that
+                # sent it while its batch was in flight, then died before storing that
+                # batch. Evaluated now, it would fire waits ahead of events still to be
+                # read again (the fault test saw a cart run re-entered too soon). This
+                # worker's own timer fires the customer when its clock gets there.
+                result.ticked.append(cid)
+                return
         state = self._state(cid, load, result)
-        if state is None:
-            return  # a tick for a customer whose state is gone: nothing is due
-        self._evaluate(rec, cid, TICK, now, load=load, result=result, state=state)
+        dead = len(result.dead_kinds)
+        if state is not None:  # else a tick for a customer whose state is gone
+            self._evaluate(rec, cid, TICK, now, load=load, result=result, state=state)
+        if len(result.dead_kinds) == dead:
+            # Handled. A tick that was dead-lettered is not: the timer leaves that customer
+            # alone (rather than dead-letter it again every second) until its next event.
+            result.ticked.append(cid)
 
     def _evaluate(self, rec: Record, cid: str, inp: Event | Tick, now: datetime, *,
                   load: Callable[[str], CustomerState | None], result: BatchResult,

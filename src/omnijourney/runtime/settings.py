@@ -88,6 +88,7 @@ class Settings:
             "max_poll_interval": float(env.get("OMNIJOURNEY_MAX_POLL_INTERVAL",
                                                cls.max_poll_interval)),
             "recovery_stall": float(env.get("OMNIJOURNEY_RECOVERY_STALL", cls.recovery_stall)),
+            "tick_interval": float(env.get("OMNIJOURNEY_TICK_INTERVAL", cls.tick_interval)),
             "cluster_patience": float(env.get("OMNIJOURNEY_CLUSTER_PATIENCE",
                                               cls.cluster_patience)),
             "datadir": env.get("OMNIJOURNEY_DATADIR") or None,
@@ -104,6 +105,8 @@ class Settings:
             }.items() if v},
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if not values["tick_interval"] > 0:
+            raise ValueError("OMNIJOURNEY_TICK_INTERVAL must be a positive number of seconds")
         if values["clock"] not in ("wall", "event"):
             raise ValueError("OMNIJOURNEY_CLOCK must be 'wall' or 'event'")
         return cls(**values)
