@@ -35,8 +35,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from omnijourney.codecs import encode_event
 from omnijourney.runtime.broker import EmbeddedBroker
 from omnijourney.runtime.kraft import KafkaCluster
-from omnijourney.runtime.settings import Settings, Topics
 from omnijourney.runtime.topics import ensure_topics
+from omnijourney.settings import Settings, Topics
 from omnijourney.synthetic import synth  # the same customers as the evaluator bench
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from omnijourney.cli.common import WORKER_METRICS_PORT
 from omnijourney.core.commands import CHANNELS
 from omnijourney.ops.metrics import AdapterMetrics, WorkerMetrics, series
-from omnijourney.runtime.commands import WORKER_METRICS_PORT
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "omnijourney.json"

@@ -20,7 +20,7 @@ from omnijourney.runtime.engine import (
     clock_record,
     tick_record,
 )
-from omnijourney.runtime.settings import Settings, Topics
+from omnijourney.settings import Settings, Topics
 from tests.helpers import ev, signup, t
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from faust.types import TP
 
 from omnijourney.config import load
 from omnijourney.runtime.app import Worker
-from omnijourney.runtime.settings import Settings
+from omnijourney.settings import Settings
 from tests.unit.test_engine import REPO
 
 

@@ -15,7 +15,7 @@ from omnijourney.codecs import decode_any, encode_event
 from omnijourney.config import load
 from omnijourney.core import CustomerState
 from omnijourney.runtime.engine import BatchResult, Clock, Engine, Limits, Record
-from omnijourney.runtime.settings import Topics
+from omnijourney.settings import Topics
 from tests.helpers import signup
 
 REPO = Path(__file__).resolve().parents[2]

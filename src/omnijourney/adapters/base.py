@@ -30,17 +30,23 @@ from functools import partial
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import structlog
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.structs import MemberState, OffsetAndMetadata
 
+from omnijourney import kafkaclients
 from omnijourney.adapters.addresses import digest, scrub
 from omnijourney.adapters.flow import KeyedPool, Offsets
 from omnijourney.codecs import CodecError, decode_command, encode_dead_letter, encode_delivery
 from omnijourney.core.profile import address_digest
 from omnijourney.core.timeutil import format_instant
+from omnijourney.kafkaclients import (
+    ConsumerRebalanceListener,
+    KafkaConsumer,
+    MemberState,
+    OffsetAndMetadata,
+    TopicPartition,
+)
 from omnijourney.ops.metrics import AdapterMetrics, Heartbeat, start_ops
 from omnijourney.runtime.reach import until_reachable
-from omnijourney.runtime.settings import Settings, adapter_group
+from omnijourney.settings import Settings, adapter_group
 
 log = structlog.get_logger("omnijourney.adapter")
 T = TypeVar("T")
@@ -139,7 +145,7 @@ class DeliveredLog:
         self.settings = settings
         self.topic = settings.topics.delivered(channel)
         self.ids: dict[str, str] = {}
-        self.producer = KafkaProducer(**settings.kafka_python(), acks="all")
+        self.producer = kafkaclients.producer(settings, acks="all")
 
     def load(self) -> int:
         """Read the whole log; again while the cluster cannot answer (a broker away)."""
@@ -147,7 +153,7 @@ class DeliveredLog:
 
     def _load(self) -> int:
         self.ids.clear()
-        consumer = KafkaConsumer(**self.settings.kafka_python(), enable_auto_commit=False)
+        consumer = kafkaclients.consumer(self.settings, enable_auto_commit=False)
         try:
             parts = consumer.partitions_for_topic(self.topic) or set()
             tps = [TopicPartition(self.topic, p) for p in parts]
@@ -222,7 +228,7 @@ class Runner:
         # most commands read ahead of the oldest one still in flight.
         self.concurrency, self.max_in_flight = max(1, concurrency), max(1, max_in_flight)
         self.delivered = DeliveredLog(settings, channel.name)
-        self.reports = KafkaProducer(**settings.kafka_python(), acks="all")
+        self.reports = kafkaclients.producer(settings, acks="all")
         self.counts: dict[str, int] = {}
         self._counts_lock = threading.Lock()
         self.metrics = AdapterMetrics(channel.name)
@@ -342,8 +348,8 @@ class Runner:
         offsets.forget(tps)
 
     def _consumer(self, offsets: Offsets) -> KafkaConsumer:
-        consumer = KafkaConsumer(
-            **self.settings.kafka_python(), group_id=self.group,
+        consumer = kafkaclients.consumer(
+            self.settings, group_id=self.group,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=100,
             session_timeout_ms=int(self.settings.session_timeout * 1000),
             heartbeat_interval_ms=int(self.settings.session_timeout * 1000 / 3),

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
-from kafka import KafkaConsumer, TopicPartition
-
+from omnijourney import kafkaclients
 from omnijourney.core.commands import CHANNELS
-from omnijourney.runtime.settings import Settings, adapter_group
+from omnijourney.kafkaclients import KafkaConsumer, TopicPartition
+from omnijourney.settings import Settings, adapter_group
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,15 @@ class LagReader:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.probe = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False)
+        self.probe = kafkaclients.consumer(settings, enable_auto_commit=False)
         self._group_clients: dict[str, KafkaConsumer] = {}
 
     def _group(self, group: str) -> KafkaConsumer:
         # A consumer that names the group but never subscribes: it fetches the group's
         # committed offsets without joining it (and commits nothing).
         if group not in self._group_clients:
-            self._group_clients[group] = KafkaConsumer(
-                **self.settings.kafka_python(), group_id=group, enable_auto_commit=False)
+            self._group_clients[group] = kafkaclients.consumer(
+                self.settings, group_id=group, enable_auto_commit=False)
         return self._group_clients[group]
 
     def measure(self, groups: dict[str, list[str]], now: datetime) -> list[PartitionLag]:
@@ -91,7 +91,7 @@ class LagReader:
                 timeout: float = 5.0) -> dict[tuple[str, TopicPartition], float]:
         """Timestamp (seconds) of the record at each waiting position."""
         found: dict[tuple[str, TopicPartition], float] = {}
-        reader = KafkaConsumer(**self.settings.kafka_python(), enable_auto_commit=False)
+        reader = kafkaclients.consumer(self.settings, enable_auto_commit=False)
         try:
             for (group, tp), offset in waiting.items():
                 reader.assign([tp])

@@ -21,8 +21,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from omnijourney.core.analytics import FACTS, facts
 from omnijourney.core.evaluator import TraceEntry
 from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
-from omnijourney.runtime.settings import Settings
 from omnijourney.serving import LOOPBACK, BackgroundServer, QuietHandler
+from omnijourney.settings import Settings
 
 log = structlog.get_logger("omnijourney.metrics")
 NS = "omnijourney"

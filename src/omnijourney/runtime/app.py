@@ -48,8 +48,8 @@ from omnijourney.runtime.engine import (
     tick_record,
 )
 from omnijourney.runtime.faustguard import guard_handover
-from omnijourney.runtime.settings import Settings
 from omnijourney.runtime.topics import changelog_topic
+from omnijourney.settings import Settings
 
 log = structlog.get_logger("omnijourney.worker")
 STATE_CACHE = 200_000  # decoded states kept in memory; the table stays the truth

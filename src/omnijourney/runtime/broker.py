@@ -21,8 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
+from omnijourney import kafkaclients
+from omnijourney.kafkaclients import KafkaError
 
 if TYPE_CHECKING:
     from omnijourney.runtime.kraft import KafkaCluster
@@ -53,7 +53,7 @@ def answers_metadata(port: int, brokers: int = 1) -> bool:
     except OSError:
         return False
     try:
-        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=3000)
+        admin = kafkaclients.admin_at(f"127.0.0.1:{port}", request_timeout_ms=3000)
     except (KafkaError, OSError, ValueError):
         return False
     try:

@@ -25,7 +25,7 @@ from omnijourney.core import TICK, CustomerState, Event, InvalidEvent, JourneySe
 from omnijourney.core.evaluator import TraceEntry
 from omnijourney.core.events import KNOWN_EVENT_TYPES, delivery_event
 from omnijourney.core.timeutil import format_instant, parse_instant
-from omnijourney.runtime.settings import Topics
+from omnijourney.settings import Topics
 
 ONE_MICROSECOND = timedelta(microseconds=1)
 

@@ -36,8 +36,7 @@ from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
 
-from kafka import KafkaAdminClient
-
+from omnijourney import kafkaclients
 from omnijourney.runtime.broker import answers_metadata, free_port
 
 MIN_JAVA = 17
@@ -394,7 +393,7 @@ class KafkaCluster:
     def leader_of(self, topic: str, partition: int = 0) -> int:
         """The node that leads ``topic``'s partition now."""
         live = ",".join(f"127.0.0.1:{n.port}" for n in self.members if n.running)
-        admin = KafkaAdminClient(bootstrap_servers=live, request_timeout_ms=5000)
+        admin = kafkaclients.admin_at(live, request_timeout_ms=5000)
         try:
             for t in admin.describe_topics([topic]):
                 for p in t["partitions"]:

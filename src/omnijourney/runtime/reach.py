@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import structlog
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from omnijourney.kafkaclients import KafkaError, TopicAlreadyExistsError
 
 log = structlog.get_logger("omnijourney.kafka")
 T = TypeVar("T")

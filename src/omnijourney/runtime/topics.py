@@ -7,13 +7,11 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
-
+from omnijourney import kafkaclients
 from omnijourney.core.commands import CHANNELS
+from omnijourney.kafkaclients import KafkaAdminClient, KafkaError, NewTopic, TopicAlreadyExistsError
 from omnijourney.runtime.reach import until_reachable
-from omnijourney.runtime.settings import Settings
+from omnijourney.settings import Settings
 
 T = TypeVar("T")
 
@@ -68,7 +66,7 @@ def with_admin(settings: Settings, call: Callable[[KafkaAdminClient], T],
                timeout: float = 60.0) -> T:
     """``call`` with a new admin client, again while the cluster cannot answer."""
     def once() -> T:
-        admin = KafkaAdminClient(**settings.kafka_python())
+        admin = kafkaclients.admin(settings)
         try:
             return call(admin)
         finally:

@@ -1,21 +1,24 @@
-"""The ``omnijourney`` command line."""
+"""For marketers: ``validate``, ``simulate``, ``graph``, ``schema``, ``stats``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
-from omnijourney import __version__
 from omnijourney.config import load
+from omnijourney.core.analytics import JourneyStats
 from omnijourney.core.diagnostics import has_errors
 from omnijourney.core.timeutil import parse_instant
+from omnijourney.ops.funnel import report, scrape_facts
+from omnijourney.simulator import read_events
 
 DEFAULT_JOURNEYS = "journeys"
+EXIT_ERROR = 2  # could not measure
 
 
 def _journey_root(paths: list[Path]) -> tuple[Path, list[Path] | None]:
@@ -55,7 +58,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from omnijourney.simulator import explain, read_events, simulate
+    from omnijourney.simulator import explain, simulate
 
     loaded = load(args.journeys)
     if loaded.journey_set is None:
@@ -115,12 +118,52 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omnijourney",
-                                description="Omnichannel customer journeys on Kafka.")
-    p.add_argument("--version", action="version", version=f"omnijourney {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+def cmd_stats(args: argparse.Namespace) -> int:
+    from omnijourney.config import ConfigError, load_or_raise
 
+    try:
+        journeys = load_or_raise(args.journeys)
+    except ConfigError as exc:
+        print(f"omnijourney stats: journeys are invalid:\n{exc}", file=sys.stderr)
+        return EXIT_ERROR
+    cj = journeys.current.get(args.journey)
+    if cj is None:
+        print(f"omnijourney stats: no journey '{args.journey}' in {args.journeys} "
+              f"(have: {', '.join(sorted(journeys.current))})", file=sys.stderr)
+        return EXIT_ERROR
+    if args.events:
+        from omnijourney.simulator import read_events, simulate
+
+        with open(args.events, encoding="utf-8") as fh:
+            events, _bad = read_events(fh)
+        stats = JourneyStats.from_trace(args.journey, simulate(journeys, events).trace)
+        source = f"simulated from {args.events}"
+    else:
+        urls = args.metrics or ["http://127.0.0.1:9400/metrics"]
+        try:
+            samples = scrape_facts(urls)
+        except OSError as exc:
+            print(f"omnijourney stats: cannot scrape {', '.join(urls)}: {exc} (is the worker "
+                  "running? pass --metrics URL, or --events FILE to simulate)",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        stats = JourneyStats.from_samples(args.journey, samples)
+        source = f"live, since each worker started ({', '.join(urls)})"
+    if args.json:
+        print(json.dumps({"source": source, **stats.to_dict()}))
+        return 0
+    if args.graph:
+        from omnijourney.core.graph import to_mermaid
+
+        diagram = to_mermaid(cj.defn, stats)
+        print(f"```mermaid\n{diagram}```" if args.markdown else diagram, end="")
+        return 0
+    order = [s.id for s in cj.defn.steps]
+    print(report(stats, order, source))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
     v = sub.add_parser("validate", help="check journeys, templates and policies")
     v.add_argument("paths", nargs="*", help=f"directories or files (default: {DEFAULT_JOURNEYS})")
     v.add_argument("--format", choices=["text", "json"], default="text")
@@ -144,24 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--kind", choices=["journey", "policies", "template"], default="journey")
     sc.set_defaults(func=cmd_schema)
 
-    from omnijourney.ops.commands import add_parsers as add_ops
-    from omnijourney.runtime.commands import add_parsers
-
-    add_parsers(sub)
-    add_ops(sub)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except BrokenPipeError:
-        return 0
-    except (OSError, ValueError) as exc:
-        print(f"omnijourney {args.command}: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    st = sub.add_parser("stats", help="a journey's funnel: entries, step reach, exits, goals, "
+                                      "A/B cohorts")
+    st.add_argument("journey")
+    st.add_argument("--journeys", default="journeys", help="journeys directory")
+    st.add_argument("--metrics", action="append",
+                    help="a worker's /metrics URL (repeatable; default "
+                         "http://127.0.0.1:9400/metrics)")
+    st.add_argument("--events", help="instead: simulate this JSON Lines timeline")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--graph", action="store_true",
+                    help="the journey's Mermaid flowchart with entries, reach and goals on it")
+    st.add_argument("--markdown", action="store_true", help="with --graph: a ```mermaid block")
+    st.set_defaults(func=cmd_stats)

@@ -1,0 +1,166 @@
+"""For delivering: ``adapter`` (one channel), ``clicks`` and ``bounces`` (the signals back)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from omnijourney import kafkaclients
+from omnijourney.adapters.addresses import scrub
+from omnijourney.cli.common import (
+    WORKER_METRICS_PORT,
+    metrics_port,
+    settings_from,
+)
+from omnijourney.core.commands import CHANNELS
+from omnijourney.kafkaclients import KafkaProducer
+
+
+def cmd_adapter(args: argparse.Namespace) -> int:
+    from omnijourney.adapters.base import UNCONFIRMED_POLICIES, Runner
+    from omnijourney.adapters.config import channel_from_env
+    from omnijourney.adapters.http import TokenBucket
+    from omnijourney.logs import configure
+    from omnijourney.runtime.topics import ensure_topics
+
+    configure(args.log_level)
+    settings = settings_from(args)
+    channel = channel_from_env(args.channel)
+    rate = float(os.environ.get("ADAPTER_RATE_LIMIT", "0"))
+    limiter = TokenBucket(rate=rate, burst=max(1.0, rate)) if rate > 0 else None
+    ensure_topics(settings, worker=False)  # an adapter: no state table
+    env = os.environ
+    unconfirmed = env.get("ADAPTER_UNCONFIRMED", "resend")
+    if unconfirmed not in UNCONFIRMED_POLICIES:
+        raise SystemExit("omnijourney adapter: ADAPTER_UNCONFIRMED must be one of "
+                         f"{', '.join(UNCONFIRMED_POLICIES)}")
+    runner = Runner(settings, channel, limiter=limiter,
+                    attempts=int(env.get("ADAPTER_MAX_ATTEMPTS", "10")),
+                    base_delay=float(env.get("ADAPTER_BACKOFF_BASE", "0.5")),
+                    max_delay=float(env.get("ADAPTER_BACKOFF_MAX", "30")),
+                    unconfirmed=unconfirmed,
+                    concurrency=int(env.get("ADAPTER_CONCURRENCY", "8")))
+    runner.start_ops(metrics_port(args, WORKER_METRICS_PORT + 1 + CHANNELS.index(args.channel)))
+    try:
+        counts = runner.run(idle_exit=args.idle_exit)
+    finally:
+        runner.close()
+    print(json.dumps(counts), file=sys.stderr)
+    return 0
+
+
+def _reporter(args: argparse.Namespace, command: str) -> tuple[
+        str, KafkaProducer, Callable[[dict[str, Any]], None]] | None:
+    """For the services that turn outside signals into DeliveryReports: the signing
+    secret (``CLICK_SECRET``, as the email adapter has it), a producer, and a function
+    that publishes one report to ``deliveries`` and waits for the ack. None, after
+    saying why, without the secret."""
+    from omnijourney.codecs import encode_delivery
+
+    secret = os.environ.get("CLICK_SECRET")
+    if not secret:
+        print(f"omnijourney {command}: set CLICK_SECRET (the email adapter signs with it)",
+              file=sys.stderr)
+        return None
+    settings = settings_from(args)
+    producer = kafkaclients.producer(settings, acks="all")
+    log = structlog.get_logger(f"omnijourney.{command}")
+
+    def report(rep: dict[str, Any]) -> None:
+        producer.send(settings.topics.deliveries, key=rep["customer_id"].encode(),
+                      value=encode_delivery(rep)).get(10)
+        log.info("reported", command_id=rep["command_id"], status=rep["status"],
+                 reason=scrub(rep["reason"]))
+
+    return secret, producer, report
+
+
+def cmd_clicks(args: argparse.Namespace) -> int:
+    """Serve tracked-link redirects and report each click to ``deliveries``."""
+    from omnijourney.adapters.clicks import ClickServer
+
+    given = _reporter(args, "clicks")
+    if given is None:
+        return 2
+    secret, producer, report = given
+    server = ClickServer(secret, report, host=args.host, port=args.port,
+                         # Expiry runs on the wall clock; a replay's tokens are of its time.
+                         now=(lambda: datetime.now(UTC))
+                         if settings_from(args).clock == "wall" else None,
+                         provider_token=os.environ.get("SMS_AUTH_TOKEN"),
+                         public_url=os.environ.get("SMS_STATUS_CALLBACK_URL"))
+    print(f"tracking on http://{args.host}:{server.port}: GET /c/<token> (clicks), "
+          "POST /u/<token> (one-click unsubscribe), POST /s/<token> (provider status "
+          "callbacks)", file=sys.stderr)
+    try:
+        server.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server.server_close()
+        producer.close()
+    return 0
+
+
+def cmd_bounces(args: argparse.Namespace) -> int:
+    """Receive bounces and complaints by SMTP and report them to ``deliveries``."""
+    from omnijourney.adapters.bounces import BounceServer
+
+    given = _reporter(args, "bounces")
+    if given is None:
+        return 2
+    secret, producer, report = given
+    server = BounceServer(secret, report, host=args.host, port=args.port,
+                          now=(lambda: datetime.now(UTC))
+                          if settings_from(args).clock == "wall" else None).start()
+    print(f"bounces on smtp://{args.host}:{args.port}: delivery status notifications and "
+          "spam complaints for mail the email adapter signed", file=sys.stderr)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+        producer.close()
+        print(f"bounces: {server.counts}", file=sys.stderr)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    bo = sub.add_parser("bounces", help="receive bounces (DSN) and spam complaints (ARF) "
+                                        "by SMTP (email.bounced, email.unsubscribed)")
+    bo.add_argument("--bootstrap")
+    bo.add_argument("--host", default="127.0.0.1",
+                    help="where to listen (0.0.0.0 where the return path's MX must reach it)")
+    bo.add_argument("--port", type=int, default=2525)
+    bo.set_defaults(func=cmd_bounces)
+
+    ck = sub.add_parser("clicks", help="serve tracked links, one-click unsubscribe and "
+                                       "provider status callbacks (email.clicked, "
+                                       "email.unsubscribed, sms.delivered)")
+    ck.add_argument("--bootstrap")
+    ck.add_argument("--host", default="127.0.0.1",
+                    help="where to listen (0.0.0.0 behind a public endpoint)")
+    ck.add_argument("--port", type=int, default=8080)
+    ck.set_defaults(func=cmd_clicks)
+
+    a = sub.add_parser("adapter", help="deliver one channel's commands (email: SMTP)")
+    a.add_argument("channel", choices=["email", "sms", "push", "ads", "webhook"])
+    a.add_argument("--bootstrap")
+    a.add_argument("--clock", choices=["wall", "event"],
+                   help="event: a replay, where deadlines in the past do not expire")
+    a.add_argument("--idle-exit", type=float, help="stop after this many idle seconds")
+    a.add_argument("--log-level", default="info")
+    a.add_argument("--metrics-port", help="/metrics, /healthz, /readyz (default 9401 email "
+                   "... 9405 webhook; 0: any free port; off: none)")
+    a.set_defaults(func=cmd_adapter)
