@@ -197,6 +197,41 @@ def decode_watermark(raw: bytes) -> datetime:
     return parse_instant(json.loads(raw)["w"])
 
 
+# -------------------------------------------------- tick and clock records
+
+def tick_record(customer_id: str, now: datetime) -> bytes:
+    return json.dumps({"customer_id": customer_id, "now": format_instant(now)}).encode()
+
+
+def read_tick_record(value: bytes) -> tuple[str, datetime]:
+    """The customer and the time of a tick; ValueError, KeyError or TypeError if it is none."""
+    body = json.loads(value)
+    return str(body["customer_id"]), parse_instant(body["now"])
+
+
+def clock_record(at: datetime) -> bytes:
+    """Event time moves to ``at`` on the partition this record is on (``event`` clock).
+
+    Sent to the touchpoints partition itself, so the engine sees it after every event
+    produced there before it; on another topic it could overtake them.
+    """
+    return json.dumps({"watermark": format_instant(at)}).encode()
+
+
+CLOCK_PREFIX = b'{"watermark"'
+
+
+def read_clock_record(value: bytes) -> datetime | None:
+    """The time a clock record moves to; None for anything else (events)."""
+    if not value.startswith(CLOCK_PREFIX):
+        return None
+    try:
+        body = json.loads(value)
+        return parse_instant(body["watermark"]) if set(body) == {"watermark"} else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 # ---------------------------------------------------------------- commands
 
 def encode_command(cmd: ChannelCommand) -> bytes:

@@ -13,7 +13,7 @@ from pathlib import Path
 from omnijourney.core import model as m
 from omnijourney.core.catalog import JourneySet
 from omnijourney.core.diagnostics import Violation, did_you_mean, has_errors
-from omnijourney.core.loader import Source, parse_journey, parse_policies, parse_template
+from omnijourney.core.parsing import Source, parse_journey, parse_policies, parse_template
 from omnijourney.core.timeutil import is_known_zone
 from omnijourney.core.validation import check_template, validate_journey
 

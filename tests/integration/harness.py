@@ -21,8 +21,8 @@ from omnijourney.codecs import decode_any
 from omnijourney.core.events import Event
 from omnijourney.core.timeutil import format_instant
 from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
-from omnijourney.runtime.app import EXIT_FAILED, EXIT_STALLED
 from omnijourney.runtime.feed import produce_events, send_watermark
+from omnijourney.runtime.supervision import EXIT_FAILED, EXIT_STALLED
 from omnijourney.runtime.topics import changelog_topic, ensure_topics
 from omnijourney.settings import Settings, Topics
 

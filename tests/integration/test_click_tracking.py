@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from omnijourney.adapters.base import Runner
-from omnijourney.adapters.clicks import ClickServer
 from omnijourney.adapters.email import EmailChannel
+from omnijourney.adapters.runner import Runner
 from omnijourney.codecs import encode_delivery
 from omnijourney.core.events import Event
+from omnijourney.tracking.clicks import ClickServer
 from tests.integration.conftest import Kafka
 from tests.integration.harness import LiveEngine
 from tests.smtp import SmtpServer

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from omnijourney.adapters.base import Runner
 from omnijourney.adapters.email import EmailChannel
+from omnijourney.adapters.retry import RetryPolicy
+from omnijourney.adapters.runner import Runner
 from omnijourney.core.events import Event
 from omnijourney.core.profile import address_digest
 from omnijourney.runtime.broker import free_port
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 def run_adapter(engine: LiveEngine, port: int, group: str) -> dict[str, int]:
     settings = dataclasses.replace(engine.settings, app_id=group)
-    runner = Runner(settings, EmailChannel(port=port), base_delay=0.05)
+    runner = Runner(settings, EmailChannel(port=port), retry=RetryPolicy(base_delay=0.05))
     try:
         return runner.run(idle_exit=4.0)
     finally:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from omnijourney.codecs import decode_event, encode_event
-from omnijourney.runtime.app import EXIT_FAILED
+from omnijourney.runtime.supervision import EXIT_FAILED
 from tests.helpers import signup
 from tests.integration.failing_worker import CUSTOMER
 from tests.integration.harness import REPO, LiveEngine

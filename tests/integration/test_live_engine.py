@@ -17,7 +17,7 @@ from omnijourney.config import load
 from omnijourney.core.commands import ChannelCommand
 from omnijourney.core.events import Event
 from omnijourney.core.timeutil import format_instant
-from omnijourney.runtime.app import EXIT_STALLED
+from omnijourney.runtime.supervision import EXIT_STALLED
 from omnijourney.simulator import read_events, simulate
 from tests.integration.conftest import Kafka
 from tests.integration.harness import REPO, LiveEngine

@@ -14,22 +14,24 @@ from typing import Any
 import pytest
 
 from omnijourney.adapters.addresses import InvalidAddress, digest, email_address, scrub
-from omnijourney.adapters.base import Outcome, TransientError, _Attempts, retrying
-from omnijourney.adapters.bounces import read_bounce
-from omnijourney.adapters.clicks import (
-    REPORT,
-    STATUS,
-    UNSUBSCRIBE,
-    ClickServer,
-    make_token,
-    track,
-    twilio_signature,
-)
 from omnijourney.adapters.email import EmailChannel
+from omnijourney.adapters.protocols import Outcome, TransientError
+from omnijourney.adapters.retry import RetryPolicy
+from omnijourney.adapters.runner import _Attempts
 from omnijourney.adapters.sms import TwilioStyleSms
 from omnijourney.core import CustomerState
 from omnijourney.core.events import delivery_event
 from omnijourney.core.profile import address_digest, bounced, fold
+from omnijourney.tracking.bounces import read_bounce
+from omnijourney.tracking.clicks import ClickServer
+from omnijourney.tracking.tokens import (
+    REPORT,
+    STATUS,
+    UNSUBSCRIBE,
+    make_token,
+    track,
+    twilio_signature,
+)
 from tests.provider import Provider, Reply
 from tests.smtp import SmtpServer
 from tests.unit.test_bounces import SECRET, dsn
@@ -108,8 +110,8 @@ def test_a_retry_after_is_capped_by_the_backoff_maximum() -> None:
         return step
 
     now = datetime(2026, 3, 2, tzinfo=UTC)
-    out = retrying(once, deadline=now + timedelta(days=1), what="x", max_delay=30.0,
-                   now=lambda: now, sleep=slept.append)
+    out = RetryPolicy(max_delay=30.0, sleep=slept.append).run(
+        once, deadline=now + timedelta(days=1), what="x", now=lambda: now)
     assert out == Outcome("sent") and slept == [30.0]
 
 
@@ -124,8 +126,8 @@ def test_a_timeout_after_data_follows_the_unconfirmed_policy(policy: str, copies
     with SmtpServer(stall_at=1, stall_for=4.0, stall_every=True) as smtp:
         channel = _Attempts(EmailChannel(port=smtp.port, timeout=1.0), policy)
         now = datetime(2026, 3, 2, tzinfo=UTC)
-        out = retrying(lambda: channel.deliver(command()), deadline=None, what="x",
-                       attempts=6, now=lambda: now, sleep=lambda s: None)
+        out = RetryPolicy(attempts=6, sleep=lambda s: None).run(
+            lambda: channel.deliver(command()), deadline=None, what="x", now=lambda: now)
     assert out.status == "failed" and "unconfirmed" in (out.reason or "")
     assert len(smtp.messages) == copies
     assert len({m["Message-ID"] for m in smtp.messages}) == 1

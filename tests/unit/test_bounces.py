@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from omnijourney.adapters.bounces import BounceServer, read_bounce
-from omnijourney.adapters.clicks import REPORT, read_token
 from omnijourney.adapters.email import EmailChannel
 from omnijourney.runtime.broker import free_port
+from omnijourney.tracking.bounces import BounceServer, read_bounce
+from omnijourney.tracking.tokens import REPORT, read_token
 from tests.smtp import SmtpServer
 from tests.unit.test_email_channel import command
 

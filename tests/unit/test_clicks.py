@@ -8,21 +8,21 @@ import urllib.parse
 from datetime import timedelta
 from typing import Any
 
-from omnijourney.adapters.clicks import (
+from omnijourney.adapters.email import EmailChannel
+from omnijourney.adapters.sms import TwilioStyleSms
+from omnijourney.core.events import delivery_event
+from omnijourney.core.profile import address_digest
+from omnijourney.tracking.clicks import ClickServer
+from omnijourney.tracking.tokens import (
     CLICK,
     REPORT,
     STATUS,
     TOKEN_TTL,
     UNSUBSCRIBE,
-    ClickServer,
     make_token,
     read_token,
     track,
 )
-from omnijourney.adapters.email import EmailChannel
-from omnijourney.adapters.sms import TwilioStyleSms
-from omnijourney.core.events import delivery_event
-from omnijourney.core.profile import address_digest
 from tests.provider import Provider
 from tests.unit.test_email_channel import command
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from omnijourney.adapters.base import TransientError
 from omnijourney.adapters.email import EmailChannel
+from omnijourney.adapters.protocols import TransientError
 from omnijourney.runtime.broker import free_port
 from tests.smtp import SmtpServer
 

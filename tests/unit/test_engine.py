@@ -8,18 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from omnijourney.codecs import decode_any, decode_command, encode_event
+from omnijourney.codecs import clock_record, decode_any, decode_command, encode_event, tick_record
 from omnijourney.config import load
 from omnijourney.core import CustomerState
-from omnijourney.runtime.engine import (
-    BatchResult,
-    Clock,
-    DueIndex,
-    Engine,
-    Record,
-    clock_record,
-    tick_record,
-)
+from omnijourney.runtime.engine import BatchResult, Engine, Record
+from omnijourney.runtime.timers import Clock, DueIndex
 from omnijourney.settings import Settings, Topics
 from tests.helpers import ev, signup, t
 

@@ -8,7 +8,8 @@ import json
 from omnijourney.codecs import encode_event
 from omnijourney.core import evaluate
 from omnijourney.core.events import ERASURE_EVENT
-from omnijourney.runtime.engine import Clock, Engine, Record
+from omnijourney.runtime.engine import Engine, Record
+from omnijourney.runtime.timers import Clock
 from tests.helpers import ev, signup
 from tests.unit.test_engine import JS, TOPICS
 

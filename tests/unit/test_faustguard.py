@@ -125,7 +125,7 @@ def test_a_rebalance_that_outlasts_any_the_group_needs_stops_the_worker(
     w = worker()
     signals: list[int] = []
     timers: list[float] = []
-    monkeypatch.setattr("omnijourney.runtime.app.os.kill", lambda pid, sig: signals.append(sig))
+    monkeypatch.setattr("omnijourney.runtime.supervision.os.kill", lambda pid, sig: signals.append(sig))
 
     class Timer:
         def __init__(self, delay: float, *_: Any) -> None:
@@ -134,15 +134,15 @@ def test_a_rebalance_that_outlasts_any_the_group_needs_stops_the_worker(
         def start(self) -> None:
             pass
 
-    monkeypatch.setattr("omnijourney.runtime.app.threading.Timer", Timer)
+    monkeypatch.setattr("omnijourney.runtime.supervision.threading.Timer", Timer)
     limit = w.settings.max_poll_interval + w.settings.session_timeout + 30
     w.app.rebalancing = True
-    w.watch_rebalance(1000.0)
-    w.watch_rebalance(1000.0 + limit - 1)
+    w.supervisor.watch_rebalance(1000.0)
+    w.supervisor.watch_rebalance(1000.0 + limit - 1)
     assert signals == [] and w.alive()
     w.app.rebalancing = False  # over in time: the clock starts again next time
-    w.watch_rebalance(1000.0 + limit + 5)
+    w.supervisor.watch_rebalance(1000.0 + limit + 5)
     w.app.rebalancing = True
-    w.watch_rebalance(2000.0)
-    w.watch_rebalance(2000.0 + limit)
+    w.supervisor.watch_rebalance(2000.0)
+    w.supervisor.watch_rebalance(2000.0 + limit)
     assert len(signals) == 1 and w.stalled and not w.alive() and timers == [15.0]

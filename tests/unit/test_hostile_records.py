@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from omnijourney.codecs import decode_any, encode_event
 from omnijourney.config import load
 from omnijourney.core import CustomerState
-from omnijourney.runtime.engine import BatchResult, Clock, Engine, Limits, Record
+from omnijourney.runtime.engine import BatchResult, Engine, Limits, Record
+from omnijourney.runtime.timers import Clock
 from omnijourney.settings import Topics
 from tests.helpers import signup
 

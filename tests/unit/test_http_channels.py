@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from omnijourney.adapters.base import TransientError, deliver_with_retries
 from omnijourney.adapters.http import TokenBucket, retry_after
+from omnijourney.adapters.protocols import TransientError
 from omnijourney.adapters.push import FcmStylePush
+from omnijourney.adapters.retry import RetryPolicy
 from omnijourney.adapters.sms import TwilioStyleSms
 from omnijourney.adapters.webhook import SignedWebhook
 from tests.provider import Provider, Reply
@@ -84,8 +85,9 @@ def test_429_and_5xx_are_retried_honouring_retry_after() -> None:
     slept: list[float] = []
     script = [Reply(503), Reply(429, headers={"Retry-After": "7"}), Reply(500), Reply(200)]
     with Provider(script) as p:
-        out = deliver_with_retries(TwilioStyleSms(p.url, "AC1", "t", "+1"), command("sms", text="x"),
-                                   now=lambda: NOW, sleep=slept.append, base_delay=1.0)
+        sms, cmd = TwilioStyleSms(p.url, "AC1", "t", "+1"), command("sms", text="x")
+        out = RetryPolicy(sleep=slept.append, base_delay=1.0).run(
+            lambda: sms.deliver(cmd), deadline=cmd["deadline"], what="x", now=lambda: NOW)
     assert out.status == "sent"
     assert len(p.requests) == 4
     assert slept[1] == 7.0  # the provider's Retry-After, not our backoff
@@ -101,9 +103,9 @@ def test_a_5xx_storm_past_the_deadline_expires_instead_of_sending_late() -> None
         clock[0] += timedelta(seconds=s)
 
     with Provider([Reply(503)] * 50) as p:
-        out = deliver_with_retries(TwilioStyleSms(p.url, "AC1", "t", "+1"), command("sms", text="x"),
-                                   now=lambda: clock[0], sleep=sleep, attempts=50,
-                                   base_delay=600, max_delay=3600)
+        sms, cmd = TwilioStyleSms(p.url, "AC1", "t", "+1"), command("sms", text="x")
+        out = RetryPolicy(sleep=sleep, attempts=50, base_delay=600, max_delay=3600).run(
+            lambda: sms.deliver(cmd), deadline=cmd["deadline"], what="x", now=lambda: clock[0])
     assert out.status == "expired"
     assert clock[0] <= NOW + timedelta(hours=4)
 

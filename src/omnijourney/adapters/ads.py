@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from omnijourney.adapters.base import Outcome
 from omnijourney.adapters.http import call
+from omnijourney.adapters.protocols import Outcome
 from omnijourney.core.timeutil import format_instant
 
 

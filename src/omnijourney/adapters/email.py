@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer  # smtplib's own annotation (typeshed)
 
 from omnijourney.adapters.addresses import InvalidAddress, email_address, header_text, scrub
-from omnijourney.adapters.base import Outcome, TransientError, Unconfirmed
-from omnijourney.adapters.clicks import REPORT, REPORT_HEADER, UNSUBSCRIBE, make_token, track
+from omnijourney.adapters.protocols import Outcome, TransientError, Unconfirmed
+from omnijourney.tracking.tokens import REPORT, REPORT_HEADER, UNSUBSCRIBE, make_token, track
 
 # A signed List-Unsubscribe URL is one long word: at the default 78 columns the policy
 # would RFC 2047-encode it, and no mail client reads a URL from an encoded word. SMTP's

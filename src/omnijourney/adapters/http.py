@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from omnijourney.adapters.base import Outcome, TransientError
+from omnijourney.adapters.protocols import Outcome, TransientError
 
 
 @dataclass(frozen=True)

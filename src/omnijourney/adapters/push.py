@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from omnijourney.adapters.base import Outcome
 from omnijourney.adapters.http import call
+from omnijourney.adapters.protocols import Outcome
 
 
 @dataclass

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from omnijourney.adapters.addresses import InvalidAddress, phone_number
-from omnijourney.adapters.base import Outcome
-from omnijourney.adapters.clicks import status_callback_url
 from omnijourney.adapters.http import call
+from omnijourney.adapters.protocols import Outcome
+from omnijourney.tracking.tokens import status_callback_url
 
 
 @dataclass

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from omnijourney.adapters.base import Outcome
 from omnijourney.adapters.http import call
+from omnijourney.adapters.protocols import Outcome
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:

@@ -26,9 +26,10 @@ from omnijourney.kafkaclients import KafkaProducer
 
 
 def cmd_adapter(args: argparse.Namespace) -> int:
-    from omnijourney.adapters.base import UNCONFIRMED_POLICIES, Runner
     from omnijourney.adapters.config import channel_from_env
     from omnijourney.adapters.http import TokenBucket
+    from omnijourney.adapters.retry import RetryPolicy
+    from omnijourney.adapters.runner import UNCONFIRMED_POLICIES, Runner
     from omnijourney.logs import configure
     from omnijourney.runtime.topics import ensure_topics
 
@@ -43,10 +44,7 @@ def cmd_adapter(args: argparse.Namespace) -> int:
     if unconfirmed not in UNCONFIRMED_POLICIES:
         raise SystemExit("omnijourney adapter: ADAPTER_UNCONFIRMED must be one of "
                          f"{', '.join(UNCONFIRMED_POLICIES)}")
-    runner = Runner(settings, channel, limiter=limiter,
-                    attempts=int(env.get("ADAPTER_MAX_ATTEMPTS", "10")),
-                    base_delay=float(env.get("ADAPTER_BACKOFF_BASE", "0.5")),
-                    max_delay=float(env.get("ADAPTER_BACKOFF_MAX", "30")),
+    runner = Runner(settings, channel, retry=RetryPolicy.from_env(env, limiter),
                     unconfirmed=unconfirmed,
                     concurrency=int(env.get("ADAPTER_CONCURRENCY", "8")))
     runner.start_ops(metrics_port(args, WORKER_METRICS_PORT + 1 + CHANNELS.index(args.channel)))
@@ -86,7 +84,7 @@ def _reporter(args: argparse.Namespace, command: str) -> tuple[
 
 def cmd_clicks(args: argparse.Namespace) -> int:
     """Serve tracked-link redirects and report each click to ``deliveries``."""
-    from omnijourney.adapters.clicks import ClickServer
+    from omnijourney.tracking.clicks import ClickServer
 
     given = _reporter(args, "clicks")
     if given is None:
@@ -113,7 +111,7 @@ def cmd_clicks(args: argparse.Namespace) -> int:
 
 def cmd_bounces(args: argparse.Namespace) -> int:
     """Receive bounces and complaints by SMTP and report them to ``deliveries``."""
-    from omnijourney.adapters.bounces import BounceServer
+    from omnijourney.tracking.bounces import BounceServer
 
     given = _reporter(args, "bounces")
     if given is None:

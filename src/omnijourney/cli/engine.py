@@ -35,7 +35,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from omnijourney.config import ConfigError, load_or_raise
     from omnijourney.logs import configure
-    from omnijourney.runtime.app import EXIT_FAILED, EXIT_STALLED, Worker
+    from omnijourney.runtime.app import Worker
+    from omnijourney.runtime.supervision import EXIT_FAILED, EXIT_STALLED
     from omnijourney.runtime.topics import ensure_topics
 
     configure(args.log_level)

@@ -91,7 +91,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     from omnijourney.core.graph import to_mermaid
-    from omnijourney.core.loader import parse_journey
+    from omnijourney.core.parsing import parse_journey
 
     path = Path(args.file)
     parsed = parse_journey(path.read_text(encoding="utf-8"), str(path), path.stem)

@@ -11,7 +11,7 @@ from omnijourney.core import model as m
 from omnijourney.core.diagnostics import Violation, did_you_mean
 from omnijourney.core.events import EVENT_TYPE, KNOWN_EVENT_TYPES
 from omnijourney.core.expressions import ExpressionError, compile_condition
-from omnijourney.core.loader import Source
+from omnijourney.core.parsing import Source
 from omnijourney.core.templates import (
     HTML_PARTS,
     OPTIONAL_PARTS,

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import ssl
 import sys
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -23,9 +21,6 @@ from typing import Any, cast
 
 import faust
 import structlog
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
-from faust.exceptions import ProducerSendError
-from faust.tables.manager import TableManager
 from faust.types import EventT, StreamT
 
 from omnijourney.codecs import (
@@ -34,68 +29,28 @@ from omnijourney.codecs import (
     encode_watermark,
     is_watermark_key,
     state_partition,
+    tick_record,
     watermark_key,
 )
 from omnijourney.core import CustomerState, JourneySet
 from omnijourney.ops.metrics import Heartbeat, ProgressWatch, WorkerMetrics, start_ops
-from omnijourney.runtime.engine import (
-    Clock,
-    DueIndex,
-    Engine,
-    Outgoing,
-    Record,
-    dead_letter,
-    tick_record,
-)
+from omnijourney.runtime.engine import Engine, Outgoing, Record, dead_letter
+from omnijourney.runtime.faustapp import faust_app
 from omnijourney.runtime.faustguard import guard_handover
+from omnijourney.runtime.supervision import (
+    EXIT_FAILED,
+    Supervisor,
+    brief,
+    cluster_error,
+)
+from omnijourney.runtime.timers import Clock, DueIndex
 from omnijourney.runtime.topics import changelog_topic
 from omnijourney.settings import Settings
 
 log = structlog.get_logger("omnijourney.worker")
 STATE_CACHE = 200_000  # decoded states kept in memory; the table stays the truth
-# Exit status of a worker that stopped itself because its table restore stalled: its
-# supervisor (compose, Kubernetes, systemd) starts it again, which restores afresh.
-EXIT_STALLED = 75  # EX_TEMPFAIL
-# Exit status of a worker whose agent failed (Kafka unusable, a bug outside any one
-# record): unhealthy at once, then a graceful stop, for its supervisor to start it again.
-EXIT_FAILED = 70  # EX_SOFTWARE
 LOGGED_DECISIONS = frozenset({"sent", "suppressed", "deferred", "exited", "goal", "error",
                               "erased", "runaway"})
-
-
-# Kafka errors that are one record's doing (its size); any other Kafka error is the
-# cluster's, and retrying the batch after a restart is the cure.
-RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
-
-
-def cluster_error(exc: BaseException) -> bool:
-    """A Kafka error that is the cluster's, not one record's (see RECORD_ERRORS)."""
-    chain: list[BaseException] = []
-    while exc is not None and len(chain) < 8:
-        chain.append(exc)
-        exc = exc.__cause__  # type: ignore[assignment]  # None ends the loop
-    if any(isinstance(x, RECORD_ERRORS) for x in chain):
-        return False
-    return any(isinstance(x, KafkaError | ProducerSendError) for x in chain)
-
-
-def _brief(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
-
-
-def credentials(settings: Settings) -> Any:
-    sec = settings.security
-    proto = sec.get("security_protocol", "PLAINTEXT").upper()
-    if proto.startswith("SASL"):
-        ctx = (ssl.create_default_context(cafile=sec.get("ssl_cafile"))
-               if proto == "SASL_SSL" else None)
-        return faust.SASLCredentials(username=sec.get("sasl_plain_username"),
-                                     password=sec.get("sasl_plain_password"),
-                                     mechanism=sec.get("sasl_mechanism", "PLAIN"),
-                                     ssl_context=ctx)
-    if proto == "SSL":
-        return faust.SSLCredentials(ssl.create_default_context(cafile=sec.get("ssl_cafile")))
-    return None
 
 
 class Worker:
@@ -116,41 +71,8 @@ class Worker:
         self.stalled = False
         self.failed = False
         self.diagnostics = False
-        self.rebalance_since: float | None = None
-        optional: dict[str, Any] = {"datadir": settings.datadir} if settings.datadir else {}
-        self.app = faust.App(
-            settings.app_id,
-            broker=[f"kafka://{b}" for b in settings.bootstrap.split(",")],
-            broker_credentials=credentials(settings),
-            store="memory://",
-            topic_partitions=settings.partitions,
-            # Every topic, the table's changelog too, is created by ensure_topics (compacted,
-            # replicated, retried while a broker is away); Faust's own creation asks one
-            # broker, and a worker starting while that one is down crashed. No leader topic:
-            # nothing here runs on the leader only.
-            topic_allow_declare=False,
-            topic_disable_leader=True,
-            processing_guarantee="at_least_once",
-            consumer_auto_offset_reset="earliest",
-            producer_acks=-1,
-            # Each batch sends commands and per-customer changelog records, then waits for
-            # the acks: a few ms of linger packs them into few requests instead of many.
-            producer_linger=settings.producer_linger,
-            broker_session_timeout=settings.session_timeout,
-            broker_heartbeat_interval=max(1.0, settings.session_timeout / 3),
-            broker_max_poll_interval=settings.max_poll_interval,
-            # Bounded fetches and stream buffer. aiokafka counts time spent handing a fetch
-            # to the streams as idle, and an idle consumer past max.poll.interval leaves
-            # its group; Faust then stops polling until the rebalance ends, which it
-            # never does (the README's "An unexplained loss"). A backlog fetched whole
-            # (tens of thousands of records at 1 MB a partition) took longer than that
-            # to hand over; a batch at a time, with one more buffered, never does.
-            broker_max_poll_records=settings.batch_size,
-            stream_buffer_maxsize=2 * settings.batch_size,
-            web_enabled=False,
-            autodiscover=False,
-            **optional,
-        )
+        self.app = faust_app(settings)
+        self.supervisor = Supervisor(self)
         t = settings.topics
         # All three are co-partitioned and keyed by customer_id.
         self.source = self.app.topic(t.touchpoints, t.ticks, t.deliveries,
@@ -207,7 +129,7 @@ class Worker:
         try:
             return decode_watermark(raw)
         except (ValueError, KeyError, TypeError) as exc:
-            log.error("unreadable_watermark", partition=partition, error=_brief(exc))
+            log.error("unreadable_watermark", partition=partition, error=brief(exc))
             return None
 
     def _remember(self, cid: str, st: CustomerState) -> None:
@@ -284,7 +206,7 @@ class Worker:
         error = await self._handle_riding_out_the_cluster(events)
         if error is None:
             return
-        log.error("batch_failed", records=len(events), error=_brief(error))
+        log.error("batch_failed", records=len(events), error=brief(error))
         for e in events:
             try:
                 await self.handle([e])
@@ -311,7 +233,7 @@ class Worker:
                     return exc
                 if waited >= self.settings.cluster_patience:
                     raise
-                log.warning("batch_retry", error=_brief(exc), waited=round(waited, 1))
+                log.warning("batch_retry", error=brief(exc), waited=round(waited, 1))
                 await asyncio.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, 8.0)
@@ -319,7 +241,7 @@ class Worker:
     async def dead_letter(self, event: EventT[Any], exc: Exception) -> None:
         m = event.message
         rec = Record(m.topic, m.partition, m.offset, m.key, m.value or b"")
-        reason = f"failed the engine: {_brief(exc)}"
+        reason = f"failed the engine: {brief(exc)}"
         await self.send_all([dead_letter(self.settings.topics, rec, reason,
                                          datetime.now(UTC))])
         self.metrics.observe(inputs=(), dead=["internal_error"], trace=(),
@@ -336,8 +258,8 @@ class Worker:
         if self.failed:
             return
         self.failed = True
-        self.alive.fail(_brief(exc))
-        log.error("agent_failed", error=_brief(exc), exit_status=EXIT_FAILED)
+        self.alive.fail(brief(exc))
+        log.error("agent_failed", error=brief(exc), exit_status=EXIT_FAILED)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(EXIT_FAILED)
@@ -399,82 +321,19 @@ class Worker:
         self.indexed = owned
         log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries))
 
-    def dump_flow(self, *_: object) -> None:
-        """SIGUSR2: where the flow of records stands (mode's own SIGUSR1 prints every
-        task's stack): Faust's active, paused and buffer-full partitions, aiokafka's
-        paused ones, flow control, and the stream queue; for a worker that stopped
-        moving without an error."""
-        consumer: Any = self.app.consumer
-
-        def names(tps: Any) -> list[str]:
-            return sorted(f"{tp.topic.rsplit('-', 1)[-1]}:{tp.partition}" for tp in tps or ())
-
-        try:
-            inner = consumer._thread._ensure_consumer()  # aiokafka's own consumer
-            queue = cast(Any, self.source).queue
-            log.warning("flow", active=names(consumer._active_partitions),
-                        paused=names(consumer._paused_partitions),
-                        buffer_full=names(consumer._buffered_partitions),
-                        client_paused=names(inner.paused()),
-                        assigned=names(inner.assignment()), flow_active=consumer.flow_active,
-                        app_flow=self.app.flow_control.is_active(),
-                        queue=queue.qsize(),
-                        pressure_callbacks=len(queue._pending_pressure_drop_callbacks),
-                        generation=self.app.consumer_generation_id,
-                        in_recovery=self.app.in_recovery, rebalancing=self.app.rebalancing)
-        except Exception as exc:
-            log.warning("flow", error=repr(exc))
 
     def services(self) -> list[faust.Service]:
         """Services to run beside the app from the start: Faust starts its own timers
         only after the first table restore, too late to watch that one."""
-        return [RestoreWatch(self)]
+        return [self.supervisor]
 
-    def watch_restore(self) -> None:
-        """Stop the worker when its table restore makes no progress for
-        ``recovery_stall`` seconds. Faust waits forever there ("No event received for
-        active tp ..."); a fresh start restores from the changelog and goes on."""
-        recovery = cast(TableManager, self.app.tables).recovery
-        remaining = recovery.active_remaining_total() if self.app.in_recovery else None
-        self.metrics.restoring.set(remaining or 0)
-        now = time.monotonic()
-        stalled = self.restore.observe(remaining, now)
-        if remaining is not None and not stalled:
-            self.alive.beat()  # restoring, not stuck: a long restore is no reason to kill
-        if not stalled or self.stalled:
-            return
-        self.stalled = True
-        log.error("recovery_stalled", seconds=round(self.restore.stuck_for(now), 1),
-                  remaining=remaining, exit_status=EXIT_STALLED)
-        os.kill(os.getpid(), signal.SIGTERM)  # a graceful stop: leave the group, close
-
-    def watch_rebalance(self, now: float) -> None:
-        """Stop the worker when a rebalance outlasts any the group can need (every member
-        joins within max.poll.interval, then the assignment is a round trip). The stall
-        this catches: a worker out of its group is never let back in, because Faust polls
-        only once the rebalance is over, and aiokafka rejoins only after a poll (see
-        the README, "An unexplained loss"). Unhealthy at once; a fresh start rejoins."""
-        rebalancing = self.app.rebalancing and not self.app.in_recovery
-        self.rebalance_since = (self.rebalance_since or now) if rebalancing else None
-        if self.rebalance_since is None or self.stalled:
-            return
-        stuck = now - self.rebalance_since
-        if stuck < self.settings.max_poll_interval + self.settings.session_timeout + 30:
-            return
-        self.stalled = True
-        self.alive.fail("rebalance stalled")
-        log.error("rebalance_stalled", seconds=round(stuck, 1),
-                  generation=self.app.consumer_generation_id, exit_status=EXIT_STALLED)
-        os.kill(os.getpid(), signal.SIGTERM)
-        # Faust's graceful stop waits for records it will never get back: exit anyway.
-        threading.Timer(15.0, os._exit, (EXIT_STALLED,)).start()
 
     async def drive_waits(self) -> None:
         self.alive.beat()
         if not self.diagnostics:
             # After mode's worker set its own handlers (SIGUSR2 would start pdb, which a
             # daemon cannot use).
-            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, self.dump_flow)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, self.supervisor.dump_flow)
             self.diagnostics = True
         if self.app.in_recovery or self.app.rebalancing:
             return
@@ -496,16 +355,3 @@ class Worker:
                                          None, None)
 
 
-class RestoreWatch(faust.Service):
-    """Calls ``Worker.watch_restore`` every second while the worker runs."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        super().__init__()
-
-    @faust.Service.task
-    async def _watch(self) -> None:
-        while not self.should_stop:
-            self.worker.watch_restore()
-            self.worker.watch_rebalance(time.monotonic())
-            await self.sleep(1.0)

@@ -7,11 +7,10 @@ be tested without a broker.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from omnijourney.codecs import (
     CodecError,
@@ -20,14 +19,14 @@ from omnijourney.codecs import (
     encode_command,
     encode_dead_letter,
     encode_state,
+    read_clock_record,
+    read_tick_record,
 )
 from omnijourney.core import TICK, CustomerState, Event, InvalidEvent, JourneySet, Tick, evaluate
 from omnijourney.core.evaluator import TraceEntry
 from omnijourney.core.events import KNOWN_EVENT_TYPES, delivery_event
-from omnijourney.core.timeutil import format_instant, parse_instant
+from omnijourney.runtime.timers import Clock
 from omnijourney.settings import Topics
-
-ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,107 +67,6 @@ class BatchResult:
     @property
     def evaluations(self) -> int:
         return len(self.inputs)
-
-
-class Clock:
-    """Wall time in production; in ``event`` mode (replays, ``omnijourney dev``) each
-    partition's time is the latest event time seen there, or a clock record's time.
-
-    In ``event`` mode a partition's time is durable: each batch that moves it writes the
-    new time to the state changelog beside the states (``BatchResult.watermarks``), and a
-    worker that takes the partition over starts from that (``stored``), not from nothing.
-    Otherwise a clock record read and committed by the previous owner is never read
-    again, and the new owner's timers on that partition never fire (found by the
-    worker-chaos fault test: every win-back of one partition was missing).
-    """
-
-    def __init__(self, mode: str, wall: Callable[[], datetime] | None = None,
-                 stored: Callable[[int], datetime | None] | None = None) -> None:
-        self.mode = mode
-        self._wall = wall or (lambda: datetime.now(UTC))
-        self._stored = stored
-        self.watermarks: dict[int, datetime] = {}
-
-    def now(self, partition: int) -> datetime | None:
-        if self.mode == "wall":
-            return self._wall()
-        if partition not in self.watermarks:
-            self._seed(partition)
-        return self.watermarks.get(partition)
-
-    def observe(self, partition: int, at: datetime, *, inclusive: bool) -> None:
-        # An event at T may be followed by another at T on the same partition, so timers
-        # due exactly at T wait for a later event or an explicit clock record.
-        if self.mode != "event":
-            return
-        if partition not in self.watermarks:
-            self._seed(partition)
-        mark = at if inclusive else at - ONE_MICROSECOND
-        if partition not in self.watermarks or mark > self.watermarks[partition]:
-            self.watermarks[partition] = mark
-
-    def forget(self) -> None:
-        """Partitions moved (a rebalance): each one's time is read again from where it is
-        stored, which is at least what this worker last wrote there."""
-        self.watermarks.clear()
-
-    def _seed(self, partition: int) -> None:
-        mark = self._stored(partition) if self._stored is not None else None
-        if mark is not None:
-            self.watermarks[partition] = mark
-
-
-class DueIndex:
-    """customer -> (partition, next due time), for the timer to find work quickly."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, tuple[int, datetime]] = {}
-        self.pending: set[str] = set()  # a tick is on its way
-
-    def update(self, customer_id: str, partition: int, due: datetime | None) -> None:
-        self.pending.discard(customer_id)
-        if due is None:
-            self.entries.pop(customer_id, None)
-        else:
-            self.entries[customer_id] = (partition, due)
-
-    def due(self, clock: Clock,
-            partitions: set[int] | None = None) -> list[tuple[str, int, datetime]]:
-        out = []
-        for cid, (part, due) in self.entries.items():
-            if cid in self.pending or (partitions is not None and part not in partitions):
-                continue
-            now = clock.now(part)
-            if now is not None and due <= now:
-                out.append((cid, part, now))
-        return out
-
-
-def tick_record(customer_id: str, now: datetime) -> bytes:
-    return json.dumps({"customer_id": customer_id, "now": format_instant(now)}).encode()
-
-
-def clock_record(at: datetime) -> bytes:
-    """Event time moves to ``at`` on the partition this record is on (``event`` clock).
-
-    Sent to the touchpoints partition itself, so the engine sees it after every event
-    produced there before it; on another topic it could overtake them.
-    """
-    return json.dumps({"watermark": format_instant(at)}).encode()
-
-
-CLOCK_PREFIX = b'{"watermark"'
-
-
-def read_clock_record(value: bytes) -> datetime | None:
-    """The time a clock record moves to; None for anything else (events)."""
-    if not value.startswith(CLOCK_PREFIX):
-        return None
-    try:
-        body = json.loads(value)
-        return parse_instant(body["watermark"]) if set(body) == {"watermark"} else None
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,8 +178,7 @@ class Engine:
     def _tick(self, rec: Record, load: Callable[[str], CustomerState | None],
               result: BatchResult) -> None:
         try:
-            body = json.loads(rec.value)
-            cid, now = str(body["customer_id"]), parse_instant(body["now"])
+            cid, now = read_tick_record(rec.value)
         except (ValueError, KeyError, TypeError) as exc:
             self._dead(rec, f"bad tick record: {exc}", result, "invalid_tick")
             return

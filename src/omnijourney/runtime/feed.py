@@ -9,10 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from omnijourney import kafkaclients
-from omnijourney.codecs import CodecError, decode_any, encode_event
+from omnijourney.codecs import CodecError, clock_record, decode_any, encode_event
 from omnijourney.core.events import Event
 from omnijourney.kafkaclients import KafkaProducer
-from omnijourney.runtime.engine import clock_record
 from omnijourney.settings import Settings
 
 

@@ -18,25 +18,30 @@ it as failed with the reason instead of risking a second copy).
 
 from __future__ import annotations
 
-import json
-import random
 import threading
 import time
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any
 
 import structlog
 
 from omnijourney import kafkaclients
 from omnijourney.adapters.addresses import digest, scrub
+from omnijourney.adapters.delivered import ATTEMPTING, DeliveredLog
 from omnijourney.adapters.flow import KeyedPool, Offsets
+from omnijourney.adapters.protocols import (
+    BatchChannel,
+    Channel,
+    Outcome,
+    TransientError,
+    Unconfirmed,
+)
+from omnijourney.adapters.retry import RetryPolicy
 from omnijourney.codecs import CodecError, decode_command, encode_dead_letter, encode_delivery
 from omnijourney.core.profile import address_digest
-from omnijourney.core.timeutil import format_instant
 from omnijourney.kafkaclients import (
     ConsumerRebalanceListener,
     KafkaConsumer,
@@ -45,147 +50,11 @@ from omnijourney.kafkaclients import (
     TopicPartition,
 )
 from omnijourney.ops.metrics import AdapterMetrics, Heartbeat, start_ops
-from omnijourney.runtime.reach import until_reachable
 from omnijourney.settings import Settings, adapter_group
 
 log = structlog.get_logger("omnijourney.adapter")
-T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # sent | failed (permanent) | bounced (the address itself is dead)
-    provider_id: str | None = None
-    reason: str | None = None
-
-
-class TransientError(Exception):
-    """Worth retrying: connection trouble, 4xx-temporary, 5xx, 429."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class Unconfirmed(Exception):
-    """The provider may or may not have the message (a timeout after an SMTP DATA was
-    sent in full): what happens next is ``ADAPTER_UNCONFIRMED``'s call, as after a crash."""
-
-
-class Channel(Protocol):
-    name: str
-
-    def deliver(self, command: dict[str, Any]) -> Outcome: ...
-
-
-@runtime_checkable
-class BatchChannel(Channel, Protocol):
-    """A channel whose provider takes many commands in one request (ad audiences)."""
-
-    def deliver_batch(self, commands: list[dict[str, Any]]) -> dict[str, Outcome]: ...
-
-
-class Limiter(Protocol):
-    def acquire(self) -> float: ...
-
-
-def retrying(attempt_once: Callable[[], T], *, deadline: datetime | None, what: str,
-             attempts: int = 6, base_delay: float = 0.5, max_delay: float = 30.0,
-             now: Callable[[], datetime], sleep: Callable[[float], None],
-             limiter: Limiter | None = None,
-             on_retry: Callable[[], object] | None = None) -> T | Outcome:
-    """Call ``attempt_once``, retrying transient errors with exponential backoff and
-    jitter (or the provider's Retry-After), never past ``deadline``."""
-    reason = "no attempt"
-    for attempt in range(attempts):
-        if limiter is not None:
-            limiter.acquire()
-        try:
-            return attempt_once()
-        except TransientError as exc:
-            reason = str(exc)
-            # A provider's Retry-After is honoured up to our own cap: an hour's would
-            # outlast the consumer's poll interval, and the deadline check below ends
-            # what the cap cannot.
-            delay = min(max_delay, exc.retry_after) if exc.retry_after is not None else min(
-                max_delay, base_delay * 2 ** attempt) * random.uniform(0.5, 1.0)
-            if attempt + 1 == attempts:
-                break
-            if deadline is not None and now() + timedelta(seconds=delay) > deadline:
-                return Outcome("expired", reason=f"deadline passed while retrying: {reason}")
-            log.warning("retry", what=what, attempt=attempt + 1, delay=round(delay, 2),
-                        reason=scrub(reason))
-            if on_retry is not None:
-                on_retry()
-            sleep(delay)
-    return Outcome("failed", reason=f"gave up after {attempts} attempts: {reason}")
-
-
-def deliver_with_retries(channel: Channel, cmd: dict[str, Any], *, attempts: int = 6,
-                         base_delay: float = 0.5, max_delay: float = 30.0,
-                         now: Callable[[], datetime], sleep: Callable[[float], None],
-                         respect_deadline: bool = True,
-                         limiter: Limiter | None = None,
-                         on_retry: Callable[[], object] | None = None) -> Outcome:
-    return retrying(lambda: channel.deliver(cmd),
-                    deadline=cmd["deadline"] if respect_deadline else None,
-                    what=cmd["command_id"], attempts=attempts, base_delay=base_delay,
-                    max_delay=max_delay, now=now, sleep=sleep, limiter=limiter,
-                    on_retry=on_retry)
-
-
-ATTEMPTING = "attempting"
 UNCONFIRMED_POLICIES = ("resend", "skip")
-
-
-class DeliveredLog:
-    """command_id -> last recorded status, from the channel's compacted topic."""
-
-    def __init__(self, settings: Settings, channel: str) -> None:
-        self.settings = settings
-        self.topic = settings.topics.delivered(channel)
-        self.ids: dict[str, str] = {}
-        self.producer = kafkaclients.producer(settings, acks="all")
-
-    def load(self) -> int:
-        """Read the whole log; again while the cluster cannot answer (a broker away)."""
-        return until_reachable(self._load, what=f"read {self.topic}")
-
-    def _load(self) -> int:
-        self.ids.clear()
-        consumer = kafkaclients.consumer(self.settings, enable_auto_commit=False)
-        try:
-            parts = consumer.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in parts]
-            if not tps:
-                return 0
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            end = consumer.end_offsets(tps)
-            while any(consumer.position(tp) < end[tp] for tp in tps):
-                for msgs in consumer.poll(timeout_ms=500).values():
-                    for m in msgs:
-                        if m.key:
-                            self.ids[m.key.decode()] = _status_of(m.value)
-        finally:
-            consumer.close()
-        return len(self.ids)
-
-    def __contains__(self, command_id: object) -> bool:
-        """Settled: delivered, expired, bounced or failed for good."""
-        return self.ids.get(str(command_id), ATTEMPTING) != ATTEMPTING
-
-    def unconfirmed(self, command_id: str) -> bool:
-        """An attempt began and no outcome was recorded: a crash mid-send."""
-        return self.ids.get(command_id) == ATTEMPTING
-
-    def record(self, command_id: str, status: str) -> None:
-        value = json.dumps({"status": status, "at": format_instant(datetime.now(UTC))})
-        self.producer.send(self.topic, key=command_id.encode(), value=value.encode()).get(30)
-        self.ids[command_id] = status
-
-    def close(self) -> None:
-        self.producer.close()
 
 
 def _joined(consumer: KafkaConsumer) -> bool:
@@ -194,23 +63,14 @@ def _joined(consumer: KafkaConsumer) -> bool:
     state = getattr(coordinator, "state", None)
     if state is None:
         raise RuntimeError("kafka-python changed: KafkaConsumer._coordinator.state is gone; "
-                           "omnijourney.adapters.base._joined needs a look")
+                           "omnijourney.adapters.runner._joined needs a look")
     return bool(state is MemberState.STABLE)
 
 
-def _status_of(value: bytes | None) -> str:
-    try:
-        return str(json.loads(value or b"{}").get("status") or "sent")
-    except (ValueError, AttributeError):
-        return "sent"  # a record we cannot read still means "settled"
-
-
 class Runner:
-    def __init__(self, settings: Settings, channel: Channel, *, attempts: int = 10,
-                 base_delay: float = 0.5, max_delay: float = 30.0,
-                 now: Callable[[], datetime] | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 limiter: Limiter | None = None, unconfirmed: str = "resend",
+    def __init__(self, settings: Settings, channel: Channel, *,
+                 retry: RetryPolicy | None = None,
+                 now: Callable[[], datetime] | None = None, unconfirmed: str = "resend",
                  concurrency: int = 8, max_in_flight: int = 1000) -> None:
         if unconfirmed not in UNCONFIRMED_POLICIES:
             raise ValueError(f"unconfirmed must be one of {UNCONFIRMED_POLICIES}")
@@ -219,11 +79,8 @@ class Runner:
         # Providers that drop a repeated idempotency key need no write-ahead record.
         self.write_ahead = not getattr(channel, "provider_dedupes", True)
         self.unconfirmed = unconfirmed
-        self.attempts = attempts
-        self.base_delay, self.max_delay = base_delay, max_delay
+        self.retry = retry or RetryPolicy()
         self.now = now or (lambda: datetime.now(UTC))
-        self.sleep = sleep
-        self.limiter = limiter
         # Customers delivered at once (each customer's commands stay in order), and the
         # most commands read ahead of the oldest one still in flight.
         self.concurrency, self.max_in_flight = max(1, concurrency), max(1, max_in_flight)
@@ -337,7 +194,7 @@ class Runner:
     def _drain(self, offsets: Offsets, tps: set[TopicPartition],
                consumer: KafkaConsumer | None) -> None:
         """Let what is in flight for ``tps`` finish (bounded), commit it, forget them."""
-        if not offsets.wait_done(tps, timeout=max(60.0, self.max_delay * 2)):
+        if not offsets.wait_done(tps, timeout=max(60.0, self.retry.max_delay * 2)):
             log.warning("revoked_in_flight", channel=self.channel.name,
                         commands=offsets.in_flight(tps))
         if consumer is not None:
@@ -404,11 +261,10 @@ class Runner:
             self.delivered.record(cmd["command_id"], ATTEMPTING)
         started = time.perf_counter()
         try:
-            outcome = deliver_with_retries(
-                _Attempts(self.channel, self.unconfirmed), cmd, attempts=self.attempts,
-                base_delay=self.base_delay, max_delay=self.max_delay, now=self.now,
-                sleep=self.sleep, respect_deadline=self.settings.clock == "wall",
-                limiter=self.limiter, on_retry=self._retried)
+            attempts = _Attempts(self.channel, self.unconfirmed)
+            outcome = self.retry.run(
+                lambda: attempts.deliver(cmd), deadline=self._deadline([cmd]),
+                what=cmd["command_id"], now=self.now, on_retry=self._retried)
         except Exception as exc:
             outcome = Outcome("failed", reason=scrub(
                 f"{type(exc).__name__} while delivering: {str(exc)[:200]}"))
@@ -442,13 +298,10 @@ class Runner:
         channel = self.channel
         started = time.perf_counter()
         try:
-            result = retrying(lambda: channel.deliver_batch(todo),
-                              deadline=min(c["deadline"] for c in todo)
-                              if self.settings.clock == "wall" else None,
-                              what=f"{len(todo)} {channel.name} commands",
-                              attempts=self.attempts, base_delay=self.base_delay,
-                              max_delay=self.max_delay, now=self.now, sleep=self.sleep,
-                              limiter=self.limiter, on_retry=self._retried)
+            result = self.retry.run(lambda: channel.deliver_batch(todo),
+                                    deadline=self._deadline(todo),
+                                    what=f"{len(todo)} {channel.name} commands",
+                                    now=self.now, on_retry=self._retried)
         except Exception as exc:
             result = Outcome("failed", reason=scrub(f"{type(exc).__name__}: {str(exc)[:200]}"))
         self.metrics.latency.labels(channel.name).observe(
@@ -476,6 +329,10 @@ class Runner:
                  journey=cmd["journey"], step=cmd["step"], status=outcome.status,
                  to=digest(to) if to else None, reason=reason)
         return self._count(outcome.status)
+
+    def _deadline(self, commands: list[dict[str, Any]]) -> datetime | None:
+        """No retry past the earliest deadline; in a replay (event clock) none applies."""
+        return min(c["deadline"] for c in commands) if self.settings.clock == "wall" else None
 
     def _report_time(self, cmd: dict[str, Any]) -> datetime:
         """When the outcome happened. In a replay (event clock) that is the command's own

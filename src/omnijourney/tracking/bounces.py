@@ -32,8 +32,9 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from omnijourney.adapters.addresses import scrub
-from omnijourney.adapters.clicks import REPORT, REPORT_HEADER, read_token, report_from
 from omnijourney.core.profile import address_digest
+from omnijourney.tracking.clicks import report_from
+from omnijourney.tracking.tokens import REPORT, REPORT_HEADER, read_token
 
 _RETURNED = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
 
