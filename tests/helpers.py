@@ -9,8 +9,8 @@ from typing import Any
 
 from omnijourney.core import TICK, CustomerState, Event, JourneySet, evaluate
 from omnijourney.core.commands import ChannelCommand
-from omnijourney.core.evaluator import TraceEntry
 from omnijourney.core.parsing import parse_journey, parse_policies, parse_template
+from omnijourney.core.trace import TraceEntry
 from omnijourney.core.validation import validate_journey
 
 DEFAULT_TEMPLATES = {

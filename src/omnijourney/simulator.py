@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from omnijourney.core import TICK, ChannelCommand, CustomerState, Event, JourneySet, Tick, evaluate
-from omnijourney.core.evaluator import TraceEntry
 from omnijourney.core.events import InvalidEvent, parse_event, parse_json
+from omnijourney.core.trace import TraceEntry, TraceKind
 
 DEFAULT_HORIZON = timedelta(days=90)
 MAX_TICKS_PER_CUSTOMER = 100_000
@@ -101,7 +101,7 @@ def explain(result: SimulationResult) -> Iterator[str]:
     for cid in sorted(by_customer):
         yield f"== customer {cid}"
         for t in by_customer[cid]:
-            if t.kind != "step":
+            if t.kind != TraceKind.STEP:
                 yield "  " + describe(t)
 
 
@@ -126,7 +126,7 @@ def _error_words(d: dict[str, Any]) -> str:
                        error_text=f": {d['error']}" if d.get("error") else "")
 
 
-def describe(t: TraceEntry) -> str:
+def describe(t: TraceEntry) -> str:  # over 60 lines: one phrase per TraceKind, a table
     d = t.text_detail()
     where = t.journey or ""
     if t.key:

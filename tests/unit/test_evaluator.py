@@ -759,7 +759,7 @@ def test_exit_grace_lets_a_late_exit_event_win_over_the_wall_clock(grace: str,
 def test_explain_says_every_decision_in_words() -> None:
     """Issue 11, point 16: error, profile_updated, holdout and version_retired came out
     as raw JSON; "already active" did not say which run; long errors were cut."""
-    from omnijourney.core.evaluator import TraceEntry
+    from omnijourney.core.trace import TraceEntry
     from omnijourney.simulator import describe
 
     at = t("2026-03-02T10:00:00Z")

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from omnijourney.core.evaluator import TraceEntry
+from omnijourney.core.trace import TraceEntry
 from omnijourney.ops.lag import PartitionLag, over, render
 from omnijourney.ops.metrics import Heartbeat, MetricsServer, ProgressWatch, WorkerMetrics
 from tests.helpers import t

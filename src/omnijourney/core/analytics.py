@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from omnijourney.core.evaluator import TraceEntry
+from omnijourney.core.trace import TraceEntry, TraceKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +38,8 @@ FACTS: dict[str, Fact] = {
 }
 LABELS = {name: f.labels for name, f in FACTS.items()}  # fact name -> its labels, in order
 # How an instance ends; each is the trace kind the evaluator notes when it finishes one.
-ENDINGS = frozenset({"completed", "exited", "goal_exit", "holdout", "aborted",
-                     "version_retired"})
+ENDINGS = frozenset({TraceKind.COMPLETED, TraceKind.EXITED, TraceKind.GOAL_EXIT,
+                     TraceKind.HOLDOUT, TraceKind.ABORTED, TraceKind.VERSION_RETIRED})
 NO_COHORT = ""
 
 
@@ -48,19 +48,19 @@ def facts(entry: TraceEntry) -> Iterator[tuple[str, tuple[str, ...]]]:
     journey = entry.journey or ""
     d = entry.detail
     kind = entry.kind
-    if kind == "entered":
+    if kind == TraceKind.ENTERED:
         yield "entries", (journey, str(d.get("version", "")))
-    elif kind == "step" and d.get("visit", 1) == 1:  # reach: a loop's revisits not again
+    elif kind == TraceKind.STEP and d.get("visit", 1) == 1:  # reach: a loop's revisits not again
         yield "steps", (journey, entry.step or "", str(d.get("cohort") or NO_COHORT))
-    elif kind == "split":
+    elif kind == TraceKind.SPLIT:
         yield "cohorts", (journey, entry.step or "", str(d.get("cohort") or NO_COHORT))
     elif kind in ENDINGS:
         yield "exits", (journey, kind, str(d.get("cohort") or NO_COHORT))
-    elif kind == "goal":
+    elif kind == TraceKind.GOAL:
         yield "goals", (journey, str(d.get("cohort") or NO_COHORT))
-    elif kind == "sent":
+    elif kind == TraceKind.SENT:
         yield "sends", (journey, entry.step or "", str(d.get("channel", "")))
-    elif kind in ("suppressed", "deferred"):
+    elif kind in (TraceKind.SUPPRESSED, TraceKind.DEFERRED):
         yield kind, (journey, entry.step or "", str(d.get("channel", "")),
                      str(d.get("reason", "")))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,13 +27,13 @@ from omnijourney.core.templates import TemplateError, compile_text
 from omnijourney.core.timeutil import (
     ContactWindow,
     format_duration,
-    format_instant,
     next_local_time,
     parse_duration,
     parse_instant,
     parse_time_of_day,
     zone,
 )
+from omnijourney.core.trace import TraceEntry, TraceKind
 
 MAX_STEPS_PER_RUN = 100  # validation rejects wait-less loops; this caps anything that slips by
 # What one customer can be sent in one evaluation, all journeys together. Validation rejects
@@ -56,31 +56,6 @@ TICK = Tick()
 
 
 @dataclass(frozen=True, slots=True)
-class TraceEntry:
-    at: datetime
-    customer_id: str
-    kind: str
-    journey: str | None = None
-    key: str | None = None
-    step: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"at": format_instant(self.at), "customer_id": self.customer_id,
-                             "kind": self.kind}
-        for k in ("journey", "key", "step"):
-            if getattr(self, k):
-                d[k] = getattr(self, k)
-        d.update(self.text_detail())
-        return d
-
-    def text_detail(self) -> dict[str, Any]:
-        """Detail with times as RFC 3339 text (they are kept as datetimes until shown)."""
-        return {k: format_instant(v) if isinstance(v, datetime) else v
-                for k, v in self.detail.items()}
-
-
-@dataclass(frozen=True, slots=True)
 class Evaluation:
     state: CustomerState
     commands: list[ChannelCommand]
@@ -100,15 +75,15 @@ def evaluate(journeys: JourneySet, state: CustomerState | None, input: Event | T
             before, after = state.seen[input.event_id], fingerprint(input)
             # Same id, other content: not a redelivery but two facts under one name; the
             # runtime dead-letters it rather than drop it unseen.
-            kind = "event_conflict" if before and after and before != after else \
-                "duplicate_event"
+            kind = TraceKind.EVENT_CONFLICT if before and after and before != after else \
+                TraceKind.DUPLICATE_EVENT
             entry = TraceEntry(now, state.customer_id, kind,
                                detail={"event_id": input.event_id})
             return Evaluation(state, [], [entry])
         if input.type == ERASURE_EVENT:
             # Everything this engine knows of the customer goes; the runtime tombstones
             # the state. What the customer does next starts a new, empty profile.
-            entry = TraceEntry(now, state.customer_id, "erased",
+            entry = TraceEntry(now, state.customer_id, TraceKind.ERASED,
                                detail={"event_id": input.event_id})
             return Evaluation(CustomerState(state.customer_id), [], [entry])
     elif state is None:
@@ -182,7 +157,7 @@ class _Run:
         self._event_views: dict[int, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- plumbing
-    def note(self, at: datetime, kind: str, inst: Instance | None = None,
+    def note(self, at: datetime, kind: TraceKind, inst: Instance | None = None,
              step: str | None = None, *, journey: str | None = None, **detail: Any) -> None:
         self.trace.append(TraceEntry(
             at, self.st.customer_id, kind,
@@ -224,7 +199,7 @@ class _Run:
             return True
         value, error = compile_condition(source).evaluate(ctx)
         if error:
-            self.note(at, "condition_error", inst, step, journey=journey, what=what,
+            self.note(at, TraceKind.CONDITION_ERROR, inst, step, journey=journey, what=what,
                       condition=source, error=error)
         return value
 
@@ -247,7 +222,7 @@ class _Run:
         st.remember(ev.event_id, fingerprint(ev))
         at = ev.occurred_at
         if at > self.now:
-            self.note(self.now, "clamped_future_event", event_id=ev.event_id,
+            self.note(self.now, TraceKind.CLAMPED_FUTURE_EVENT, event_id=ev.event_id,
                       occurred_at=at)
             at = self.now
         self.fire_due(at, inclusive=False)
@@ -255,7 +230,7 @@ class _Run:
             at = st.clock  # a late event cannot act before what already happened
         st.clock = at
         for trait, why in prof.fold(st.profile, ev):
-            self.note(at, "trait_rejected", trait=trait, reason=why, event_id=ev.event_id)
+            self.note(at, TraceKind.TRAIT_REJECTED, trait=trait, reason=why, event_id=ev.event_id)
         self._profile_view = None
         self.forget_cleared_traits(ev)
         self.check_goals(ev, at)
@@ -301,7 +276,7 @@ class _Run:
                 continue
             if self.check(rule.when, self.ctx(inst, at, ev), at, inst, inst.step,
                           what="exit_on.when"):
-                self.finish(inst, at, "exited", event=ev.type, event_id=ev.event_id)
+                self.finish(inst, at, TraceKind.EXITED, event=ev.type, event_id=ev.event_id)
                 return
 
     def check_wait_for(self, inst: Instance, ev: Event, at: datetime) -> None:
@@ -315,11 +290,13 @@ class _Run:
             return
         if not self.check(step.when, self.ctx(inst, at, ev), at, inst, step.id,
                           what="wait_for.when"):
-            self.note(at, "wait_for_ignored", inst, step.id, event=ev.type, event_id=ev.event_id)
+            self.note(at, TraceKind.WAIT_FOR_IGNORED, inst, step.id, event=ev.type,
+                      event_id=ev.event_id)
             return
         inst.last_event = ev
         inst.status, inst.due_at = "running", None
-        self.note(at, "wait_for_matched", inst, step.id, event=ev.type, event_id=ev.event_id)
+        self.note(at, TraceKind.WAIT_FOR_MATCHED, inst, step.id, event=ev.type,
+                  event_id=ev.event_id)
         self.run(cj, inst, cj.next_of(step), at)
 
     def try_enter(self, cj: CompiledJourney, ev: Event, at: datetime) -> None:
@@ -328,36 +305,37 @@ class _Run:
         if d.trigger.correlate_by:
             value = ev.properties.get(d.trigger.correlate_by)
             if value is None or value == "":
-                self.note(at, "not_entered", journey=cj.id, reason="missing_correlation_key",
+                self.note(at, TraceKind.NOT_ENTERED, journey=cj.id,
+                          reason="missing_correlation_key",
                           property=d.trigger.correlate_by, event_id=ev.event_id)
                 return
             key = str(value)
         slot = f"{cj.id}#{key}"
         # Cheap checks first: most triggers (every product view) stop at one of these.
         if slot in self.st.instances:
-            self.note(at, "not_entered", journey=cj.id, reason="already_active",
+            self.note(at, TraceKind.NOT_ENTERED, journey=cj.id, reason="already_active",
                       key=key or None, event_id=ev.event_id)
             return
         last = self.st.entries.get(slot)
         if last is not None:
             if cj.re_entry == "never":
-                self.note(at, "not_entered", journey=cj.id, reason="re_entry_never",
+                self.note(at, TraceKind.NOT_ENTERED, journey=cj.id, reason="re_entry_never",
                           entered_at=last, event_id=ev.event_id)
                 return
             if isinstance(cj.re_entry, timedelta) and at - last < cj.re_entry:
-                self.note(at, "not_entered", journey=cj.id, reason="re_entry_too_soon",
+                self.note(at, TraceKind.NOT_ENTERED, journey=cj.id, reason="re_entry_too_soon",
                           entered_at=last, event_id=ev.event_id,
                           allowed_from=last + cj.re_entry)
                 return
         ctx = self.ctx(None, at, ev, cj) if d.trigger.when or d.entry.audience else {}
         if not self.check(d.trigger.when, ctx, at, None, None, what="trigger.when",
                           journey=cj.id):
-            self.note(at, "not_entered", journey=cj.id, reason="trigger_condition_false",
+            self.note(at, TraceKind.NOT_ENTERED, journey=cj.id, reason="trigger_condition_false",
                       event_id=ev.event_id)
             return
         if not self.check(d.entry.audience, ctx, at, None, None, what="entry.audience",
                           journey=cj.id):
-            self.note(at, "not_entered", journey=cj.id, reason="not_in_audience",
+            self.note(at, TraceKind.NOT_ENTERED, journey=cj.id, reason="not_in_audience",
                       event_id=ev.event_id)
             return
         inst = Instance(
@@ -370,7 +348,7 @@ class _Run:
         if d.goal is not None:
             self.st.goals.append(GoalWatch(cj.id, cj.version, key, inst.instance_id, None, at,
                                            at + parse_duration(str(d.goal.within))))
-        self.note(at, "entered", inst, event_id=ev.event_id, version=cj.version)
+        self.note(at, TraceKind.ENTERED, inst, event_id=ev.event_id, version=cj.version)
         self.run(cj, inst, cj.first, at)
 
     def check_goals(self, ev: Event, at: datetime) -> None:
@@ -399,11 +377,11 @@ class _Run:
             converted.add(g.journey)
             gone.add(id(g))
             cohort = live.cohort if live else g.cohort
-            self.note(at, "goal", live, journey=g.journey, event_id=ev.event_id,
+            self.note(at, TraceKind.GOAL, live, journey=g.journey, event_id=ev.event_id,
                       instance_id=g.instance_id, cohort=cohort,
                       after=format_duration(at - g.entered_at))
             if goal.exit and live is not None:
-                self.finish(live, at, "goal_exit")
+                self.finish(live, at, TraceKind.GOAL_EXIT)
         self.st.goals = [g for g in self.st.goals if id(g) not in gone]
 
     # ------------------------------------------------------------------- timers
@@ -420,29 +398,29 @@ class _Run:
             if self.st.clock is None or at > self.st.clock:
                 self.st.clock = at
             self.on_due(inst, at)
-        self.note(limit, "error", reason="timer_firing_limit")
+        self.note(limit, TraceKind.ERROR, reason="timer_firing_limit")
 
     def on_due(self, inst: Instance, at: datetime) -> None:
         cj = self.journey_of(inst)
         if cj is None or inst.step not in cj.steps:
-            self.finish(inst, at, "version_retired", version=inst.version)
+            self.finish(inst, at, TraceKind.VERSION_RETIRED, version=inst.version)
             return
         step = cj.steps[inst.step]
         status = inst.status
         inst.status, inst.due_at = "running", None
         if status == "wait":
-            self.note(at, "wait_over", inst, step.id)
+            self.note(at, TraceKind.WAIT_OVER, inst, step.id)
             self.run(cj, inst, cj.next_of(step), at)
         elif status == "wait_for":
             assert isinstance(step, m.WaitForStep)
-            self.note(at, "timeout", inst, step.id)
+            self.note(at, TraceKind.TIMEOUT, inst, step.id)
             self.run(cj, inst, step.on_timeout or cj.next_of(step), at)
         elif status == "deferred":
             assert isinstance(step, m.SendStep)
             if self.send(cj, inst, step, at, deferred=True) == "deferred":
                 return  # deferred again (quiet hours, or a cap that still holds)
             if inst.slot in self.runaway:
-                self.finish(inst, at, "aborted")
+                self.finish(inst, at, TraceKind.ABORTED)
                 return
             self.run(cj, inst, cj.next_of(step), at)
 
@@ -450,25 +428,26 @@ class _Run:
     def run(self, cj: CompiledJourney, inst: Instance, step_id: str | None, at: datetime) -> None:
         for _ in range(MAX_STEPS_PER_RUN):
             if step_id is None:
-                self.finish(inst, at, "completed")
+                self.finish(inst, at, TraceKind.COMPLETED)
                 return
             step = cj.steps[step_id]
             inst.step = step_id
             inst.visits[step_id] = inst.visits.get(step_id, 0) + 1
             # Step reach, for analytics; explanations skip it (each step tells its own).
-            self.note(at, "step", inst, step_id, cohort=inst.cohort, visit=inst.visits[step_id])
+            self.note(at, TraceKind.STEP, inst, step_id, cohort=inst.cohort,
+                      visit=inst.visits[step_id])
             nxt = self.step(cj, inst, step, at)
             if inst.slot in self.runaway:
-                self.finish(inst, at, "aborted")
+                self.finish(inst, at, TraceKind.ABORTED)
                 return
             if nxt is _PARK:
                 return
             if nxt is _END:
-                self.finish(inst, at, "completed")
+                self.finish(inst, at, TraceKind.COMPLETED)
                 return
             step_id = nxt if isinstance(nxt, str) else None
-        self.note(at, "error", inst, step_id, reason="step_limit", limit=MAX_STEPS_PER_RUN)
-        self.finish(inst, at, "aborted")
+        self.note(at, TraceKind.ERROR, inst, step_id, reason="step_limit", limit=MAX_STEPS_PER_RUN)
+        self.finish(inst, at, TraceKind.ABORTED)
 
     def step(self, cj: CompiledJourney, inst: Instance, step: m.Step, at: datetime) -> object:
         match step:
@@ -481,32 +460,32 @@ class _Run:
                 if until is None and step.if_missing == "end":
                     # No renewal date (or 10/04/2026): sending now, as if the date had
                     # come, is the surprise; the run ends and says why.
-                    self.note(at, "wait_unresolved", inst, step.id, until=step.until or "",
+                    self.note(at, TraceKind.WAIT_UNRESOLVED, inst, step.id, until=step.until or "",
                               reason="no readable time to wait until")
-                    self.finish(inst, at, "no_time")
+                    self.finish(inst, at, TraceKind.NO_TIME)
                     return _PARK
                 if until is None or until <= at:
-                    self.note(at, "wait_skipped", inst, step.id,
+                    self.note(at, TraceKind.WAIT_SKIPPED, inst, step.id,
                               reason="time already passed" if until else "no time to wait for")
                     return cj.next_of(step)
                 inst.status, inst.due_at = "wait", until + self.grace(cj)
-                self.note(at, "wait", inst, step.id, until=until)
+                self.note(at, TraceKind.WAIT, inst, step.id, until=until)
                 return _PARK
             case m.WaitForStep():
                 inst.status = "wait_for"
                 inst.due_at = at + parse_duration(str(step.timeout)) + self.grace(cj)
-                self.note(at, "wait_for", inst, step.id, event=step.event,
+                self.note(at, TraceKind.WAIT_FOR, inst, step.id, event=step.event,
                           until=inst.due_at)
                 return _PARK
             case m.BranchStep():
                 ctx = self.ctx(inst, at)
                 for case in step.branches:
                     if self.check(case.when, ctx, at, inst, step.id, what="branch"):
-                        self.note(at, "branch", inst, step.id, condition=case.when,
+                        self.note(at, TraceKind.BRANCH, inst, step.id, condition=case.when,
                                   value=True, next=case.next)
                         return case.next
                 nxt = step.else_ if step.else_ is not None else cj.following[step.id]
-                self.note(at, "branch", inst, step.id, value=False, next=nxt or "end",
+                self.note(at, TraceKind.BRANCH, inst, step.id, value=False, next=nxt or "end",
                           conditions=[c.when for c in step.branches])
                 return nxt if nxt is not None else _END
             case m.SplitStep():
@@ -516,11 +495,11 @@ class _Run:
                     edge += v.percent * 100
                     if bucket < edge:
                         self.assign_cohort(inst, v.name)
-                        self.note(at, "split", inst, step.id, cohort=v.name, bucket=bucket)
+                        self.note(at, TraceKind.SPLIT, inst, step.id, cohort=v.name, bucket=bucket)
                         return v.next
                 self.assign_cohort(inst, "holdout")
-                self.note(at, "split", inst, step.id, cohort="holdout", bucket=bucket)
-                self.finish(inst, at, "holdout")
+                self.note(at, TraceKind.SPLIT, inst, step.id, cohort="holdout", bucket=bucket)
+                self.finish(inst, at, TraceKind.HOLDOUT)
                 return _PARK
             case m.UpdateProfileStep():
                 ctx = self.ctx(inst, at)
@@ -529,11 +508,11 @@ class _Run:
                     try:
                         changed[key] = typed_value(src, ctx)
                     except TemplateError as exc:
-                        self.note(at, "error", inst, step.id, reason="template_error",
+                        self.note(at, TraceKind.ERROR, inst, step.id, reason="template_error",
                                   field=key, error=str(exc))
                 self.st.profile.setdefault("attributes", {}).update(changed)
                 self._profile_view = None
-                self.note(at, "profile_updated", inst, step.id, fields=sorted(changed))
+                self.note(at, TraceKind.PROFILE_UPDATED, inst, step.id, fields=sorted(changed))
                 return cj.next_of(step)
             case m.WebhookStep():
                 self.webhook(cj, inst, step, at)
@@ -559,14 +538,14 @@ class _Run:
         try:
             raw = compile_text(step.until or "").render(self.ctx(inst, at)).strip()
         except TemplateError as exc:
-            self.note(at, "error", inst, step.id, reason="template_error", error=str(exc))
+            self.note(at, TraceKind.ERROR, inst, step.id, reason="template_error", error=str(exc))
             return None
         if not raw:
             return None
         try:
             target = _instant_or_date(raw, tz)
         except ValueError as exc:
-            self.note(at, "error", inst, step.id, reason="bad_until", error=str(exc))
+            self.note(at, TraceKind.ERROR, inst, step.id, reason="bad_until", error=str(exc))
             return None
         if step.offset:
             off = parse_duration(step.offset.lstrip("-"))
@@ -580,14 +559,14 @@ class _Run:
         transactional = step.template in self.pol.transactional
         to = prof.address(self.st.profile, ch)
         if to is None:
-            self.note(at, "suppressed", inst, step.id, channel=ch, reason="no_address")
+            self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel=ch, reason="no_address")
             return "skipped"
         if prof.bounced(self.st.profile, ch):
-            self.note(at, "suppressed", inst, step.id, channel=ch, reason="address_bounced")
+            self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel=ch, reason="address_bounced")
             return "skipped"
         if not transactional:
             if not prof.consent_ok(self.st.profile, ch, self.pol):
-                self.note(at, "suppressed", inst, step.id, channel=ch, reason="no_consent")
+                self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel=ch, reason="no_consent")
                 return "skipped"
             if not deferred and ch in QUIET_HOURS_CHANNELS:
                 tz = zone(self.st.profile.get("timezone"), self.pol.timezone)
@@ -598,7 +577,8 @@ class _Run:
                 opens = window.next_open(at, tz)
                 if opens is not None:
                     inst.status, inst.due_at = "deferred", opens
-                    self.note(at, "deferred", inst, step.id, channel=ch, reason="quiet_hours",
+                    self.note(at, TraceKind.DEFERRED, inst, step.id, channel=ch,
+                              reason="quiet_hours",
                               until=opens, window=str(window), timezone=tz.key)
                     return "deferred"
             cap = self.pol.caps.get(ch)
@@ -610,11 +590,11 @@ class _Run:
                         # When the oldest send in the window leaves it, one more fits.
                         frees = recent[len(recent) - limit] + per
                         inst.status, inst.due_at = "deferred", frees
-                        self.note(at, "deferred", inst, step.id, channel=ch,
+                        self.note(at, TraceKind.DEFERRED, inst, step.id, channel=ch,
                                   reason="frequency_cap", until=frees,
                                   cap=f"{limit} per {format_duration(per)}")
                         return "deferred"
-                    self.note(at, "suppressed", inst, step.id, channel=ch,
+                    self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel=ch,
                               reason="frequency_cap", cap=f"{limit} per {format_duration(per)}")
                     return "skipped"
         ctx = self.ctx(inst, at)
@@ -629,7 +609,7 @@ class _Run:
                 locale, content = tmpl.render(self.st.profile.get("locale") or self.pol.locale,
                                               ctx)
         except TemplateError as exc:
-            self.note(at, "suppressed", inst, step.id, channel=ch, reason="template_error",
+            self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel=ch, reason="template_error",
                       error=str(exc))
             return "skipped"
         self.emit(cj, inst, step.id, at, channel=ch, to=to, content=content,
@@ -652,7 +632,7 @@ class _Run:
                 body = compile_text(step.body).render(ctx) if step.body else ""
             headers = {k: compile_text(v).render(ctx) for k, v in step.headers.items()}
         except TemplateError as exc:
-            self.note(at, "suppressed", inst, step.id, channel="webhook",
+            self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel="webhook",
                       reason="template_error", error=str(exc))
             return
         # Command content is a string map on the wire (schemas/channel_command.avsc).
@@ -668,7 +648,7 @@ class _Run:
         if len(self.commands) >= MAX_COMMANDS_PER_EVALUATION or inst.slot in self.runaway:
             if inst.slot not in self.runaway:
                 self.runaway.add(inst.slot)
-                self.note(at, "runaway", inst, step_id, channel=ch,
+                self.note(at, TraceKind.RUNAWAY, inst, step_id, channel=ch,
                           limit=MAX_COMMANDS_PER_EVALUATION)
             return
         cid = command_id(cj.id, str(cj.version), self.st.customer_id, inst.instance_id,
@@ -680,11 +660,11 @@ class _Run:
             template=template, to=to, content=content, transactional=transactional,
             trigger_event_id=inst.trigger.event_id, instance_key=inst.key, locale=locale,
             data=data))
-        self.note(at, "sent", inst, step_id, channel=ch, command_id=cid,
+        self.note(at, TraceKind.SENT, inst, step_id, channel=ch, command_id=cid,
                   transactional=transactional)
 
     # ------------------------------------------------------------------ endings
-    def finish(self, inst: Instance, at: datetime, reason: str, **detail: Any) -> None:
+    def finish(self, inst: Instance, at: datetime, reason: TraceKind, **detail: Any) -> None:
         self.st.instances.pop(inst.slot, None)
         inst.status, inst.due_at = "done", None
         if inst.cohort:

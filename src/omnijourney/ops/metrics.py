@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from omnijourney.core.analytics import FACTS, facts
-from omnijourney.core.evaluator import TraceEntry
+from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
 from omnijourney.serving import LOOPBACK, BackgroundServer, QuietHandler
 from omnijourney.settings import Settings
@@ -96,9 +96,9 @@ class WorkerMetrics(ProcessMetrics):
         for entry in trace:
             for name, values in facts(entry):
                 self.journey[name].labels(*values).inc()
-            if entry.kind == "runaway":
+            if entry.kind == TraceKind.RUNAWAY:
                 self.runaway.labels(entry.journey or "").inc()
-            elif entry.kind == "trait_rejected":
+            elif entry.kind == TraceKind.TRAIT_REJECTED:
                 self.rejected.labels(str(entry.detail.get("trait", ""))).inc()
         for seconds in evaluation_seconds:
             self.evaluation.observe(seconds)

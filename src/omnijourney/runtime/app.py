@@ -33,6 +33,7 @@ from omnijourney.codecs import (
     watermark_key,
 )
 from omnijourney.core import CustomerState, JourneySet
+from omnijourney.core.trace import TraceKind
 from omnijourney.ops.metrics import Heartbeat, ProgressWatch, WorkerMetrics, start_ops
 from omnijourney.runtime.engine import Engine, Outgoing, Record, dead_letter
 from omnijourney.runtime.faustapp import faust_app
@@ -49,8 +50,9 @@ from omnijourney.settings import Settings
 
 log = structlog.get_logger("omnijourney.worker")
 STATE_CACHE = 200_000  # decoded states kept in memory; the table stays the truth
-LOGGED_DECISIONS = frozenset({"sent", "suppressed", "deferred", "exited", "goal", "error",
-                              "erased", "runaway"})
+LOGGED_DECISIONS = frozenset({TraceKind.SENT, TraceKind.SUPPRESSED, TraceKind.DEFERRED,
+                              TraceKind.EXITED, TraceKind.GOAL, TraceKind.ERROR,
+                              TraceKind.ERASED, TraceKind.RUNAWAY})
 
 
 class Worker:

@@ -23,8 +23,8 @@ from omnijourney.codecs import (
     read_tick_record,
 )
 from omnijourney.core import TICK, CustomerState, Event, InvalidEvent, JourneySet, Tick, evaluate
-from omnijourney.core.evaluator import TraceEntry
 from omnijourney.core.events import KNOWN_EVENT_TYPES, delivery_event
+from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.runtime.timers import Clock
 from omnijourney.settings import Topics
 
@@ -209,11 +209,11 @@ class Engine:
         started = time.perf_counter()
         out = evaluate(self.journeys, state, inp, now)
         took = time.perf_counter() - started
-        if any(x.kind == "event_conflict" for x in out.trace):
+        if any(x.kind == TraceKind.EVENT_CONFLICT for x in out.trace):
             self._dead(rec, f"event_id {out.trace[0].detail['event_id']!r} was seen before "
                             "with other content; a producer reused an id", result, "conflict")
             return
-        if any(x.kind == "erased" for x in out.trace):
+        if any(x.kind == TraceKind.ERASED for x in out.trace):
             result.states.pop(cid, None)
             result.erased[cid] = rec.partition
             self._count(result, out.trace, inp, took)

@@ -1,0 +1,80 @@
+"""The trace: one entry per decision the evaluator makes, in words a marketer can read.
+
+``TraceKind`` names every kind there is; analytics, the simulator's explanations, the
+metrics and the worker's log read them, so a new kind is added here or nowhere. It is a
+``StrEnum``: an entry's kind is also its text on the wire and in logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from omnijourney.core.timeutil import format_instant
+
+
+class TraceKind(StrEnum):
+    # an event or tick arrives
+    DUPLICATE_EVENT = "duplicate_event"  # seen before, same content: nothing happens
+    EVENT_CONFLICT = "event_conflict"  # seen before, other content: dead-lettered
+    ERASED = "erased"  # the customer asked to be forgotten
+    CLAMPED_FUTURE_EVENT = "clamped_future_event"
+    TRAIT_REJECTED = "trait_rejected"  # a profile trait with an unusable value
+    PROFILE_UPDATED = "profile_updated"
+    # entering and running a journey
+    ENTERED = "entered"
+    NOT_ENTERED = "not_entered"
+    STEP = "step"
+    BRANCH = "branch"
+    SPLIT = "split"
+    WAIT = "wait"
+    WAIT_OVER = "wait_over"
+    WAIT_SKIPPED = "wait_skipped"
+    WAIT_UNRESOLVED = "wait_unresolved"
+    WAIT_FOR = "wait_for"
+    WAIT_FOR_MATCHED = "wait_for_matched"
+    WAIT_FOR_IGNORED = "wait_for_ignored"
+    TIMEOUT = "timeout"
+    CONDITION_ERROR = "condition_error"
+    ERROR = "error"
+    # sends
+    SENT = "sent"
+    SUPPRESSED = "suppressed"
+    DEFERRED = "deferred"
+    RUNAWAY = "runaway"  # a run that would send more than one evaluation may
+    # endings
+    COMPLETED = "completed"
+    EXITED = "exited"
+    ABORTED = "aborted"
+    HOLDOUT = "holdout"
+    GOAL = "goal"
+    GOAL_EXIT = "goal_exit"
+    NO_TIME = "no_time"
+    VERSION_RETIRED = "version_retired"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    at: datetime
+    customer_id: str
+    kind: TraceKind
+    journey: str | None = None
+    key: str | None = None
+    step: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"at": format_instant(self.at), "customer_id": self.customer_id,
+                             "kind": str(self.kind)}
+        for k in ("journey", "key", "step"):
+            if getattr(self, k):
+                d[k] = getattr(self, k)
+        d.update(self.text_detail())
+        return d
+
+    def text_detail(self) -> dict[str, Any]:
+        """Detail with times as RFC 3339 text (they are kept as datetimes until shown)."""
+        return {k: format_instant(v) if isinstance(v, datetime) else v
+                for k, v in self.detail.items()}
