@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from omnijourney.core import TICK, CustomerState, evaluate
-from omnijourney.core.evaluator import MAX_STEPS_PER_RUN, cohort_bucket
+from omnijourney.core.steps import MAX_STEPS_PER_RUN, cohort_bucket
 from omnijourney.core.profile import view
 from tests.helpers import Driver, build, ev, signup, t
 
@@ -579,7 +579,7 @@ def _unvalidated(steps: list[dict[str, object]]) -> object:
 ])
 def test_one_evaluation_never_sends_a_customer_more_than_the_cap(
         steps: list[dict[str, object]]) -> None:
-    from omnijourney.core.evaluator import MAX_COMMANDS_PER_EVALUATION
+    from omnijourney.core.steps import MAX_COMMANDS_PER_EVALUATION
 
     js = _unvalidated(steps)
     state = evaluate(js, None, signup(), t("2026-03-02T10:00:00Z")).state  # type: ignore[arg-type]

@@ -188,7 +188,7 @@ def test_no_evaluation_sends_a_customer_more_than_the_cap_whatever_the_journey(
         steps: list[dict[str, object]]) -> None:
     from omnijourney.core import model as m
     from omnijourney.core.catalog import JourneySet
-    from omnijourney.core.evaluator import MAX_COMMANDS_PER_EVALUATION
+    from omnijourney.core.steps import MAX_COMMANDS_PER_EVALUATION
 
     js = JourneySet.build([m.JourneyDef.model_validate(
         {"id": "any", "trigger": {"event": "product.viewed"}, "steps": steps})], {})

@@ -112,6 +112,11 @@ class JourneySet:
             by_trigger={k: tuple(v) for k, v in triggers.items()},
         )
 
+    def re_entry(self, journey: str) -> str | timedelta | None:
+        """The current version's ``re_entry`` rule; None for a journey no longer loaded."""
+        cj = self.current.get(journey)
+        return cj.re_entry if cj is not None else None
+
     def version(self, journey: str, version: int) -> CompiledJourney | None:
         return self.versions.get((journey, version))
 

@@ -7,8 +7,9 @@ works on ``clone()`` and returns the new one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from omnijourney.core.events import Event, parse_event
@@ -98,6 +99,41 @@ class CustomerState:
     sent: dict[str, list[datetime]] = field(default_factory=dict)  # marketing sends per channel
     seen: dict[str, str] = field(default_factory=dict)  # recent event id -> fingerprint
     clock: datetime | None = None  # latest moment this customer's state has reached
+
+    def prune(self, horizon: timedelta,
+              re_entry: Callable[[str], str | timedelta | None] | None) -> None:
+        """Forget what no rule can need any more, so the state stays bounded: sends older
+        than the longest cap window (``horizon``), goals past their deadline, and (when
+        ``re_entry`` is given: the entry memory grew) entries whose journey's
+        ``re_entry`` (``never``, ``always``, a duration, None for a journey gone) no
+        longer needs them; once-only entries keep the latest NEVER_ENTRIES_KEPT."""
+        if self.clock is None:
+            return
+        for ch, times in list(self.sent.items()):
+            if times[0] > self.clock - horizon:
+                continue  # times are in order: nothing has aged out
+            kept = [t for t in times if t > self.clock - horizon]
+            if kept:
+                self.sent[ch] = kept
+            else:
+                del self.sent[ch]
+        if self.goals:
+            self.goals = [g for g in self.goals if g.deadline >= self.clock]
+        if re_entry is None:
+            return  # entry memory only grows on entry, so only then can it need pruning
+        never: list[tuple[datetime, str]] = []
+        for slot, last in list(self.entries.items()):
+            rule = re_entry(slot.split("#", 1)[0])
+            if rule is None or rule == "always" or (
+                isinstance(rule, timedelta) and self.clock - last >= rule
+            ):
+                if slot not in self.instances:
+                    del self.entries[slot]
+            elif rule == "never":
+                never.append((last, slot))
+        if len(never) > NEVER_ENTRIES_KEPT:
+            for _, slot in sorted(never)[: len(never) - NEVER_ENTRIES_KEPT]:
+                del self.entries[slot]
 
     def clone(self) -> CustomerState:
         return CustomerState(

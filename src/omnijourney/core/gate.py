@@ -1,0 +1,82 @@
+"""The send gate: may this message go to this customer on this channel at this time?
+
+Checked in order, for every journey alike: an address to send to, that address not
+bounced, then (for anything not transactional) consent, the customer's own contact window
+in their time zone, and the channel's frequency cap. Pure: the customer's state and the
+policies in, a decision out; the evaluator turns it into a trace entry and, when the
+message may go, a command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from omnijourney.core import profile as prof
+from omnijourney.core.catalog import QUIET_HOURS_CHANNELS, Policies
+from omnijourney.core.state import CustomerState
+from omnijourney.core.timeutil import ContactWindow, format_duration, zone
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    to: str  # the address the message goes to
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    until: datetime
+    reason: str  # quiet_hours | frequency_cap
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    reason: str  # no_address | address_bounced | no_consent | frequency_cap
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+Decision = Allowed | Deferred | Suppressed
+
+
+def decide(st: CustomerState, pol: Policies, channel: str, at: datetime, *,
+           transactional: bool, quiet_hours: bool = True, on_cap: str = "skip") -> Decision:
+    """``quiet_hours=False`` for a send already deferred to its window's opening (it goes
+    then, even if the window shrank meanwhile); ``on_cap``: ``skip`` or ``defer``."""
+    to = prof.address(st.profile, channel)
+    if to is None:
+        return Suppressed("no_address")
+    if prof.bounced(st.profile, channel):
+        return Suppressed("address_bounced")
+    if transactional:
+        return Allowed(to)
+    if not prof.consent_ok(st.profile, channel, pol):
+        return Suppressed("no_consent")
+    if quiet_hours and channel in QUIET_HOURS_CHANNELS:
+        tz = zone(st.profile.get("timezone"), pol.timezone)
+        window = pol.contact_window
+        custom = st.profile.get("contact_window")
+        if custom:
+            window = _window_or(custom, window)
+        opens = window.next_open(at, tz)
+        if opens is not None:
+            return Deferred(opens, "quiet_hours", {"window": str(window), "timezone": tz.key})
+    cap = pol.caps.get(channel)
+    if cap is not None:
+        limit, per = cap
+        recent = sorted(t for t in st.sent.get(channel, ()) if t > at - per)
+        if len(recent) >= limit:
+            words = {"cap": f"{limit} per {format_duration(per)}"}
+            if on_cap == "defer":
+                # When the oldest send in the window leaves it, one more fits.
+                return Deferred(recent[len(recent) - limit] + per, "frequency_cap", words)
+            return Suppressed("frequency_cap", words)
+    return Allowed(to)
+
+
+def _window_or(text: str, default: ContactWindow) -> ContactWindow:
+    try:
+        return ContactWindow.parse(text)
+    except ValueError:
+        return default
