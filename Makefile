@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install omnijourney with dev tools
 
 kafka: install ## Fetch the pinned Apache Kafka's jars (Maven Central) into ~/.cache/omnijourney
-	$(BIN)/python -c "from omnijourney.runtime.kraft import ensure_jars, find_java; find_java(); print(ensure_jars())"
+	$(BIN)/python -c "from omnijourney.runtime.kafkadist import ensure_jars, find_java; find_java(); print(ensure_jars())"
 
 kafka-up: install ## Run a real Kafka node here until Ctrl-C (NODES=3 for a cluster)
 	$(BIN)/omnijourney kafka up --nodes $(or $(NODES),1)

@@ -61,22 +61,8 @@ def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
     if not root.is_dir():
         out.violations.append(Violation(str(root), None, "not a directory of journeys"))
         return out
-    tdir = root / TEMPLATES_DIR
-    if tdir.is_dir():
-        for path in _yaml_files(tdir):
-            parsed = parse_template(path.read_text(encoding="utf-8"), _rel(path))
-            out.violations += parsed.violations
-            if parsed.model is not None and parsed.source is not None:
-                out.violations += check_template(path.stem, parsed.model, parsed.source)
-                out.templates[path.stem] = parsed.model
-                out.template_files[path.stem] = _rel(path)
-    pfile = root / POLICIES_FILE
-    if pfile.is_file():
-        parsed_p = parse_policies(pfile.read_text(encoding="utf-8"), _rel(pfile))
-        out.violations += parsed_p.violations
-        out.policies = parsed_p.model
-        if parsed_p.model is not None and parsed_p.source is not None:
-            out.violations += _check_policies(parsed_p.model, parsed_p.source, out.templates)
+    _load_templates(root / TEMPLATES_DIR, out)
+    _load_policies(root / POLICIES_FILE, out)
     wanted = {p.resolve() for p in only} if only else None
     seen: dict[tuple[str, int], str] = {}
     for path in _yaml_files(root):
@@ -117,6 +103,28 @@ def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
         out.journey_set = JourneySet.build([j for j, _ in out.journeys], out.templates,
                                            out.policies)
     return out
+
+
+def _load_templates(tdir: Path, out: Loaded) -> None:
+    if not tdir.is_dir():
+        return
+    for path in _yaml_files(tdir):
+        parsed = parse_template(path.read_text(encoding="utf-8"), _rel(path))
+        out.violations += parsed.violations
+        if parsed.model is not None and parsed.source is not None:
+            out.violations += check_template(path.stem, parsed.model, parsed.source)
+            out.templates[path.stem] = parsed.model
+            out.template_files[path.stem] = _rel(path)
+
+
+def _load_policies(pfile: Path, out: Loaded) -> None:
+    if not pfile.is_file():
+        return
+    parsed = parse_policies(pfile.read_text(encoding="utf-8"), _rel(pfile))
+    out.violations += parsed.violations
+    out.policies = parsed.model
+    if parsed.model is not None and parsed.source is not None:
+        out.violations += _check_policies(parsed.model, parsed.source, out.templates)
 
 
 def _check_policies(p: m.PoliciesDef, src: Source,

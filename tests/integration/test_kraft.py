@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from omnijourney.runtime import kraft
+from omnijourney.runtime import kafkadist, kraft
 from omnijourney.runtime.broker import free_port
 from tests.integration.harness import REPO
 
@@ -84,7 +84,7 @@ def _jvm_pid(root: Path) -> int:
 def test_a_node_that_cannot_start_is_reported_with_the_end_of_its_log(tmp_path: Path) -> None:
     broken = kraft.KafkaCluster(1, tmp_path, config={
         "authorizer.class.name": "org.example.NoSuchAuthorizer"})
-    with pytest.raises(kraft.KafkaUnavailable) as err:
+    with pytest.raises(kafkadist.KafkaUnavailable) as err:
         broken.start(timeout=90)
     broken.stop()
     message = str(err.value)

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from omnijourney.core import TICK, CustomerState, evaluate
-from omnijourney.core.steps import MAX_STEPS_PER_RUN, cohort_bucket
 from omnijourney.core.profile import view
+from omnijourney.core.steps import MAX_STEPS_PER_RUN, cohort_bucket
 from tests.helpers import Driver, build, ev, signup, t
 
 SEND_EMAIL = """

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from omnijourney.runtime import kraft
+from omnijourney.runtime import kafkadist, kraft
 from omnijourney.runtime.broker import choose_broker, start_local_broker
 
 
@@ -29,11 +29,11 @@ def fake_java(folder: Path, version: str) -> Path:
     ("no version here", None),
 ])
 def test_java_major_reads_every_version_scheme(output: str, major: int | None) -> None:
-    assert kraft.java_major(output) == major
+    assert kafkadist.java_major(output) == major
 
 
 def test_the_pinned_version_comes_from_the_pom() -> None:
-    version = kraft.kafka_version()
+    version = kafkadist.kafka_version()
     assert version.startswith("4.")
     compose = (Path(__file__).parents[2] / "docker-compose.yml").read_text()
     assert f"apache/kafka:{version}" in compose  # users with Docker run the same release
@@ -44,8 +44,8 @@ def test_java_older_than_17_is_one_clear_line_with_the_way_out(
     java = fake_java(tmp_path, "11.0.2")
     monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(kraft.KafkaUnavailable) as err:
-        kraft.find_java()
+    with pytest.raises(kafkadist.KafkaUnavailable) as err:
+        kafkadist.find_java()
     message = str(err.value)
     assert "\n" not in message
     assert "Java 17 or newer" in message and "Java 11" in message
@@ -55,7 +55,7 @@ def test_java_older_than_17_is_one_clear_line_with_the_way_out(
 def test_no_java_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert "no java on PATH" in (kraft.available() or "")
+    assert "no java on PATH" in (kafkadist.available() or "")
 
 
 def test_no_maven_and_no_cached_jars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,28 +63,28 @@ def test_no_maven_and_no_cached_jars(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setenv("OMNIJOURNEY_KAFKA_CACHE", str(tmp_path / "cache"))
-    assert kraft.find_java() == str(java)
-    with pytest.raises(kraft.KafkaUnavailable) as err:
-        kraft.ensure_jars()
+    assert kafkadist.find_java() == str(java)
+    with pytest.raises(kafkadist.KafkaUnavailable) as err:
+        kafkadist.ensure_jars()
     assert "no Maven (mvn)" in str(err.value) and "--broker embedded" in str(err.value)
-    assert "no Maven" in (kraft.available() or "")
+    assert "no Maven" in (kafkadist.available() or "")
 
 
 def test_cached_jars_are_reused_without_maven(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIJOURNEY_KAFKA_CACHE", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    libs = kraft.cache_dir() / "libs"
+    libs = kafkadist.cache_dir() / "libs"
     libs.mkdir(parents=True)
-    (libs / ".complete").write_text(kraft.kafka_version())
-    assert kraft.ensure_jars() == libs
+    (libs / ".complete").write_text(kafkadist.kafka_version())
+    assert kafkadist.ensure_jars() == libs
 
 
 def test_a_half_fetched_cache_is_not_taken_for_a_whole_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIJOURNEY_KAFKA_CACHE", str(tmp_path))
-    (kraft.cache_dir() / "libs").mkdir(parents=True)  # no .complete: a fetch was cut short
-    assert not kraft.jars_present()
+    (kafkadist.cache_dir() / "libs").mkdir(parents=True)  # no .complete: a fetch was cut short
+    assert not kafkadist.jars_present()
 
 
 def test_auto_falls_back_to_the_embedded_broker_without_java(
@@ -101,7 +101,7 @@ def test_auto_takes_real_kafka_where_java_and_jars_are(
     java = fake_java(tmp_path, "17.0.1")
     monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
     monkeypatch.setenv("OMNIJOURNEY_KAFKA_CACHE", str(tmp_path / "cache"))
-    libs = kraft.cache_dir() / "libs"
+    libs = kafkadist.cache_dir() / "libs"
     libs.mkdir(parents=True)
     (libs / ".complete").write_text("x")
     assert choose_broker("auto") == ("kafka", None)
@@ -111,7 +111,7 @@ def test_kafka_without_java_is_refused_not_replaced(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(kraft.KafkaUnavailable):
+    with pytest.raises(kafkadist.KafkaUnavailable):
         start_local_broker("kafka", directory=tmp_path / "k")
 
 

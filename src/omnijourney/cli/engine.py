@@ -122,9 +122,8 @@ def _jsonable(value: object) -> object:
 def cmd_dev(args: argparse.Namespace) -> int:
     """A local broker (or KAFKA_BOOTSTRAP) + worker + the sample timeline, commands shown
     per channel."""
-    from omnijourney.ops.funnel import live_summary
     from omnijourney.runtime.broker import free_port, start_local_broker
-    from omnijourney.runtime.kraft import KafkaUnavailable
+    from omnijourney.runtime.kafkadist import KafkaUnavailable
     from omnijourney.runtime.topics import ensure_topics
 
     broker = None
@@ -159,22 +158,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(f"broker {bootstrap}: sent {len(events)} events; worker log: {args.log}",
               file=sys.stderr)
         got = consume(settings, settings.topics.commands, idle=args.idle, max_records=None)
-        by_channel: Counter[str] = Counter()
-        for topic, rec in sorted(got, key=lambda x: x[1]["send_at"]):
-            by_channel[rec["channel"]] += 1
-            print(f"{topic:<16} {format_instant(rec['send_at'])}  {rec['customer_id']:<8} "
-                  f"{rec['journey']}.{rec['step']}  -> {rec['to']}")
-        summary = ", ".join(f"{k} {v}" for k, v in sorted(by_channel.items())) or "none"
-        print(f"{len(got)} commands from the live engine ({summary})", file=sys.stderr)
-        url = f"http://127.0.0.1:{port}/metrics"
-        try:
-            names = journey_ids(args.journeys)  # every journey, sending or not
-            print("journeys, live from the worker's /metrics (more: omnijourney stats):",
-                  file=sys.stderr)
-            for line in live_summary(url, names):
-                print(line, file=sys.stderr)
-        except OSError as exc:
-            print(f"(no live journey stats: {exc})", file=sys.stderr)
+        _show_commands(got)
+        _show_funnels(f"http://127.0.0.1:{port}/metrics", args.journeys)
         return 0 if got else 1
     finally:
         if worker is not None:
@@ -183,6 +168,29 @@ def cmd_dev(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _show_commands(got: list[tuple[str, dict[str, Any]]]) -> None:
+    by_channel: Counter[str] = Counter()
+    for topic, rec in sorted(got, key=lambda x: x[1]["send_at"]):
+        by_channel[rec["channel"]] += 1
+        print(f"{topic:<16} {format_instant(rec['send_at'])}  {rec['customer_id']:<8} "
+              f"{rec['journey']}.{rec['step']}  -> {rec['to']}")
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(by_channel.items())) or "none"
+    print(f"{len(got)} commands from the live engine ({summary})", file=sys.stderr)
+
+
+def _show_funnels(url: str, journeys: str) -> None:
+    from omnijourney.ops.funnel import live_summary
+
+    try:
+        names = journey_ids(journeys)  # every journey, sending or not
+        print("journeys, live from the worker's /metrics (more: omnijourney stats):",
+              file=sys.stderr)
+        for line in live_summary(url, names):
+            print(line, file=sys.stderr)
+    except OSError as exc:
+        print(f"(no live journey stats: {exc})", file=sys.stderr)
 
 
 def add_parsers(sub: Any) -> None:

@@ -89,7 +89,8 @@ def cmd_schemas_check(args: argparse.Namespace) -> int:
 
 def cmd_kafka_up(args: argparse.Namespace) -> int:
     """Real Apache Kafka on this machine until interrupted; prints the bootstrap."""
-    from omnijourney.runtime.kraft import KafkaCluster, KafkaUnavailable
+    from omnijourney.runtime.kafkadist import KafkaUnavailable
+    from omnijourney.runtime.kraft import KafkaCluster
 
     stop = threading.Event()
     cluster = KafkaCluster(args.nodes, Path(args.dir) if args.dir else None)

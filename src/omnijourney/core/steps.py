@@ -163,21 +163,7 @@ class Steps:
                     return _PARK
                 return cj.next_of(step)
             case m.WaitStep():
-                until = self.wait_until(inst, step, at)
-                if until is None and step.if_missing == "end":
-                    # No renewal date (or 10/04/2026): sending now, as if the date had
-                    # come, is the surprise; the run ends and says why.
-                    self.note(at, TraceKind.WAIT_UNRESOLVED, inst, step.id, until=step.until or "",
-                              reason="no readable time to wait until")
-                    self.finish(inst, at, TraceKind.NO_TIME)
-                    return _PARK
-                if until is None or until <= at:
-                    self.note(at, TraceKind.WAIT_SKIPPED, inst, step.id,
-                              reason="time already passed" if until else "no time to wait for")
-                    return cj.next_of(step)
-                inst.status, inst.due_at = "wait", until + self.grace(cj)
-                self.note(at, TraceKind.WAIT, inst, step.id, until=until)
-                return _PARK
+                return self.wait(cj, inst, step, at)
             case m.WaitForStep():
                 inst.status = "wait_for"
                 inst.due_at = at + parse_duration(str(step.timeout)) + self.grace(cj)
@@ -196,30 +182,9 @@ class Steps:
                           conditions=[c.when for c in step.branches])
                 return nxt if nxt is not None else _END
             case m.SplitStep():
-                bucket = cohort_bucket(cj.id, step.id, self.st.customer_id)
-                edge = 0
-                for v in step.variants:
-                    edge += v.percent * 100
-                    if bucket < edge:
-                        self.assign_cohort(inst, v.name)
-                        self.note(at, TraceKind.SPLIT, inst, step.id, cohort=v.name, bucket=bucket)
-                        return v.next
-                self.assign_cohort(inst, "holdout")
-                self.note(at, TraceKind.SPLIT, inst, step.id, cohort="holdout", bucket=bucket)
-                self.finish(inst, at, TraceKind.HOLDOUT)
-                return _PARK
+                return self.split(cj, inst, step, at)
             case m.UpdateProfileStep():
-                ctx = self.ctx(inst, at)
-                changed = {}
-                for key, src in step.set.items():
-                    try:
-                        changed[key] = typed_value(src, ctx)
-                    except TemplateError as exc:
-                        self.note(at, TraceKind.ERROR, inst, step.id, reason="template_error",
-                                  field=key, error=str(exc))
-                self.st.profile.setdefault("attributes", {}).update(changed)
-                self.views.forget_profile()
-                self.note(at, TraceKind.PROFILE_UPDATED, inst, step.id, fields=sorted(changed))
+                self.update_profile(inst, step, at)
                 return cj.next_of(step)
             case m.WebhookStep():
                 self.webhook(cj, inst, step, at)
@@ -229,6 +194,52 @@ class Steps:
             case m.EndStep():
                 return _END
         raise AssertionError(f"unhandled step type {step!r}")  # pragma: no cover
+
+    def wait(self, cj: CompiledJourney, inst: Instance, step: m.WaitStep,
+             at: datetime) -> object:
+        until = self.wait_until(inst, step, at)
+        if until is None and step.if_missing == "end":
+            # No renewal date (or 10/04/2026): sending now, as if the date had come, is
+            # the surprise; the run ends and says why.
+            self.note(at, TraceKind.WAIT_UNRESOLVED, inst, step.id, until=step.until or "",
+                      reason="no readable time to wait until")
+            self.finish(inst, at, TraceKind.NO_TIME)
+            return _PARK
+        if until is None or until <= at:
+            self.note(at, TraceKind.WAIT_SKIPPED, inst, step.id,
+                      reason="time already passed" if until else "no time to wait for")
+            return cj.next_of(step)
+        inst.status, inst.due_at = "wait", until + self.grace(cj)
+        self.note(at, TraceKind.WAIT, inst, step.id, until=until)
+        return _PARK
+
+    def split(self, cj: CompiledJourney, inst: Instance, step: m.SplitStep,
+              at: datetime) -> object:
+        bucket = cohort_bucket(cj.id, step.id, self.st.customer_id)
+        edge = 0
+        for v in step.variants:
+            edge += v.percent * 100
+            if bucket < edge:
+                self.assign_cohort(inst, v.name)
+                self.note(at, TraceKind.SPLIT, inst, step.id, cohort=v.name, bucket=bucket)
+                return v.next
+        self.assign_cohort(inst, "holdout")
+        self.note(at, TraceKind.SPLIT, inst, step.id, cohort="holdout", bucket=bucket)
+        self.finish(inst, at, TraceKind.HOLDOUT)
+        return _PARK
+
+    def update_profile(self, inst: Instance, step: m.UpdateProfileStep, at: datetime) -> None:
+        ctx = self.ctx(inst, at)
+        changed = {}
+        for key, src in step.set.items():
+            try:
+                changed[key] = typed_value(src, ctx)
+            except TemplateError as exc:
+                self.note(at, TraceKind.ERROR, inst, step.id, reason="template_error",
+                          field=key, error=str(exc))
+        self.st.profile.setdefault("attributes", {}).update(changed)
+        self.views.forget_profile()
+        self.note(at, TraceKind.PROFILE_UPDATED, inst, step.id, fields=sorted(changed))
 
     def assign_cohort(self, inst: Instance, cohort: str) -> None:
         inst.cohort = cohort

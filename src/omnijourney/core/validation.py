@@ -76,70 +76,89 @@ def validate_journey(
 ) -> list[Violation]:
     """Every rule beyond shape. With ``graph=False`` (a stand-in for a file whose shape is
     invalid) reachability and loop analysis wait until the shape is fixed."""
-    jid = journey.id
-    add = _Report(src.file, jid)
-    out = add.out
-    index = {id(s): i for i, s in enumerate(journey.steps)}
+    check = _JourneyCheck(journey, src, templates, template_files)
+    check.head()
+    ids = check.step_ids()
+    for step in journey.steps:
+        check.step(step, ids)
+    if graph and not any(v.severity == "error" for v in check.out):
+        check.graph()  # graph checks need a valid shape and every link to resolve
+    return check.out
 
-    def cond(source: str | None, line: int | None, step: str | None, what: str) -> None:
+
+class _JourneyCheck:
+    """One journey's checks, each adding its problems with file, line and step."""
+
+    def __init__(self, journey: m.JourneyDef, src: Source, templates: dict[str, m.TemplateDef],
+                 template_files: dict[str, str] | None) -> None:
+        self.journey, self.src = journey, src
+        self.templates, self.template_files = templates, template_files
+        self.add = _Report(src.file, journey.id)
+        self.out = self.add.out
+        self.index = {id(s): i for i, s in enumerate(journey.steps)}
+
+    def cond(self, source: str | None, line: int | None, step: str | None, what: str) -> None:
         if source is None:
             return
         try:
             compile_condition(source)
         except ExpressionError as exc:
-            add(f"{what}: {exc}", line, step,
-                "conditions are CEL, e.g. profile.consent.sms == true")
+            self.add(f"{what}: {exc}", line, step,
+                     "conditions are CEL, e.g. profile.consent.sms == true")
 
-    def text(source: str | None, line: int | None, step: str | None, what: str) -> None:
+    def text(self, source: str | None, line: int | None, step: str | None, what: str) -> None:
         if source is None:
             return
         try:
             compile_text(source)
         except TemplateError as exc:
-            add(f"{what}: Liquid error: {exc}", line, step)
+            self.add(f"{what}: Liquid error: {exc}", line, step)
             return
         for severity, message, hint in static_problems(source):
-            add(f"{what}: {message}", line, step, hint, severity=severity)
+            self.add(f"{what}: {message}", line, step, hint, severity=severity)
 
-    def event_type(name: str, line: int | None, step: str | None = None) -> None:
+    def event_type(self, name: str, line: int | None, step: str | None = None) -> None:
         if not EVENT_TYPE.match(name):
-            add(f"'{name}' is not an event type", line, step,
-                "event types look like noun.past_tense_verb, e.g. order.placed")
+            self.add(f"'{name}' is not an event type", line, step,
+                     "event types look like noun.past_tense_verb, e.g. order.placed")
         elif name not in KNOWN_EVENT_TYPES:
             hint = did_you_mean(name, KNOWN_EVENT_TYPES)
             if hint:
-                add(f"event type '{name}' is not one the engine knows", line, step, hint,
-                    severity="warning")
+                self.add(f"event type '{name}' is not one the engine knows", line, step, hint,
+                         severity="warning")
 
-    if jid != src.file.rsplit("/", 1)[-1].split(".", 1)[0]:
-        add(f"journey id '{jid}' differs from its file name", src.line("id"),
-            hint="name the file after the id so people can find it", severity="warning")
+    def head(self) -> None:
+        """The journey's id, trigger, entry, exits and goal."""
+        journey, src, add = self.journey, self.src, self.add
+        if journey.id != src.file.rsplit("/", 1)[-1].split(".", 1)[0]:
+            add(f"journey id '{journey.id}' differs from its file name", src.line("id"),
+                hint="name the file after the id so people can find it", severity="warning")
+        self.event_type(journey.trigger.event, src.line("trigger", "event"))
+        self.cond(journey.trigger.when, src.line("trigger", "when"), None, "trigger.when")
+        self.cond(journey.entry.audience, src.line("entry", "audience"), None,
+                  "entry.audience")
+        for i, rule in enumerate(journey.exit_on):
+            self.event_type(rule.event, src.line("exit_on", i, "event"))
+            self.cond(rule.when, src.line("exit_on", i, "when"), None, "exit_on.when")
+        if journey.goal:
+            self.event_type(journey.goal.event, src.line("goal", "event"))
+            self.cond(journey.goal.when, src.line("goal", "when"), None, "goal.when")
 
-    event_type(journey.trigger.event, src.line("trigger", "event"))
-    cond(journey.trigger.when, src.line("trigger", "when"), None, "trigger.when")
-    cond(journey.entry.audience, src.line("entry", "audience"), None, "entry.audience")
-    for i, rule in enumerate(journey.exit_on):
-        event_type(rule.event, src.line("exit_on", i, "event"))
-        cond(rule.when, src.line("exit_on", i, "when"), None, "exit_on.when")
-    if journey.goal:
-        event_type(journey.goal.event, src.line("goal", "event"))
-        cond(journey.goal.when, src.line("goal", "when"), None, "goal.when")
+    def step_ids(self) -> set[str]:
+        seen: dict[str, int] = {}
+        for step in self.journey.steps:
+            i = self.index[id(step)]
+            if step.id in seen:
+                self.add(f"step id '{step.id}' is used twice (first at step #{seen[step.id] + 1})",
+                         self.src.step_line(i, "id"), step.id, "give every step its own id")
+            seen.setdefault(step.id, i)
+        return set(seen)
 
-    seen: dict[str, int] = {}
-    for step in journey.steps:
-        i = index[id(step)]
-        if step.id in seen:
-            add(f"step id '{step.id}' is used twice (first at step #{seen[step.id] + 1})",
-                src.step_line(i, "id"), step.id, "give every step its own id")
-        seen.setdefault(step.id, i)
-    ids = set(seen)
+    def step(self, step: m.Step, ids: set[str]) -> None:
+        i, sid, add, cond, text = self.index[id(step)], step.id, self.add, self.cond, self.text
 
-    for step in journey.steps:
-        i = index[id(step)]
-        sid = step.id
-
-        def line(*path: str | int, _i: int = i) -> int | None:
-            return src.line("steps", _i, *path)
+        def line(*path: str | int) -> int | None:
+            return self.src.line("steps", i, *path)
 
         for name, target in _targets(step):
             if target is not None and target not in ids:
@@ -160,7 +179,7 @@ def validate_journey(
             case m.WaitForStep():
                 for j, ev in enumerate([step.event] if isinstance(step.event, str) else step.event):
                     where = line("event", j) if isinstance(step.event, list) else line("event")
-                    event_type(ev, where, sid)
+                    self.event_type(ev, where, sid)
                 cond(step.when, line("when"), sid, "when")
             case m.BranchStep():
                 for j, case in enumerate(step.branches):
@@ -174,7 +193,7 @@ def validate_journey(
                 if len(set(names)) != len(names):
                     add("variant names must be unique", line("variants"), sid)
             case m.SendStep():
-                _check_send(step, templates, add, line, template_files)
+                _check_send(step, self.templates, add, line, self.template_files)
                 for key, value in step.data.items():
                     text(value, line("data", key), sid, f"data.{key}")
             case m.UpdateProfileStep():
@@ -188,33 +207,33 @@ def validate_journey(
                 for key, value in step.headers.items():
                     text(value, line("headers", key), sid, f"headers.{key}")
 
-    if not graph or any(v.severity == "error" for v in out):
-        return out  # graph checks need a valid shape and every link to resolve
-    edges = successors(journey)
-    reachable = _reachable(journey.steps[0].id, edges)
-    for step in journey.steps:
-        if step.id not in reachable:
-            add(f"step '{step.id}' can never be reached", src.step_line(index[id(step)]),
-                step.id, "link to it with next, or remove it")
-    waiting = {s.id for s in journey.steps if s.type in m.WAITING_STEP_TYPES}
-    for loop in _waitless_loops(edges, waiting):
-        first = loop[0]
-        i = next(index[id(s)] for s in journey.steps if s.id == first)
-        add("loop without a wait: " + " -> ".join([*loop, first]), src.step_line(i), first,
-            "put a wait or wait_for inside the loop so it cannot spin")
-    # A loop whose every wait can be zero spins as fast as one without: a 0s wait or
-    # timeout, or a wait until a date (which may lie in the past).
-    always = {s.id for s in journey.steps if _always_waits(s)}
-    for loop in _waitless_loops(edges, always):
-        if not set(loop) & waiting:
-            continue  # reported above
-        first = next(n for n in loop if n in waiting)
-        i = next(index[id(s)] for s in journey.steps if s.id == first)
-        add("loop whose waits can all be zero: " + " -> ".join([*loop, loop[0]]),
-            src.step_line(i), first,
-            "give one wait in the loop a positive duration (an `until:` date may already "
-            "have passed, a `0s` wait or timeout does not wait)")
-    return out
+    def graph(self) -> None:
+        """Reachability, and loops that could spin without waiting."""
+        journey, src, add, index = self.journey, self.src, self.add, self.index
+        edges = successors(journey)
+        reachable = _reachable(journey.steps[0].id, edges)
+        for step in journey.steps:
+            if step.id not in reachable:
+                add(f"step '{step.id}' can never be reached", src.step_line(index[id(step)]),
+                    step.id, "link to it with next, or remove it")
+        waiting = {s.id for s in journey.steps if s.type in m.WAITING_STEP_TYPES}
+        for loop in _waitless_loops(edges, waiting):
+            first = loop[0]
+            i = next(index[id(s)] for s in journey.steps if s.id == first)
+            add("loop without a wait: " + " -> ".join([*loop, first]), src.step_line(i), first,
+                "put a wait or wait_for inside the loop so it cannot spin")
+        # A loop whose every wait can be zero spins as fast as one without: a 0s wait or
+        # timeout, or a wait until a date (which may lie in the past).
+        always = {s.id for s in journey.steps if _always_waits(s)}
+        for loop in _waitless_loops(edges, always):
+            if not set(loop) & waiting:
+                continue  # reported above
+            first = next(n for n in loop if n in waiting)
+            i = next(index[id(s)] for s in journey.steps if s.id == first)
+            add("loop whose waits can all be zero: " + " -> ".join([*loop, loop[0]]),
+                src.step_line(i), first,
+                "give one wait in the loop a positive duration (an `until:` date may already "
+                "have passed, a `0s` wait or timeout does not wait)")
 
 
 def _texts(value: object, path: tuple[str | int, ...]) -> Iterator[

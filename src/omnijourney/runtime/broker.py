@@ -133,7 +133,7 @@ BROKER_KINDS = ("auto", "kafka", "embedded")
 def choose_broker(kind: str) -> tuple[str, str | None]:
     """``auto`` resolved: ("kafka", None) where Java 17+ can run real Kafka, else
     ("embedded", why not); ``kafka`` and ``embedded`` stay as asked."""
-    from omnijourney.runtime.kraft import available  # noqa: PLC0415
+    from omnijourney.runtime.kafkadist import available  # noqa: PLC0415
 
     if kind not in BROKER_KINDS:
         raise ValueError(f"broker must be one of {', '.join(BROKER_KINDS)}")

@@ -70,90 +70,94 @@ class ClickServer(BackgroundServer):
         self.report = report
         self.now = now
         self.counts: dict[str, int] = {}
-        outer = self
+        self.provider_token, self.public_url, self.max_form = provider_token, public_url, max_form
+        handler = type("Handler", (_Handler,), {"tracker": self})
+        super().__init__(handler, host, port, "tracking")
 
-        class Handler(QuietHandler):
-            def _token(self, prefix: str, purpose: str) -> dict[str, Any] | None:
-                if not self.path.startswith(prefix):
-                    return None
-                return read_token(outer.secret, self.path.removeprefix(prefix).split("?")[0],
-                                  purpose, outer.now() if outer.now else None)
 
-            def _form(self) -> dict[str, list[str]] | None:
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    return None
-                if length > max_form:
-                    return None
-                return urllib.parse.parse_qs(self.rfile.read(length).decode(errors="replace"))
+class _Handler(QuietHandler):
+    tracker: ClickServer  # set on the subclass each server makes
 
-            def _page(self, html: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(html)))
-                self.end_headers()
-                self.wfile.write(html)
+    def _token(self, prefix: str, purpose: str) -> dict[str, Any] | None:
+        if not self.path.startswith(prefix):
+            return None
+        return read_token(self.tracker.secret, self.path.removeprefix(prefix).split("?")[0],
+                          purpose, self.tracker.now() if self.tracker.now else None)
 
-            def _refuse(self, why: str, code: int = 400) -> None:
-                outer.counts[why] = outer.counts.get(why, 0) + 1
-                self.send_error(code, "unknown, expired or forged link")
+    def _form(self) -> dict[str, list[str]] | None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return None
+        if length > self.tracker.max_form:
+            return None
+        return urllib.parse.parse_qs(self.rfile.read(length).decode(errors="replace"))
 
-            def do_GET(self) -> None:
-                if self.path.startswith("/u/"):
-                    if self._token("/u/", UNSUBSCRIBE) is None:
-                        self._refuse("refused_unsubscribe")
-                        return
-                    # RFC 8058: only a POST unsubscribes; a GET (a person, or a mail
-                    # scanner following links) gets the button.
-                    self._page(b'<form method="post"><input type="hidden" '
-                               b'name="List-Unsubscribe" value="One-Click">'
-                               b"<button>Unsubscribe</button></form>")
-                    return
-                data = self._token("/c/", CLICK)
-                if data is None or not _TARGET.match(str(data.get("u") or "")):
-                    self._refuse("refused_click")
-                    return
-                outer.report(report_from(data, "clicked", None, None))
-                self.send_response(302)
-                self.send_header("Location", data["u"])
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    def _page(self, html: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(html)))
+        self.end_headers()
+        self.wfile.write(html)
 
-            def do_POST(self) -> None:
-                form = self._form()
-                if form is None:
-                    self._refuse("refused_form", 413)
-                    return
-                if self.path.startswith("/u/"):
-                    data = self._token("/u/", UNSUBSCRIBE)
-                    if data is None:
-                        self._refuse("refused_unsubscribe")
-                        return
-                    outer.report(report_from(data, "unsubscribed", "one-click unsubscribe",
-                                             None))
-                    self._page(b"<p>You are unsubscribed.</p>")
-                    return
-                data = self._token("/s/", STATUS)
-                if data is None:
-                    self._refuse("refused_status")
-                    return
-                if provider_token and public_url:
-                    url = public_url.rstrip("/") + self.path
-                    given = self.headers.get("X-Twilio-Signature") or ""
-                    if not hmac.compare_digest(given, twilio_signature(provider_token, url,
-                                                                       form)):
-                        self._refuse("refused_signature", 403)
-                        return
-                raw = (form.get("MessageStatus") or form.get("status") or [""])[0].lower()
-                status = PROVIDER_STATUSES.get(raw)
-                if status is not None:
-                    error = (form.get("ErrorCode") or [""])[0][:20]
-                    outer.report(report_from(
-                        data, status, f"provider status {raw}" + (f" (error {error})"
-                                                                  if error else ""),
-                        (form.get("MessageSid") or [""])[0][:64] or None))
-                self.send_response(204)  # acknowledged either way: no provider retries
-                self.end_headers()
+    def _refuse(self, why: str, code: int = 400) -> None:
+        self.tracker.counts[why] = self.tracker.counts.get(why, 0) + 1
+        self.send_error(code, "unknown, expired or forged link")
 
-        super().__init__(Handler, host, port, "tracking")
+    def do_GET(self) -> None:
+        if self.path.startswith("/u/"):
+            if self._token("/u/", UNSUBSCRIBE) is None:
+                self._refuse("refused_unsubscribe")
+                return
+            # RFC 8058: only a POST unsubscribes; a GET (a person, or a mail
+            # scanner following links) gets the button.
+            self._page(b'<form method="post"><input type="hidden" '
+                       b'name="List-Unsubscribe" value="One-Click">'
+                       b"<button>Unsubscribe</button></form>")
+            return
+        data = self._token("/c/", CLICK)
+        if data is None or not _TARGET.match(str(data.get("u") or "")):
+            self._refuse("refused_click")
+            return
+        self.tracker.report(report_from(data, "clicked", None, None))
+        self.send_response(302)
+        self.send_header("Location", data["u"])
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        form = self._form()
+        if form is None:
+            self._refuse("refused_form", 413)
+            return
+        if self.path.startswith("/u/"):
+            data = self._token("/u/", UNSUBSCRIBE)
+            if data is None:
+                self._refuse("refused_unsubscribe")
+                return
+            self.tracker.report(report_from(data, "unsubscribed", "one-click unsubscribe",
+                                     None))
+            self._page(b"<p>You are unsubscribed.</p>")
+            return
+        data = self._token("/s/", STATUS)
+        if data is None:
+            self._refuse("refused_status")
+            return
+        token, public = self.tracker.provider_token, self.tracker.public_url
+        if token and public:
+            url = public.rstrip("/") + self.path
+            given = self.headers.get("X-Twilio-Signature") or ""
+            if not hmac.compare_digest(given, twilio_signature(token, url, form)):
+                self._refuse("refused_signature", 403)
+                return
+        raw = (form.get("MessageStatus") or form.get("status") or [""])[0].lower()
+        status = PROVIDER_STATUSES.get(raw)
+        if status is not None:
+            error = (form.get("ErrorCode") or [""])[0][:20]
+            self.tracker.report(report_from(
+                data, status, f"provider status {raw}" + (f" (error {error})"
+                                                          if error else ""),
+                (form.get("MessageSid") or [""])[0][:64] or None))
+        self.send_response(204)  # acknowledged either way: no provider retries
+        self.end_headers()
+
