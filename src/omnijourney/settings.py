@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from omnijourney.core.commands import CHANNELS
+from omnijourney.core.channels import CHANNELS
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from omnijourney.cli.common import WORKER_METRICS_PORT
-from omnijourney.core.commands import CHANNELS
+from omnijourney.core.channels import CHANNELS
 from omnijourney.ops.metrics import AdapterMetrics, WorkerMetrics, series
 
 REPO = Path(__file__).resolve().parents[2]

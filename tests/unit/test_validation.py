@@ -298,7 +298,7 @@ def test_an_unknown_cel_function_is_a_validation_error_with_its_line(jdir: Path)
 def test_the_shipped_policies_send_no_marketing_without_consent() -> None:
     """Issue 11, point 13: ads shipped opt_out, so audiences got customers who never agreed."""
     from omnijourney.config import load
-    from omnijourney.core.commands import CHANNELS
+    from omnijourney.core.channels import CHANNELS
 
     js = load(Path(__file__).resolve().parents[2] / "journeys").journey_set
     assert js is not None

@@ -21,7 +21,7 @@ from omnijourney.cli.common import (
     metrics_port,
     settings_from,
 )
-from omnijourney.core.commands import CHANNELS
+from omnijourney.core.channels import CHANNELS
 from omnijourney.kafkaclients import KafkaProducer
 
 
@@ -153,7 +153,7 @@ def add_parsers(sub: Any) -> None:
     ck.set_defaults(func=cmd_clicks)
 
     a = sub.add_parser("adapter", help="deliver one channel's commands (email: SMTP)")
-    a.add_argument("channel", choices=["email", "sms", "push", "ads", "webhook"])
+    a.add_argument("channel", choices=CHANNELS)
     a.add_argument("--bootstrap")
     a.add_argument("--clock", choices=["wall", "event"],
                    help="event: a replay, where deadlines in the past do not expire")

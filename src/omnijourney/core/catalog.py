@@ -12,7 +12,6 @@ from omnijourney.core.templates import HTML_PARTS, MessageTemplate, compile_text
 from omnijourney.core.timeutil import ContactWindow, parse_duration, zone
 
 # Channels whose messages reach a person directly, so quiet hours apply.
-QUIET_HOURS_CHANNELS = frozenset({"email", "sms", "push"})
 
 
 @dataclass(frozen=True, slots=True)

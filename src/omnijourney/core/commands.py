@@ -14,8 +14,6 @@ from typing import Any
 
 from omnijourney.core.timeutil import format_instant
 
-CHANNELS = ("email", "sms", "push", "ads", "webhook")
-
 # Fixed namespace: changing it would change every command id ever issued.
 COMMAND_NAMESPACE = uuid.UUID("6f1c1a52-3b7e-5d8e-9a51-0e6a1f9b7c21")
 

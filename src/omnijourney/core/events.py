@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from omnijourney.core.channels import CHANNELS
 from omnijourney.core.timeutil import format_instant, parse_instant
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -24,7 +25,6 @@ EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 # event ``<channel>.<status>``, e.g. email.clicked or sms.failed.
 DELIVERY_STATUSES = ("sent", "delivered", "failed", "bounced", "opened", "clicked",
                      "unsubscribed", "expired")
-_CHANNELS = ("email", "sms", "push", "ads", "webhook")
 
 # The right to be forgotten: everything the engine holds of the customer is removed
 # (``omnijourney erase CUSTOMER`` produces one).
@@ -56,7 +56,7 @@ KNOWN_EVENT_TYPES = frozenset(
         "push.opened",
         "push.unsubscribed",
     }
-    | {f"{ch}.{status}" for ch in _CHANNELS for status in DELIVERY_STATUSES}
+    | {f"{ch}.{status}" for ch in CHANNELS for status in DELIVERY_STATUSES}
 )
 
 
@@ -199,7 +199,7 @@ def delivery_event(report: Mapping[str, Any], correlate_by: str | None = None) -
     command's instance key is set under that name, so the fact reaches that instance.
     """
     channel, status = str(report["channel"]), str(report["status"])
-    if channel not in _CHANNELS or status not in DELIVERY_STATUSES:
+    if channel not in CHANNELS or status not in DELIVERY_STATUSES:
         raise InvalidEvent(f"unknown delivery {channel}.{status}")
     props: dict[str, Any] = {"command_id": report["command_id"]}
     for key in ("journey", "provider_id", "reason", "instance_key", "address_digest"):

@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from omnijourney.core import profile as prof
-from omnijourney.core.catalog import QUIET_HOURS_CHANNELS, Policies
+from omnijourney.core.catalog import Policies
+from omnijourney.core.channels import QUIET_HOURS_CHANNELS
 from omnijourney.core.state import CustomerState
 from omnijourney.core.timeutil import ContactWindow, format_duration, zone
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from omnijourney.core.channels import Channel, TemplateChannel
 from omnijourney.core.timeutil import ContactWindow, parse_duration, parse_time_of_day
 
 ID_PATTERN = r"^[a-z][a-z0-9_\-]*$"
@@ -70,7 +71,6 @@ ReEntry = Annotated[
     ),
 ]
 Condition = Annotated[str, Field(description="a CEL condition, e.g. profile.consent.sms == true")]
-Channel = Literal["email", "sms", "push", "ads", "webhook"]
 
 
 class _Strict(BaseModel):
@@ -267,7 +267,7 @@ class PoliciesDef(_Strict):
 
 
 class TemplateDef(_Strict):
-    channel: Literal["email", "sms", "push", "webhook"]
+    channel: TemplateChannel
     description: str | None = None
     default_locale: str = "en"
     locales: dict[str, dict[str, str]] = Field(min_length=1)

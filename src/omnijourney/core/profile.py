@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from omnijourney.core.catalog import Policies
-from omnijourney.core.commands import CHANNELS
+from omnijourney.core.channels import CHANNELS, PERSONAL_CHANNELS
 from omnijourney.core.events import Event
 from omnijourney.core.timeutil import ContactWindow, format_instant, is_known_zone
 
@@ -145,7 +145,7 @@ def address(profile: dict[str, Any], channel: str) -> str | None:
     return None
 
 
-_PERSONAL = tuple(ch for ch in CHANNELS if ch != "webhook")
+_PERSONAL = PERSONAL_CHANNELS
 
 
 def _nonblank(value: object) -> str | None:

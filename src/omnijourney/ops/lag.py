@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 from omnijourney import kafkaclients
-from omnijourney.core.commands import CHANNELS
+from omnijourney.core.channels import CHANNELS
 from omnijourney.kafkaclients import KafkaConsumer, TopicPartition
 from omnijourney.settings import Settings, adapter_group
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from omnijourney import kafkaclients
-from omnijourney.core.commands import CHANNELS
+from omnijourney.core.channels import CHANNELS
 from omnijourney.kafkaclients import KafkaAdminClient, KafkaError, NewTopic, TopicAlreadyExistsError
 from omnijourney.runtime.reach import until_reachable
 from omnijourney.settings import Settings
