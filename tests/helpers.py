@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from omnijourney.core import TICK, CustomerState, Event, JourneySet, evaluate
@@ -129,3 +129,14 @@ class Driver:
 
     def sent(self) -> list[tuple[str, str, str]]:
         return [(c.step, c.channel, c.send_at.isoformat()) for c in self.commands]
+
+
+def as_command(fields: dict[str, Any]) -> ChannelCommand:
+    """A ChannelCommand from the fields a test cares about; the rest get plain defaults."""
+    at = fields.get("send_at", datetime(2026, 3, 2, 12, tzinfo=UTC))
+    base: dict[str, Any] = {
+        "command_id": "cmd-1", "journey": "j", "journey_version": "1", "step": "s",
+        "channel": "email", "customer_id": "c1", "send_at": at,
+        "deadline": at + timedelta(hours=24), "template": None, "to": None, "content": {},
+        "transactional": False, "trigger_event_id": "e1", "instance_key": "", "locale": None}
+    return ChannelCommand(**(base | fields))

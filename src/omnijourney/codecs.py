@@ -19,7 +19,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
-from omnijourney.core.commands import ChannelCommand
+from omnijourney.core.commands import ChannelCommand, DeliveryReport
 from omnijourney.core.events import Event, InvalidEvent, parse_event, parse_json
 from omnijourney.core.state import CustomerState
 from omnijourney.core.timeutil import format_instant, parse_instant
@@ -240,23 +240,26 @@ def encode_command(cmd: ChannelCommand) -> bytes:
     return commands().encode(rec)
 
 
-def decode_command(data: bytes) -> dict[str, Any]:
+def decode_command(data: bytes) -> ChannelCommand:
     rec = commands().decode(data)
     for key in ("send_at", "deadline"):
         rec[key] = _aware(rec[key])
-    return rec
+    try:
+        return ChannelCommand.from_dict(rec)
+    except (KeyError, TypeError) as exc:  # a record of another shape under our schema
+        raise CodecError(f"not a command: {exc}") from exc
 
 
 # --------------------------------------------------------------- deliveries
 
-def encode_delivery(report: dict[str, Any]) -> bytes:
-    return deliveries().encode(report)
+def encode_delivery(report: DeliveryReport) -> bytes:
+    return deliveries().encode(report.to_dict())
 
 
-def decode_delivery(data: bytes) -> dict[str, Any]:
+def decode_delivery(data: bytes) -> DeliveryReport:
     rec = deliveries().decode(data)
     rec["at"] = _aware(rec["at"])
-    return rec
+    return DeliveryReport.from_dict(rec)
 
 
 # ------------------------------------------------------------- dead letters

@@ -53,7 +53,7 @@ def test_a_tracked_click_ends_the_wait_for(kafka: Kafka, tmp_path: Path) -> None
     ]
     producer = KafkaProducer(**engine.settings.kafka_python())
     clicks = ClickServer("s3cret", lambda rep: producer.send(
-        engine.settings.topics.deliveries, key=rep["customer_id"].encode(),
+        engine.settings.topics.deliveries, key=rep.customer_id.encode(),
         value=encode_delivery(rep)).get(10)).start()
     try:
         engine.start()

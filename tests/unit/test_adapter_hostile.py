@@ -8,6 +8,7 @@ import http.client
 import socket
 import threading
 import urllib.parse
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from omnijourney.adapters.retry import RetryPolicy
 from omnijourney.adapters.runner import _Attempts
 from omnijourney.adapters.sms import TwilioStyleSms
 from omnijourney.core import CustomerState
+from omnijourney.core.commands import DeliveryReport
 from omnijourney.core.events import delivery_event
 from omnijourney.core.profile import address_digest, bounced, fold
 from omnijourney.tracking.bounces import read_bounce
@@ -78,7 +80,7 @@ def test_sms_numbers_must_be_e164() -> None:
     with Provider() as provider:
         sms = TwilioStyleSms(provider.url, "AC1", "t", "+15550000")
         for bad in ("+1555\r\n0100", "555-0100", "+15550100&To=+15559999", "+0123456789"):
-            outcome = sms.deliver(dict(command(), channel="sms", to=bad,
+            outcome = sms.deliver(replace(command(), channel="sms", to=bad,
                                        content={"text": "Hi"}))
             assert outcome.status == "failed" and "E.164" in (outcome.reason or ""), bad
     assert provider.requests == []
@@ -96,7 +98,7 @@ def test_a_truncated_or_garbled_reply_is_transient_not_a_crash(raw: bytes) -> No
     with Provider([Reply(raw=raw)]) as provider:
         sms = TwilioStyleSms(provider.url, "AC1", "t", "+15550000", timeout=5)
         with pytest.raises(TransientError, match=r"broken reply|Remote|closed"):
-            sms.deliver(dict(command(), channel="sms", to="+15550100", content={"text": "x"}))
+            sms.deliver(replace(command(), channel="sms", to="+15550100", content={"text": "x"}))
 
 
 def test_a_retry_after_is_capped_by_the_backoff_maximum() -> None:
@@ -140,7 +142,7 @@ def test_a_bounce_suppresses_exactly_the_address_that_bounced() -> None:
     # The customer moved on to new@: a late DSN for the old address names it in its
     # Final-Recipient, and the new address stays reachable.
     _, rep = read_bounce(dsn(), SECRET)  # the DSN's Final-Recipient is gone@example.com
-    assert rep is not None and rep["address_digest"] == address_digest("gone@example.com")
+    assert rep is not None and rep.address_digest == address_digest("gone@example.com")
     profile: dict[str, Any] = {}
     fold(profile, _event("customer.signed_up", {"email": "new@example.com"}))
     fold(profile, delivery_event(rep))
@@ -179,9 +181,9 @@ def _post(port: int, path: str, form: dict[str, str],
 
 
 def test_each_endpoint_takes_only_its_own_tokens_and_only_unexpired() -> None:
-    reports: list[dict[str, Any]] = []
+    reports: list[DeliveryReport] = []
     cmd = command()
-    clock = {"now": cmd["send_at"] + timedelta(days=1)}
+    clock = {"now": cmd.send_at + timedelta(days=1)}
     server = ClickServer("k", reports.append, now=lambda: clock["now"]).start()
     try:
         click = make_token("k", cmd, "https://shop.example/x")
@@ -192,22 +194,22 @@ def test_each_endpoint_takes_only_its_own_tokens_and_only_unexpired() -> None:
         assert _post(server.port, f"/s/{unsubscribe}", {"MessageStatus": "bounced"}) == 400
         assert reports == []
         status = make_token("k", cmd, "", STATUS)
-        clock["now"] = cmd["send_at"] + timedelta(days=8)  # past a status token's week
+        clock["now"] = cmd.send_at + timedelta(days=8)  # past a status token's week
         assert _post(server.port, f"/s/{status}", {"MessageStatus": "delivered"}) == 400
         assert _post(server.port, f"/u/{unsubscribe}", {"List-Unsubscribe": "One-Click"}) \
             == 200  # an unsubscribe link lasts a year
     finally:
         server.stop()
-    assert [r["status"] for r in reports] == ["unsubscribed"]
+    assert [r.status for r in reports] == ["unsubscribed"]
     assert server.counts == {"refused_unsubscribe": 1, "refused_status": 3}
 
 
 def test_status_callbacks_must_carry_the_providers_signature() -> None:
-    reports: list[dict[str, Any]] = []
+    reports: list[DeliveryReport] = []
     server = ClickServer("k", reports.append, provider_token="auth",
                          public_url="https://t.example").start()
     try:
-        path = f"/s/{make_token('k', dict(command(), to='+15550100'), '', STATUS)}"
+        path = f"/s/{make_token('k', replace(command(), to='+15550100'), '', STATUS)}"
         form = {"MessageSid": "SM1", "MessageStatus": "delivered"}
         good = twilio_signature("auth", f"https://t.example{path}",
                                 {k: [v] for k, v in form.items()})
@@ -217,8 +219,8 @@ def test_status_callbacks_must_carry_the_providers_signature() -> None:
     finally:
         server.stop()
     (rep,) = reports
-    assert rep["status"] == "delivered"
-    assert rep["address_digest"] == address_digest("+15550100")
+    assert rep.status == "delivered"
+    assert rep.address_digest == address_digest("+15550100")
 
 
 def test_a_bounce_token_of_another_purpose_is_unattributed() -> None:
@@ -227,7 +229,7 @@ def test_a_bounce_token_of_another_purpose_is_unattributed() -> None:
     click = make_token(SECRET, command(), "https://x.example")
     forged = headers.replace(mail["X-Omnijourney-Report"], click)
     assert read_bounce(dsn(returned=forged), SECRET)[0] == "unattributed"
-    late = command()["send_at"] + timedelta(days=31)
+    late = command().send_at + timedelta(days=31)
     assert read_bounce(dsn(returned=headers), SECRET, late)[0] == "unattributed"
     assert read_bounce(dsn(returned=headers), SECRET)[0] == "bounced"
     assert make_token(SECRET, command(), "", REPORT) != click
@@ -269,7 +271,7 @@ def test_digests_and_scrubbing_never_keep_an_address() -> None:
 
 
 def test_a_redirect_target_with_line_breaks_is_refused_not_sent_as_a_header() -> None:
-    reports: list[dict[str, Any]] = []
+    reports: list[DeliveryReport] = []
     server = ClickServer("k", reports.append).start()
     try:
         token = make_token("k", command(), "https://shop.example/x\r\nSet-Cookie: a=b")

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from omnijourney.adapters.ads import AudienceSync
+from omnijourney.core.commands import ChannelCommand
 from tests.provider import Provider, Reply
 from tests.unit.test_http_channels import command
 
 
-def ad(cid: str, to: str, audience: str, action: str = "add") -> dict[str, Any]:
-    cmd = command("ads", audience=audience, action=action)
-    cmd.update(command_id=cid, to=to)
-    return cmd
+def ad(cid: str, to: str, audience: str, action: str = "add") -> ChannelCommand:
+    return replace(command("ads", audience=audience, action=action), command_id=cid, to=to)
 
 
 BATCH = [ad("a", "sha256:1", "carts"), ad("b", "sha256:2", "carts"),

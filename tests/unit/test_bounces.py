@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from omnijourney.adapters.email import EmailChannel
+from omnijourney.core.commands import DeliveryReport
 from omnijourney.runtime.broker import free_port
 from omnijourney.tracking.bounces import BounceServer, read_bounce
 from omnijourney.tracking.tokens import REPORT, read_token
@@ -98,11 +99,11 @@ def test_a_hard_bounce_is_attributed_by_the_signed_header_it_returns() -> None:
     outcome, rep = read_bounce(dsn(), SECRET)
     assert outcome == "bounced"
     assert rep is not None
-    assert (rep["command_id"], rep["customer_id"], rep["channel"], rep["status"]) == (
+    assert (rep.command_id, rep.customer_id, rep.channel, rep.status) == (
         "6b3f0c1e-0000-5000-8000-000000000001", "c1", "email", "bounced")
-    assert (rep["journey"], rep["instance_key"]) == ("cart_abandonment", "k1")
-    assert rep["reason"].startswith("5.1.1 smtp; 550 5.1.1")
-    assert "User unknown in virtual mailbox table" in rep["reason"]  # unfolded
+    assert (rep.journey, rep.instance_key) == ("cart_abandonment", "k1")
+    assert rep.reason.startswith("5.1.1 smtp; 550 5.1.1")
+    assert "User unknown in virtual mailbox table" in rep.reason  # unfolded
     whole = read_bounce(dsn(whole_message=True), SECRET)
     assert whole[0] == "bounced" and whole[1] is not None
 
@@ -117,13 +118,13 @@ def test_what_else_a_dsn_can_say(action: str, status: str, outcome: str) -> None
     assert got == outcome
     assert (rep is None) == (outcome == "delayed")
     if rep is not None:
-        assert rep["status"] == outcome
+        assert rep.status == outcome
 
 
 def test_a_spam_complaint_unsubscribes() -> None:
     outcome, rep = read_bounce(complaint(), SECRET)
     assert outcome == "unsubscribed"
-    assert rep is not None and rep["reason"] == "complaint: abuse"
+    assert rep is not None and rep.reason == "complaint: abuse"
 
 
 def test_forged_unsigned_or_ordinary_mail_is_dropped() -> None:
@@ -136,13 +137,13 @@ def test_forged_unsigned_or_ordinary_mail_is_dropped() -> None:
 
 
 def test_the_receiver_reports_over_real_smtp_and_asks_for_a_retry_when_it_cannot() -> None:
-    reports: list[dict[str, Any]] = []
+    reports: list[DeliveryReport] = []
     server = BounceServer(SECRET, reports.append, port=free_port()).start()
     try:
         with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
             smtp.sendmail("", ["bounces@shop.example"], crlf(dsn()))  # null sender, as MTAs do
             smtp.sendmail("", ["bounces@shop.example"], b"Subject: hello\r\n\r\nnot a bounce")
-        assert [r["status"] for r in reports] == ["bounced"]
+        assert [r.status for r in reports] == ["bounced"]
         assert server.counts == {"bounced": 1, "not_a_report": 1}
 
         def broker_away(rep: dict[str, Any]) -> None:
@@ -170,7 +171,7 @@ def test_the_email_adapter_signs_the_header_and_sends_from_the_return_path() -> 
 
 
 def test_the_receiver_refuses_oversized_mail_before_reading_it() -> None:
-    reports: list[dict[str, Any]] = []
+    reports: list[DeliveryReport] = []
     server = BounceServer(SECRET, reports.append, port=free_port(), max_bytes=4096).start()
     try:
         with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp, \

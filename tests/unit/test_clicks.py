@@ -5,11 +5,12 @@ from __future__ import annotations
 import email
 import http.client
 import urllib.parse
+from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 from omnijourney.adapters.email import EmailChannel
 from omnijourney.adapters.sms import TwilioStyleSms
+from omnijourney.core.commands import DeliveryReport
 from omnijourney.core.events import delivery_event
 from omnijourney.core.profile import address_digest
 from omnijourney.tracking.clicks import ClickServer
@@ -30,8 +31,8 @@ from tests.unit.test_email_channel import command
 def test_tokens_are_signed() -> None:
     cmd = command()
     token = make_token("k", cmd, "https://shop.example/cart/k1")
-    expires = int((cmd["send_at"] + TOKEN_TTL[CLICK]).timestamp())
-    assert read_token("k", token, CLICK) == {"p": "c", "x": expires, "c": cmd["command_id"],
+    expires = int((cmd.send_at + TOKEN_TTL[CLICK]).timestamp())
+    assert read_token("k", token, CLICK) == {"p": "c", "x": expires, "c": cmd.command_id,
                                              "cu": "c1", "j": "cart_abandonment", "k": "k1",
                                              "ch": "email",
                                              "u": "https://shop.example/cart/k1"}
@@ -45,10 +46,10 @@ def test_a_token_serves_only_its_purpose_and_only_until_it_expires() -> None:
     click = make_token("k", cmd, "https://shop.example/cart/k1", CLICK)
     for other in (UNSUBSCRIBE, STATUS, REPORT):
         assert read_token("k", click, other) is None
-    sent = cmd["send_at"]
+    sent = cmd.send_at
     assert read_token("k", click, CLICK, sent + timedelta(days=89)) is not None
     assert read_token("k", click, CLICK, sent + timedelta(days=91)) is None
-    status = make_token("k", dict(cmd, to="+15550100"), "", STATUS)
+    status = make_token("k", replace(cmd, to="+15550100"), "", STATUS)
     assert read_token("k", status, STATUS)["a"] == address_digest("+15550100")  # type: ignore[index]
 
 
@@ -60,13 +61,13 @@ def test_links_in_marketing_email_are_tracked_but_not_in_receipts() -> None:
     assert "https://t.example/c/" in parts["text/plain"]
     assert "https://shop.example" not in parts["text/plain"]
     assert 'href="https://t.example/c/' in parts["text/html"]
-    receipt = channel.build(dict(cmd, transactional=True))
+    receipt = channel.build(replace(cmd, transactional=True))
     assert "https://shop.example/cart/k1" in str(receipt)
     assert track("no links", cmd, "b", "k", html=False) == "no links"
 
 
 def test_the_click_server_reports_and_redirects() -> None:
-    reports: list[dict[str, Any]] = []
+    reports: list[DeliveryReport] = []
     server = ClickServer("k", reports.append).start()
     try:
         token = make_token("k", command(), "https://shop.example/cart/k1")
@@ -83,14 +84,14 @@ def test_the_click_server_reports_and_redirects() -> None:
     finally:
         server.stop()
     (rep,) = reports
-    assert (rep["status"], rep["channel"], rep["instance_key"]) == ("clicked", "email", "k1")
+    assert (rep.status, rep.channel, rep.instance_key) == ("clicked", "email", "k1")
 
 
 def test_sms_status_callbacks_come_back_as_delivery_reports() -> None:
-    reports: list[dict[str, Any]] = []
+    reports: list[DeliveryReport] = []
     server = ClickServer("k", reports.append).start()
     base = f"http://127.0.0.1:{server.port}"
-    cmd = dict(command(), channel="sms", to="+15550100", content={"text": "Hi"})
+    cmd = replace(command(), channel="sms", to="+15550100", content={"text": "Hi"})
     try:
         with Provider() as provider:
             TwilioStyleSms(provider.url, "AC1", "t", "+15550000", status_callback=base,
@@ -116,17 +117,17 @@ def test_sms_status_callbacks_come_back_as_delivery_reports() -> None:
         conn.close()
     finally:
         server.stop()
-    assert [(r["status"], r["channel"], r["provider_id"]) for r in reports] == [
+    assert [(r.status, r.channel, r.provider_id) for r in reports] == [
         ("delivered", "sms", "SM9"), ("failed", "sms", "SM9")]
-    assert reports[1]["reason"] == "provider status undelivered (error 30003)"
-    assert {r["command_id"] for r in reports} == {cmd["command_id"]}
+    assert reports[1].reason == "provider status undelivered (error 30003)"
+    assert {r.command_id for r in reports} == {cmd.command_id}
     # The engine reads them as sms.delivered / sms.failed for the same journey instance.
     events = [delivery_event(r, None) for r in reports]
     assert [e.type for e in events] == ["sms.delivered", "sms.failed"]
 
 
 def test_one_click_unsubscribe_reports_on_post_only() -> None:
-    reports: list[dict[str, Any]] = []
+    reports: list[DeliveryReport] = []
     server = ClickServer("k", reports.append).start()
     base = f"http://127.0.0.1:{server.port}"
     cmd = command()
@@ -138,7 +139,7 @@ def test_one_click_unsubscribe_reports_on_post_only() -> None:
     wire = email.message_from_bytes(mail.as_bytes())
     assert wire["List-Unsubscribe"] == f"<{url}>"
     receipt = EmailChannel(tracking_url=base, tracking_secret="k").build(
-        dict(cmd, transactional=True))
+        replace(cmd, transactional=True))
     assert receipt["List-Unsubscribe"] is None  # receipts are not marketing
     path = urllib.parse.urlsplit(url).path
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
@@ -159,6 +160,6 @@ def test_one_click_unsubscribe_reports_on_post_only() -> None:
         conn.close()
         server.stop()
     (rep,) = reports
-    assert (rep["status"], rep["channel"], rep["command_id"]) == (
-        "unsubscribed", "email", cmd["command_id"])
+    assert (rep.status, rep.channel, rep.command_id) == (
+        "unsubscribed", "email", cmd.command_id)
     assert delivery_event(rep, None).type == "email.unsubscribed"

@@ -53,9 +53,9 @@ def test_commands_round_trip_through_avro() -> None:
     evs, _ = read_events((REPO / "examples" / "events.jsonl").read_text().splitlines())
     for cmd in simulate(js, evs).commands:
         rec = decode_command(encode_command(cmd))
-        assert rec["send_at"] == cmd.send_at
-        assert rec["content"] == cmd.content
-        assert rec["command_id"] == cmd.command_id
+        assert rec.send_at == cmd.send_at
+        assert rec.content == cmd.content
+        assert rec.command_id == cmd.command_id
 
 
 def test_json_events_are_accepted_on_the_same_topic() -> None:
@@ -118,4 +118,4 @@ def test_delivery_reports_written_with_schema_v1_still_decode() -> None:
                      "status": "bounced", "provider_id": None, "reason": "550", "at": at,
                      "journey": "j", "instance_key": None})
     rec = decode_delivery(old)
-    assert rec["status"] == "bounced" and rec["at"] == at and rec["address_digest"] is None
+    assert rec.status == "bounced" and rec.at == at and rec.address_digest is None

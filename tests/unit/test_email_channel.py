@@ -9,11 +9,13 @@ import pytest
 
 from omnijourney.adapters.email import EmailChannel
 from omnijourney.adapters.protocols import TransientError
+from omnijourney.core.commands import ChannelCommand
 from omnijourney.runtime.broker import free_port
+from tests.helpers import as_command
 from tests.smtp import SmtpServer
 
 
-def command(**over: Any) -> dict[str, Any]:
+def command(**over: Any) -> ChannelCommand:
     at = datetime(2026, 3, 2, 12, tzinfo=UTC)
     cmd = {"command_id": "6b3f0c1e-0000-5000-8000-000000000001", "journey": "cart_abandonment",
            "step": "cart_reminder", "channel": "email", "customer_id": "c1",
@@ -23,7 +25,7 @@ def command(**over: Any) -> dict[str, Any]:
            "content": {"subject": "You left something", "text": "Hi Ana",
                        "html": "<p>Hi Ana</p>", "preheader": "Trail runner 2"}}
     cmd.update(over)
-    return cmd
+    return as_command(cmd)
 
 
 def test_mime_headers_and_parts() -> None:

@@ -46,7 +46,7 @@ def test_events_become_commands_keyed_by_customer_with_id_headers() -> None:
     assert cmd.topic == "x-commands.sms"
     assert cmd.key == b"c1"
     body = decode_command(cmd.value)
-    assert dict(cmd.headers)["command_id"] == body["command_id"].encode()
+    assert dict(cmd.headers)["command_id"] == body.command_id.encode()
     assert result.states["c1"][0] == 3  # written to the partition the event came from
 
 
@@ -97,7 +97,7 @@ def test_event_clock_and_due_index_drive_ticks_without_firing_early() -> None:
     assert (moved.states, moved.other, moved.evaluations) == ({}, [], 0)
     assert index.due(clock) == [("c1", 3, due)]
     result = engine.process([rec(tick_record("c1", due), topic=TOPICS.ticks)], store.load)
-    assert [decode_command(c.value)["step"] for c in result.commands] == ["welcome_followup"]
+    assert [decode_command(c.value).step for c in result.commands] == ["welcome_followup"]
 
 
 def test_only_a_well_formed_clock_record_moves_the_clock() -> None:
@@ -143,7 +143,7 @@ def test_a_tick_from_beyond_what_this_worker_has_read_is_not_evaluated() -> None
     def run(*records: Record) -> BatchResult:
         result = engine.process(list(records), store.load)
         store.apply(result)
-        live.extend(decode_command(c.value)["step"] for c in result.commands)
+        live.extend(decode_command(c.value).step for c in result.commands)
         return result
 
     run(rec(encode_event(signed), offset=0), rec(encode_event(cart), offset=1))
@@ -223,6 +223,7 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_click_report_ends_the_right_carts_wait_for() -> None:
     from omnijourney.codecs import encode_delivery
+    from omnijourney.core.commands import DeliveryReport
 
     engine, store = Engine(JS, TOPICS, Clock("event")), Store()
     cart = ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k1")
@@ -234,11 +235,9 @@ def test_a_click_report_ends_the_right_carts_wait_for() -> None:
                                    topic=TOPICS.ticks)], store.load)
     store.apply(reminder)
     (cmd,) = [decode_command(c.value) for c in reminder.commands]
-    assert cmd["step"] == "cart_reminder"
-    report = {"command_id": cmd["command_id"], "customer_id": "c1", "channel": "email",
-              "status": "clicked", "provider_id": None, "reason": None,
-              "at": t("2026-03-02T12:30:00Z"), "journey": "cart_abandonment",
-              "instance_key": "k1"}
+    assert cmd.step == "cart_reminder"
+    report = DeliveryReport(cmd.command_id, "c1", "email", "clicked", t("2026-03-02T12:30:00Z"),
+                            journey="cart_abandonment", instance_key="k1")
     clicked = engine.process([rec(encode_delivery(report), topic=TOPICS.deliveries)],
                              store.load)
     kinds = [(x.kind, x.key) for x in clicked.trace]

@@ -6,8 +6,8 @@ import hashlib
 import hmac
 import json
 import urllib.parse
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -17,16 +17,19 @@ from omnijourney.adapters.push import FcmStylePush
 from omnijourney.adapters.retry import RetryPolicy
 from omnijourney.adapters.sms import TwilioStyleSms
 from omnijourney.adapters.webhook import SignedWebhook
+from omnijourney.core.commands import ChannelCommand
+from tests.helpers import as_command
 from tests.provider import Provider, Reply
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 
-def command(channel: str, **content: str) -> dict[str, Any]:
-    return {"command_id": "cmd-1", "channel": channel, "customer_id": "c1", "journey": "j",
-            "step": "s", "to": {"sms": "+15550100", "push": "tok-1"}.get(channel, ""),
-            "send_at": NOW, "deadline": NOW + timedelta(hours=4), "content": content,
-            "transactional": False, "instance_key": ""}
+def command(channel: str, **content: str) -> ChannelCommand:
+    return as_command({"command_id": "cmd-1", "channel": channel, "customer_id": "c1",
+                       "journey": "j", "step": "s",
+                       "to": {"sms": "+15550100", "push": "tok-1"}.get(channel, ""),
+                       "send_at": NOW, "deadline": NOW + timedelta(hours=4),
+                       "content": content, "transactional": False, "instance_key": ""})
 
 
 def test_sms_is_form_encoded_with_basic_auth_and_an_idempotency_key() -> None:
@@ -47,8 +50,8 @@ def test_push_is_fcm_style_json_and_an_unregistered_token_bounces() -> None:
                    Reply(400, {"error": "INVALID_ARGUMENT"})]) as p:
         channel = FcmStylePush(p.url, "proj", "token")
         assert channel.deliver(command("push", title="T", text="B", url="u")).status == "sent"
-        gone = channel.deliver(dict(command("push", title="T", text="B"), command_id="cmd-2"))
-        bad = channel.deliver(dict(command("push", title="T", text="B"), command_id="cmd-3"))
+        gone = channel.deliver(replace(command("push", title="T", text="B"), command_id="cmd-2"))
+        bad = channel.deliver(replace(command("push", title="T", text="B"), command_id="cmd-3"))
     assert gone.status == "bounced"  # the token is dead: nothing more goes to it
     assert "404" in (gone.reason or "")
     assert bad.status == "failed"  # the request was wrong, not the address
@@ -63,16 +66,15 @@ def test_an_sms_to_a_dead_number_bounces_other_refusals_fail() -> None:
                    Reply(400, {"code": 21602, "message": "Message body is required"})]) as p:
         channel = TwilioStyleSms(p.url, "AC1", "secret", "+15550000")
         dead = channel.deliver(command("sms", text="Hi"))
-        empty = channel.deliver(dict(command("sms", text=""), command_id="cmd-2"))
+        empty = channel.deliver(replace(command("sms", text=""), command_id="cmd-2"))
     assert (dead.status, empty.status) == ("bounced", "failed")
     assert "21211" in (dead.reason or "")
 
 
 def test_webhooks_are_signed() -> None:
     with Provider() as p:
-        cmd = command("webhook", method="POST", url="", body='{"a":1}',
+        cmd = command("webhook", method="POST", url=f"{p.url}/hook", body='{"a":1}',
                       headers=json.dumps({"X-Source": "oj"}))
-        cmd["content"]["url"] = f"{p.url}/hook"
         assert SignedWebhook("s3cret").deliver(cmd).status == "sent"
     (req,) = p.requests
     stamp = req.headers["X-Omnijourney-Timestamp"]
@@ -87,7 +89,7 @@ def test_429_and_5xx_are_retried_honouring_retry_after() -> None:
     with Provider(script) as p:
         sms, cmd = TwilioStyleSms(p.url, "AC1", "t", "+1"), command("sms", text="x")
         out = RetryPolicy(sleep=slept.append, base_delay=1.0).run(
-            lambda: sms.deliver(cmd), deadline=cmd["deadline"], what="x", now=lambda: NOW)
+            lambda: sms.deliver(cmd), deadline=cmd.deadline, what="x", now=lambda: NOW)
     assert out.status == "sent"
     assert len(p.requests) == 4
     assert slept[1] == 7.0  # the provider's Retry-After, not our backoff
@@ -105,7 +107,7 @@ def test_a_5xx_storm_past_the_deadline_expires_instead_of_sending_late() -> None
     with Provider([Reply(503)] * 50) as p:
         sms, cmd = TwilioStyleSms(p.url, "AC1", "t", "+1"), command("sms", text="x")
         out = RetryPolicy(sleep=sleep, attempts=50, base_delay=600, max_delay=3600).run(
-            lambda: sms.deliver(cmd), deadline=cmd["deadline"], what="x", now=lambda: clock[0])
+            lambda: sms.deliver(cmd), deadline=cmd.deadline, what="x", now=lambda: clock[0])
     assert out.status == "expired"
     assert clock[0] <= NOW + timedelta(hours=4)
 

@@ -7,12 +7,13 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from omnijourney import wallclock
 from omnijourney.adapters.http import call
 from omnijourney.adapters.protocols import Outcome
+from omnijourney.core.commands import ChannelCommand
 from omnijourney.core.timeutil import format_instant
 
 
@@ -23,18 +24,20 @@ class AudienceSync:
     sink: Path | None = None  # append {"audience", "action", "members", ...} lines
     timeout: float = 10.0
     name: str = "ads"
+    clock: wallclock.WallClock = wallclock.now  # stamps the sink's lines
 
-    def deliver(self, cmd: dict[str, Any]) -> Outcome:
-        return self.deliver_batch([cmd])[cmd["command_id"]]
+    def deliver(self, cmd: ChannelCommand) -> Outcome:
+        return self.deliver_batch([cmd])[cmd.command_id]
 
-    def deliver_batch(self, commands: list[dict[str, Any]]) -> dict[str, Outcome]:
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    def deliver_batch(self, commands: list[ChannelCommand]) -> dict[str, Outcome]:
+        groups: dict[tuple[str, str], list[ChannelCommand]] = defaultdict(list)
         for cmd in commands:
-            groups[(cmd["content"]["audience"], cmd["content"].get("action", "add"))].append(cmd)
+            groups[(cmd.content["audience"], cmd.content.get("action", "add"))].append(cmd)
         out: dict[str, Outcome] = {}
         for (audience, action), cmds in sorted(groups.items()):
-            ids = sorted(c["command_id"] for c in cmds)
-            members = sorted({c["to"] for c in cmds})  # hashed identifiers (sha256:...)
+            ids = sorted(c.command_id for c in cmds)
+            # hashed identifiers (sha256:...)
+            members = sorted({c.to for c in cmds if c.to is not None})
             # The same set of commands always makes the same key: a retried batch is
             # recognisable by the platform.
             key = hashlib.sha256("\x1f".join(ids).encode()).hexdigest()
@@ -59,5 +62,5 @@ class AudienceSync:
             return Outcome("failed", reason="no audience endpoint or sink configured")
         with self.sink.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"audience": audience, **body,
-                                 "at": format_instant(datetime.now(UTC))}) + "\n")
+                                 "at": format_instant(self.clock())}) + "\n")
         return Outcome("sent", provider_id=provider_id)

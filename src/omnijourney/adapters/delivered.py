@@ -5,9 +5,8 @@ drop a repeat)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
-from omnijourney import kafkaclients
+from omnijourney import kafkaclients, wallclock
 from omnijourney.core.timeutil import format_instant
 from omnijourney.kafkaclients import TopicPartition
 from omnijourney.runtime.reach import until_reachable
@@ -19,8 +18,9 @@ ATTEMPTING = "attempting"
 class DeliveredLog:
     """command_id -> last recorded status, from the channel's compacted topic."""
 
-    def __init__(self, settings: Settings, channel: str) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, channel: str,
+                 clock: wallclock.WallClock = wallclock.now) -> None:
+        self.settings, self.clock = settings, clock
         self.topic = settings.topics.delivered(channel)
         self.ids: dict[str, str] = {}
         self.producer = kafkaclients.producer(settings, acks="all")
@@ -58,7 +58,7 @@ class DeliveredLog:
         return self.ids.get(command_id) == ATTEMPTING
 
     def record(self, command_id: str, status: str) -> None:
-        value = json.dumps({"status": status, "at": format_instant(datetime.now(UTC))})
+        value = json.dumps({"status": status, "at": format_instant(self.clock())})
         self.producer.send(self.topic, key=command_id.encode(), value=value.encode()).get(30)
         self.ids[command_id] = status
 

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from omnijourney.core.commands import ChannelCommand
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # smtplib's own annotation (typeshed)
@@ -43,34 +45,34 @@ class EmailChannel:
     # SMTP has no idempotency key: the runner records each attempt before sending.
     provider_dedupes: bool = False
 
-    def build(self, cmd: dict[str, Any]) -> EmailMessage:
+    def build(self, cmd: ChannelCommand) -> EmailMessage:
         """The message; InvalidAddress unless ``to`` is one plain addr-spec."""
-        content = cmd["content"]
+        content = cmd.content
         msg = EmailMessage(policy=HEADERS_UNFOLDED)
         msg["From"] = self.sender
-        msg["To"] = email_address(cmd["to"])
+        msg["To"] = email_address(cmd.to)
         msg["Subject"] = header_text(content.get("subject", ""))
         # The same command always carries the same Message-ID, so a repeat is recognisable.
-        msg["Message-ID"] = f"<{cmd['command_id']}@{self.domain}>"
-        msg["Date"] = formatdate(cmd["send_at"].timestamp(), usegmt=True)
-        if not cmd["transactional"]:
+        msg["Message-ID"] = f"<{cmd.command_id}@{self.domain}>"
+        msg["Date"] = formatdate(cmd.send_at.timestamp(), usegmt=True)
+        if not cmd.transactional:
             # With the tracking server, one click (RFC 8058 POST) comes back as
             # email.unsubscribed and revokes consent; otherwise the shop's own page.
             token = make_token(self.tracking_secret, cmd, "", UNSUBSCRIBE)
             url = (f"{self.tracking_url.rstrip('/')}/u/{token}"
-                   if self.tracking_url else f"{self.unsubscribe_url}/{cmd['command_id']}")
+                   if self.tracking_url else f"{self.unsubscribe_url}/{cmd.command_id}")
             msg["List-Unsubscribe"] = f"<{url}>"
             msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         if self.tracking_secret:
             # Comes back in bounces and complaints (RET=HDRS) so that they can be
             # attributed; signed, so that nobody can forge one.
             msg[REPORT_HEADER] = make_token(self.tracking_secret, cmd, "", REPORT)
-        msg["X-Omnijourney-Command-Id"] = cmd["command_id"]
-        msg["X-Omnijourney-Journey"] = f"{cmd['journey']}/{cmd['step']}"
+        msg["X-Omnijourney-Command-Id"] = cmd.command_id
+        msg["X-Omnijourney-Journey"] = f"{cmd.journey}/{cmd.step}"
         if content.get("preheader"):
             msg["X-Preheader"] = header_text(content["preheader"])
         text, html = content.get("text", ""), content.get("html")
-        if self.tracking_url and not cmd["transactional"]:
+        if self.tracking_url and not cmd.transactional:
             text = track(text, cmd, self.tracking_url, self.tracking_secret, html=False)
             html = track(html, cmd, self.tracking_url, self.tracking_secret, html=True) \
                 if html else html
@@ -79,7 +81,7 @@ class EmailChannel:
             msg.add_alternative(html, subtype="html")
         return msg
 
-    def deliver(self, cmd: dict[str, Any]) -> Outcome:
+    def deliver(self, cmd: ChannelCommand) -> Outcome:
         try:
             msg = self.build(cmd)
         except InvalidAddress as exc:
@@ -91,10 +93,10 @@ class EmailChannel:
                     smtp.starttls(context=ssl.create_default_context())
                 if self.username:
                     smtp.login(self.username, self.password or "")
-                options = (["RET=HDRS", f"ENVID={cmd['command_id']}"]
+                options = (["RET=HDRS", f"ENVID={cmd.command_id}"]
                            if smtp.has_extn("dsn") else [])
                 # The envelope names the one validated recipient; never read from headers.
-                smtp.send_message(msg, from_addr=self.return_path, to_addrs=[cmd["to"]],
+                smtp.send_message(msg, from_addr=self.return_path, to_addrs=[cmd.to or ""],
                                   mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]

@@ -4,7 +4,9 @@ outcome it returns, and the errors that steer the retries."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
+
+from omnijourney.core.commands import ChannelCommand
 
 
 @dataclass(frozen=True)
@@ -30,14 +32,14 @@ class Unconfirmed(Exception):
 class Channel(Protocol):
     name: str
 
-    def deliver(self, command: dict[str, Any]) -> Outcome: ...
+    def deliver(self, command: ChannelCommand) -> Outcome: ...
 
 
 @runtime_checkable
 class BatchChannel(Channel, Protocol):
     """A channel whose provider takes many commands in one request (ad audiences)."""
 
-    def deliver_batch(self, commands: list[dict[str, Any]]) -> dict[str, Outcome]: ...
+    def deliver_batch(self, commands: list[ChannelCommand]) -> dict[str, Outcome]: ...
 
 
 class Limiter(Protocol):

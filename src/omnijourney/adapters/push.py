@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from omnijourney.adapters.http import call
 from omnijourney.adapters.protocols import Outcome
+from omnijourney.core.commands import ChannelCommand
 
 
 @dataclass
@@ -18,20 +18,20 @@ class FcmStylePush:
     timeout: float = 10.0
     name: str = "push"
 
-    def deliver(self, cmd: dict[str, Any]) -> Outcome:
-        token = cmd.get("to")
+    def deliver(self, cmd: ChannelCommand) -> Outcome:
+        token = cmd.to
         if not isinstance(token, str) or not token or len(token) > 4096 or any(
                 ord(c) < 32 or ord(c) == 127 for c in token):
             return Outcome("failed", reason="invalid address: not a device token")
-        content = cmd["content"]
+        content = cmd.content
         url = f"{self.base_url.rstrip('/')}/v1/projects/{self.project}/messages:send"
         message = {"message": {
-            "token": cmd["to"],
+            "token": cmd.to,
             "notification": {"title": content.get("title", ""), "body": content.get("text", "")},
-            "data": {"command_id": cmd["command_id"], "url": content.get("url", "")},
+            "data": {"command_id": cmd.command_id, "url": content.get("url", "")},
         }}
         headers = {"Authorization": f"Bearer {self.access_token}",
-                   "Content-Type": "application/json", "Idempotency-Key": cmd["command_id"]}
+                   "Content-Type": "application/json", "Idempotency-Key": cmd.command_id}
         # 404 (FCM: UNREGISTERED) means the token is gone: bounced, and the engine sends
         # nothing more to it. Any other permanent refusal comes back failed.
         resp = call("POST", url, body=json.dumps(message).encode(), headers=headers,

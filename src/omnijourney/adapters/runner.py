@@ -22,13 +22,13 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 import structlog
 
-from omnijourney import kafkaclients
+from omnijourney import kafkaclients, wallclock
 from omnijourney.adapters.addresses import digest, scrub
 from omnijourney.adapters.delivered import ATTEMPTING, DeliveredLog
 from omnijourney.adapters.flow import KeyedPool, Offsets
@@ -41,6 +41,7 @@ from omnijourney.adapters.protocols import (
 )
 from omnijourney.adapters.retry import RetryPolicy
 from omnijourney.codecs import CodecError, decode_command, encode_dead_letter, encode_delivery
+from omnijourney.core.commands import ChannelCommand, DeliveryReport
 from omnijourney.core.profile import address_digest
 from omnijourney.kafkaclients import (
     ConsumerRebalanceListener,
@@ -80,11 +81,11 @@ class Runner:
         self.write_ahead = not getattr(channel, "provider_dedupes", True)
         self.unconfirmed = unconfirmed
         self.retry = retry or RetryPolicy()
-        self.now = now or (lambda: datetime.now(UTC))
+        self.now = now or wallclock.now
         # Customers delivered at once (each customer's commands stay in order), and the
         # most commands read ahead of the oldest one still in flight.
         self.concurrency, self.max_in_flight = max(1, concurrency), max(1, max_in_flight)
-        self.delivered = DeliveredLog(settings, channel.name)
+        self.delivered = DeliveredLog(settings, channel.name, self.now)
         self.reports = kafkaclients.producer(settings, acks="all")
         self.counts: dict[str, int] = {}
         self._counts_lock = threading.Lock()
@@ -234,17 +235,17 @@ class Runner:
                            listener=Handover())
         return consumer
 
-    def _screen(self, cmd: dict[str, Any], seen: AbstractSet[str] = frozenset()) -> str | None:
+    def _screen(self, cmd: ChannelCommand, seen: AbstractSet[str] = frozenset()) -> str | None:
         """Settle a command that must not be delivered; None when it should be."""
-        if cmd["command_id"] in self.delivered or cmd["command_id"] in seen:
+        if cmd.command_id in self.delivered or cmd.command_id in seen:
             return self._count("duplicate")
-        if self.settings.clock == "wall" and self.now() > cmd["deadline"]:
+        if self.settings.clock == "wall" and self.now() > cmd.deadline:
             # Late is worse than never for most messages (a "still in your cart" mail a
             # week on); the engine learns of it through the report.
             return self._finish(cmd, Outcome("expired", reason="past deadline"))
-        if self.delivered.unconfirmed(cmd["command_id"]):
-            log.warning("unconfirmed", command_id=cmd["command_id"], policy=self.unconfirmed,
-                        customer_id=cmd["customer_id"], journey=cmd["journey"])
+        if self.delivered.unconfirmed(cmd.command_id):
+            log.warning("unconfirmed", command_id=cmd.command_id, policy=self.unconfirmed,
+                        customer_id=cmd.customer_id, journey=cmd.journey)
             self._count(f"unconfirmed_{self.unconfirmed}")
             if self.unconfirmed == "skip":
                 return self._finish(cmd, Outcome(
@@ -264,13 +265,13 @@ class Runner:
         if settled is not None:
             return settled
         if self.write_ahead:
-            self.delivered.record(cmd["command_id"], ATTEMPTING)
+            self.delivered.record(cmd.command_id, ATTEMPTING)
         started = time.perf_counter()
         try:
             attempts = _Attempts(self.channel, self.unconfirmed)
             outcome = self.retry.run(
                 lambda: attempts.deliver(cmd), deadline=self._deadline([cmd]),
-                what=cmd["command_id"], now=self.now, on_retry=self._retried)
+                what=cmd.command_id, now=self.now, on_retry=self._retried)
         except Exception as exc:
             outcome = Outcome("failed", reason=scrub(
                 f"{type(exc).__name__} while delivering: {str(exc)[:200]}"))
@@ -281,14 +282,14 @@ class Runner:
         topic = self.settings.topics.command(self.channel.name)
         self.reports.send(self.settings.topics.dlq, value=encode_dead_letter(
             raw, key=None, topic=topic, partition=partition, offset=offset,
-            error=f"undecodable command: {why}", at=datetime.now(UTC))).get(30)
+            error=f"undecodable command: {why}", at=self.now())).get(30)
         log.error("dead_letter", channel=self.channel.name, reason=why, offset=offset)
         return self._count("undecodable")
 
     def handle_batch(self, raws: list[bytes]) -> None:
         """Batch channels: one provider call for everything still to deliver."""
         assert isinstance(self.channel, BatchChannel)
-        todo: list[dict[str, Any]] = []
+        todo: list[ChannelCommand] = []
         seen: set[str] = set()
         for raw in raws:
             try:
@@ -298,7 +299,7 @@ class Runner:
                 continue
             if self._screen(cmd, seen) is None:
                 todo.append(cmd)
-                seen.add(cmd["command_id"])
+                seen.add(cmd.command_id)
         if not todo:
             return
         channel = self.channel
@@ -314,38 +315,37 @@ class Runner:
             (time.perf_counter() - started) / len(todo))
         for cmd in todo:
             outcome = result if isinstance(result, Outcome) else result.get(
-                cmd["command_id"], Outcome("failed", reason="the provider did not answer for it"))
+                cmd.command_id, Outcome("failed", reason="the provider did not answer for it"))
             self._finish(cmd, outcome)
 
-    def _finish(self, cmd: dict[str, Any], outcome: Outcome) -> str:
+    def _finish(self, cmd: ChannelCommand, outcome: Outcome) -> str:
         if outcome.status in ("sent", "expired", "failed", "bounced"):
-            self.delivered.record(cmd["command_id"], outcome.status)
+            self.delivered.record(cmd.command_id, outcome.status)
         reason = scrub(outcome.reason)
-        to = cmd.get("to")
-        self.reports.send(self.settings.topics.deliveries, key=cmd["customer_id"].encode(),
-                          value=encode_delivery({
-                              "command_id": cmd["command_id"], "customer_id": cmd["customer_id"],
-                              "channel": cmd["channel"], "status": outcome.status,
-                              "provider_id": outcome.provider_id, "reason": reason,
-                              "at": self._report_time(cmd), "journey": cmd["journey"],
-                              "instance_key": cmd["instance_key"] or None,
+        to = cmd.to
+        self.reports.send(self.settings.topics.deliveries, key=cmd.customer_id.encode(),
+                          value=encode_delivery(DeliveryReport(
+                              cmd.command_id, cmd.customer_id, cmd.channel, outcome.status,
+                              self._report_time(cmd), provider_id=outcome.provider_id,
+                              reason=reason, journey=cmd.journey,
+                              instance_key=cmd.instance_key or None,
                               # Which address bounced, as the digest the profile keeps.
-                              "address_digest": address_digest(to) if to else None}))
-        log.info("delivery", command_id=cmd["command_id"], customer_id=cmd["customer_id"],
-                 journey=cmd["journey"], step=cmd["step"], status=outcome.status,
+                              address_digest=address_digest(to) if to else None)))
+        log.info("delivery", command_id=cmd.command_id, customer_id=cmd.customer_id,
+                 journey=cmd.journey, step=cmd.step, status=outcome.status,
                  to=digest(to) if to else None, reason=reason)
         return self._count(outcome.status)
 
-    def _deadline(self, commands: list[dict[str, Any]]) -> datetime | None:
+    def _deadline(self, commands: list[ChannelCommand]) -> datetime | None:
         """No retry past the earliest deadline; in a replay (event clock) none applies."""
-        return min(c["deadline"] for c in commands) if self.settings.clock == "wall" else None
+        return min(c.deadline for c in commands) if self.settings.clock == "wall" else None
 
-    def _report_time(self, cmd: dict[str, Any]) -> datetime:
+    def _report_time(self, cmd: ChannelCommand) -> datetime:
         """When the outcome happened. In a replay (event clock) that is the command's own
         moment: the worker's clock follows the times of what it reads, ``deliveries`` too,
         so a report stamped with today's wall time would move a replay of March to today
         and fire every wait still pending in it at once."""
-        return self.now() if self.settings.clock == "wall" else cmd["send_at"]
+        return self.now() if self.settings.clock == "wall" else cmd.send_at
 
     def _count(self, status: str) -> str:
         with self._counts_lock:
@@ -368,7 +368,7 @@ class _Attempts:
         self.name = channel.name
         self.unconfirmed = 0
 
-    def deliver(self, cmd: dict[str, Any]) -> Outcome:
+    def deliver(self, cmd: ChannelCommand) -> Outcome:
         try:
             return self.channel.deliver(cmd)
         except Unconfirmed as exc:

@@ -6,11 +6,11 @@ import base64
 import json
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
 
 from omnijourney.adapters.addresses import InvalidAddress, phone_number
 from omnijourney.adapters.http import call
 from omnijourney.adapters.protocols import Outcome
+from omnijourney.core.commands import ChannelCommand
 from omnijourney.tracking.tokens import status_callback_url
 
 
@@ -27,13 +27,13 @@ class TwilioStyleSms:
     status_callback: str | None = None
     callback_secret: str = ""
 
-    def deliver(self, cmd: dict[str, Any]) -> Outcome:
+    def deliver(self, cmd: ChannelCommand) -> Outcome:
         try:
-            to = phone_number(cmd["to"])
+            to = phone_number(cmd.to)
         except InvalidAddress as exc:
             return Outcome("failed", reason=f"invalid address: {exc}")
         url = f"{self.base_url.rstrip('/')}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
-        fields = {"To": to, "From": self.sender, "Body": cmd["content"].get("text", "")}
+        fields = {"To": to, "From": self.sender, "Body": cmd.content.get("text", "")}
         if self.status_callback:
             fields["StatusCallback"] = status_callback_url(self.status_callback,
                                                            self.callback_secret, cmd)
@@ -42,8 +42,8 @@ class TwilioStyleSms:
         headers = {"Authorization": f"Basic {auth}",
                    "Content-Type": "application/x-www-form-urlencoded",
                    # The provider drops a repeat of the same key: our command_id.
-                   "Idempotency-Key": cmd["command_id"],
-                   "I-Twilio-Idempotency-Token": cmd["command_id"]}
+                   "Idempotency-Key": cmd.command_id,
+                   "I-Twilio-Idempotency-Token": cmd.command_id}
         resp = call("POST", url, body=form, headers=headers, timeout=self.timeout,
                     what="sms provider", address_gone=number_gone)
         if isinstance(resp, Outcome):

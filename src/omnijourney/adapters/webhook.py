@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from dataclasses import dataclass
-from typing import Any
 
+from omnijourney import wallclock
 from omnijourney.adapters.http import call
 from omnijourney.adapters.protocols import Outcome
+from omnijourney.core.commands import ChannelCommand
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -23,13 +23,14 @@ class SignedWebhook:
     secret: str
     timeout: float = 10.0
     name: str = "webhook"
+    clock: wallclock.WallClock = wallclock.now  # the signed timestamp
 
-    def deliver(self, cmd: dict[str, Any]) -> Outcome:
-        content = cmd["content"]
+    def deliver(self, cmd: ChannelCommand) -> Outcome:
+        content = cmd.content
         body = content.get("body", "").encode()
-        stamp = str(int(time.time()))
+        stamp = str(int(self.clock().timestamp()))
         headers = {"Content-Type": "application/json", **json.loads(content.get("headers") or "{}"),
-                   "Idempotency-Key": cmd["command_id"], "X-Omnijourney-Timestamp": stamp,
+                   "Idempotency-Key": cmd.command_id, "X-Omnijourney-Timestamp": stamp,
                    "X-Omnijourney-Signature": signature(self.secret, stamp, body)}
         resp = call(content.get("method", "POST"), content["url"], body=body, headers=headers,
                     timeout=self.timeout, what="webhook")

@@ -22,6 +22,7 @@ from omnijourney.cli.common import (
     settings_from,
 )
 from omnijourney.core.channels import CHANNELS
+from omnijourney.core.commands import DeliveryReport
 from omnijourney.kafkaclients import KafkaProducer
 
 
@@ -57,7 +58,7 @@ def cmd_adapter(args: argparse.Namespace) -> int:
 
 
 def _reporter(args: argparse.Namespace, command: str) -> tuple[
-        str, KafkaProducer, Callable[[dict[str, Any]], None]] | None:
+        str, KafkaProducer, Callable[[DeliveryReport], None]] | None:
     """For the services that turn outside signals into DeliveryReports: the signing
     secret (``CLICK_SECRET``, as the email adapter has it), a producer, and a function
     that publishes one report to ``deliveries`` and waits for the ack. None, after
@@ -73,11 +74,11 @@ def _reporter(args: argparse.Namespace, command: str) -> tuple[
     producer = kafkaclients.producer(settings, acks="all")
     log = structlog.get_logger(f"omnijourney.{command}")
 
-    def report(rep: dict[str, Any]) -> None:
-        producer.send(settings.topics.deliveries, key=rep["customer_id"].encode(),
+    def report(rep: DeliveryReport) -> None:
+        producer.send(settings.topics.deliveries, key=rep.customer_id.encode(),
                       value=encode_delivery(rep)).get(10)
-        log.info("reported", command_id=rep["command_id"], status=rep["status"],
-                 reason=scrub(rep["reason"]))
+        log.info("reported", command_id=rep.command_id, status=rep.status,
+                 reason=scrub(rep.reason))
 
     return secret, producer, report
 

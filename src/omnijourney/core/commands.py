@@ -8,7 +8,7 @@ schemas/channel_command.avsc) and what ``omnijourney simulate`` prints.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -39,7 +39,11 @@ class ChannelCommand:
     trigger_event_id: str
     instance_key: str
     locale: str | None = None
-    data: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, rec: dict[str, Any]) -> ChannelCommand:
+        """From the Avro record (times already timezone-aware datetimes)."""
+        return cls(**{k: rec[k] for k in _COMMAND_FIELDS})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,3 +63,36 @@ class ChannelCommand:
             "instance_key": self.instance_key,
             "locale": self.locale,
         }
+
+
+_COMMAND_FIELDS = tuple(f.name for f in fields(ChannelCommand))
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """What an adapter (or the click and bounce receivers) observed for one command, as it
+    lands on ``deliveries`` (schemas/delivery_report.avsc); the engine folds it back in
+    as an event such as ``email.clicked``."""
+
+    command_id: str
+    customer_id: str
+    channel: str
+    status: str  # one of events.DELIVERY_STATUSES
+    at: datetime
+    provider_id: str | None = None
+    reason: str | None = None
+    journey: str | None = None
+    instance_key: str | None = None
+    address_digest: str | None = None  # which address it is about, as the profile keeps it
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, rec: dict[str, Any]) -> DeliveryReport:
+        """From the Avro record; a v1 writer's record has no ``address_digest``."""
+        return cls(command_id=rec["command_id"], customer_id=rec["customer_id"],
+                   channel=rec["channel"], status=rec["status"], at=rec["at"],
+                   provider_id=rec.get("provider_id"), reason=rec.get("reason"),
+                   journey=rec.get("journey"), instance_key=rec.get("instance_key"),
+                   address_digest=rec.get("address_digest"))

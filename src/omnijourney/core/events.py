@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from omnijourney.core.channels import CHANNELS
+from omnijourney.core.commands import DeliveryReport
 from omnijourney.core.timeutil import format_instant, parse_instant
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -191,27 +192,28 @@ class Event:
 _ALLOWED_KEYS = {"event_id", "type", "customer_id", "occurred_at", "source", "properties"}
 
 
-def delivery_event(report: Mapping[str, Any], correlate_by: str | None = None) -> Event:
+def delivery_event(report: DeliveryReport, correlate_by: str | None = None) -> Event:
     """A delivery report as the fact it records (``email.clicked`` ...).
 
     The event id is derived from the command and status, so a re-sent report is a
     duplicate. When the command's journey correlates by a property (cart_id ...), the
     command's instance key is set under that name, so the fact reaches that instance.
     """
-    channel, status = str(report["channel"]), str(report["status"])
+    channel, status = report.channel, report.status
     if channel not in CHANNELS or status not in DELIVERY_STATUSES:
         raise InvalidEvent(f"unknown delivery {channel}.{status}")
-    props: dict[str, Any] = {"command_id": report["command_id"]}
+    props: dict[str, Any] = {"command_id": report.command_id}
     for key in ("journey", "provider_id", "reason", "instance_key", "address_digest"):
-        if report.get(key):
-            props[key] = report[key]
-    if correlate_by and report.get("instance_key"):
-        props[correlate_by] = report["instance_key"]
+        value = getattr(report, key)
+        if value:
+            props[key] = value
+    if correlate_by and report.instance_key:
+        props[correlate_by] = report.instance_key
     return Event(
-        event_id=f"delivery:{report['command_id']}:{status}",
+        event_id=f"delivery:{report.command_id}:{status}",
         type=f"{channel}.{status}",
-        customer_id=str(report["customer_id"]),
-        occurred_at=report["at"],
+        customer_id=report.customer_id,
+        occurred_at=report.at,
         source=channel,
         properties=props,
     )

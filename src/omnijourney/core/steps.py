@@ -303,7 +303,7 @@ class Steps:
                       error=str(exc))
             return "skipped"
         self.emit(cj, inst, step.id, at, channel=ch, to=to, content=content,
-                  template=step.template, transactional=transactional, locale=locale, data=data)
+                  template=step.template, transactional=transactional, locale=locale)
         if not transactional:
             self.st.sent.setdefault(ch, []).append(at)
         return "sent"
@@ -329,11 +329,11 @@ class Steps:
         content = {"method": step.method, "url": url,
                    "headers": json.dumps(headers, sort_keys=True), "body": body}
         self.emit(cj, inst, step.id, at, channel="webhook", to=url, content=content,
-                  template=None, transactional=False, locale=None, data={})
+                  template=None, transactional=False, locale=None)
 
     def emit(self, cj: CompiledJourney, inst: Instance, step_id: str, at: datetime, *,
              channel: str, to: str, content: dict[str, Any], template: str | None,
-             transactional: bool, locale: str | None, data: dict[str, str]) -> None:
+             transactional: bool, locale: str | None) -> None:
         ch = channel
         if len(self.commands) >= MAX_COMMANDS_PER_EVALUATION or inst.slot in self.runaway:
             if inst.slot not in self.runaway:
@@ -348,8 +348,7 @@ class Steps:
             channel=ch, customer_id=self.st.customer_id, send_at=at,
             deadline=at + self.pol.deadlines.get(ch, timedelta(hours=24)),
             template=template, to=to, content=content, transactional=transactional,
-            trigger_event_id=inst.trigger.event_id, instance_key=inst.key, locale=locale,
-            data=data))
+            trigger_event_id=inst.trigger.event_id, instance_key=inst.key, locale=locale))
         self.note(at, TraceKind.SENT, inst, step_id, channel=ch, command_id=cid,
                   transactional=transactional)
 

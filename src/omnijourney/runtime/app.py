@@ -16,7 +16,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 import faust
@@ -245,7 +245,7 @@ class Worker:
         rec = Record(m.topic, m.partition, m.offset, m.key, m.value or b"")
         reason = f"failed the engine: {brief(exc)}"
         await self.send_all([dead_letter(self.settings.topics, rec, reason,
-                                         datetime.now(UTC))])
+                                         self.engine.wall())])
         self.metrics.observe(inputs=(), dead=["internal_error"], trace=(),
                              evaluation_seconds=(), batch_seconds=0.0)
         log.error("dead_letter", kind="internal_error", reason=reason, topic=m.topic,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from omnijourney import wallclock
 from omnijourney.codecs import (
     CodecError,
     decode_delivery,
@@ -87,7 +88,7 @@ class Engine:
         self.topics = topics
         self.clock = clock
         self.limits = limits or Limits()
-        self._wall = wall or (lambda: datetime.now(UTC))  # stamps dead letters only
+        self.wall = wall or wallclock.now  # stamps dead letters only
         # A type nothing understands is almost always a producer's typo: dead-letter it
         # with the reason rather than let it pass unnoticed.
         self.accepted = KNOWN_EVENT_TYPES | journeys.event_types | frozenset(extra_event_types)
@@ -158,7 +159,7 @@ class Engine:
                   result: BatchResult) -> None:
         try:
             report = decode_delivery(rec.value)
-            journey = self.journeys.current.get(str(report.get("journey") or ""))
+            journey = self.journeys.current.get(report.journey or "")
             ev = delivery_event(report, journey.defn.trigger.correlate_by if journey else None)
         except (CodecError, InvalidEvent, KeyError) as exc:
             self._dead(rec, f"bad delivery report: {exc}", result, "invalid_delivery")
@@ -251,7 +252,7 @@ class Engine:
         reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
         result.dead_reasons.append(reason)
         result.dead_kinds.append(kind)
-        result.other.append(dead_letter(self.topics, rec, reason, self._wall()))
+        result.other.append(dead_letter(self.topics, rec, reason, self.wall()))
 
 
 def dead_letter(topics: Topics, rec: Record, reason: str, at: datetime) -> Outgoing:

@@ -8,7 +8,9 @@ tick record (``codecs.tick_record``) on its own partition.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+
+from omnijourney import wallclock
 
 ONE_MICROSECOND = timedelta(microseconds=1)
 
@@ -28,7 +30,7 @@ class Clock:
     def __init__(self, mode: str, wall: Callable[[], datetime] | None = None,
                  stored: Callable[[int], datetime | None] | None = None) -> None:
         self.mode = mode
-        self._wall = wall or (lambda: datetime.now(UTC))
+        self._wall = wall or wallclock.now
         self._stored = stored
         self.watermarks: dict[int, datetime] = {}
 

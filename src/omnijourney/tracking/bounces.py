@@ -31,7 +31,9 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from omnijourney import wallclock
 from omnijourney.adapters.addresses import scrub
+from omnijourney.core.commands import DeliveryReport
 from omnijourney.core.profile import address_digest
 from omnijourney.tracking.clicks import report_from
 from omnijourney.tracking.tokens import REPORT, REPORT_HEADER, read_token
@@ -40,7 +42,8 @@ _RETURNED = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
 
 
 def read_bounce(raw: bytes, secret: str, now: datetime | None = None,
-                ) -> tuple[str, dict[str, Any] | None]:
+                wall: Callable[[], datetime] = wallclock.now,
+                ) -> tuple[str, DeliveryReport | None]:
     """(outcome, DeliveryReport or None). Outcomes: bounced, failed, delivered,
     unsubscribed (a report to publish); delayed, unattributed, not_a_report (none).
 
@@ -64,7 +67,7 @@ def read_bounce(raw: bytes, secret: str, now: datetime | None = None,
     data = read_token(secret, token, REPORT, now) if token else None
     if data is None:
         return "unattributed", None
-    return status, report_from(data, status, scrub(reason), provider_id=None,
+    return status, report_from(data, status, reason=scrub(reason), provider_id=None, at=wall(),
                                address=address_digest(recipient) if recipient else None)
 
 
@@ -143,11 +146,12 @@ class BounceServer:
     and hands the DeliveryReports to ``report``. Every mail of at most
     ``MAX_MESSAGE_BYTES`` is accepted (and only attributed ones reported)."""
 
-    def __init__(self, secret: str, report: Callable[[dict[str, Any]], None], *,
+    def __init__(self, secret: str, report: Callable[[DeliveryReport], None], *,
                  host: str = "127.0.0.1", port: int = 2525,
                  now: Callable[[], datetime] | None = None,
+                 wall: Callable[[], datetime] = wallclock.now,
                  max_bytes: int = MAX_MESSAGE_BYTES, timeout: float = SESSION_TIMEOUT) -> None:
-        self.secret, self.report, self.now = secret, report, now
+        self.secret, self.report, self.now, self.wall = secret, report, now, wall
         self.counts: dict[str, int] = {}
         self.port = port
         self.controller = Controller(self, hostname=host, port=port,
@@ -156,7 +160,7 @@ class BounceServer:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         try:
             outcome, rep = read_bounce(envelope.content, self.secret,
-                                       self.now() if self.now else None)
+                                       self.now() if self.now else None, self.wall)
         except Exception:
             outcome, rep = "unreadable", None
         if rep is not None:

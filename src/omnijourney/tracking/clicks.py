@@ -20,9 +20,11 @@ import hmac
 import re
 import urllib.parse
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from omnijourney import wallclock
+from omnijourney.core.commands import DeliveryReport
 from omnijourney.serving import BackgroundServer, QuietHandler
 from omnijourney.tracking.tokens import (
     CLICK,
@@ -42,15 +44,16 @@ PROVIDER_STATUSES = {"delivered": "delivered", "undelivered": "failed", "failed"
                      "bounced": "bounced", "read": "opened", "opened": "opened"}
 
 
-def report_from(data: dict[str, Any], status: str, reason: str | None,
-                provider_id: str | None, address: str | None = None) -> dict[str, Any]:
-    """``address``: the digest of the address the report is about, when the report names
-    one (a DSN's Final-Recipient); else the token's."""
-    return {"command_id": data["c"], "customer_id": data["cu"],
-            "channel": data.get("ch") or "email", "status": status,
-            "provider_id": provider_id, "reason": reason, "at": datetime.now(UTC),
-            "journey": data["j"], "instance_key": data["k"] or None,
-            "address_digest": address or data.get("a")}
+def report_from(data: dict[str, Any], status: str, *, reason: str | None,
+                provider_id: str | None, at: datetime,
+                address: str | None = None) -> DeliveryReport:
+    """The report a signed token's ``data`` makes. ``address``: the digest of the address
+    the report is about, when the report names one (a DSN's Final-Recipient); else the
+    token's."""
+    return DeliveryReport(data["c"], data["cu"], data.get("ch") or "email", status, at,
+                          provider_id=provider_id, reason=reason, journey=data["j"],
+                          instance_key=data["k"] or None,
+                          address_digest=address or data.get("a"))
 
 
 class ClickServer(BackgroundServer):
@@ -61,14 +64,15 @@ class ClickServer(BackgroundServer):
     token) and ``public_url`` (the base the provider calls), a status callback must also
     carry the provider's X-Twilio-Signature."""
 
-    def __init__(self, secret: str, report: Callable[[dict[str, Any]], None],
+    def __init__(self, secret: str, report: Callable[[DeliveryReport], None],
                  host: str = "127.0.0.1", port: int = 0, *,
                  now: Callable[[], datetime] | None = None,
+                 wall: Callable[[], datetime] = wallclock.now,
                  provider_token: str | None = None, public_url: str | None = None,
                  max_form: int = 16 * 1024) -> None:
         self.secret = secret
         self.report = report
-        self.now = now
+        self.now, self.wall = now, wall  # expiry (None: none), report stamps
         self.counts: dict[str, int] = {}
         self.provider_token, self.public_url, self.max_form = provider_token, public_url, max_form
         handler = type("Handler", (_Handler,), {"tracker": self})
@@ -119,7 +123,8 @@ class _Handler(QuietHandler):
         if data is None or not _TARGET.match(str(data.get("u") or "")):
             self._refuse("refused_click")
             return
-        self.tracker.report(report_from(data, "clicked", None, None))
+        self.tracker.report(report_from(data, "clicked", reason=None, provider_id=None,
+                                        at=self.tracker.wall()))
         self.send_response(302)
         self.send_header("Location", data["u"])
         self.send_header("Content-Length", "0")
@@ -135,8 +140,8 @@ class _Handler(QuietHandler):
             if data is None:
                 self._refuse("refused_unsubscribe")
                 return
-            self.tracker.report(report_from(data, "unsubscribed", "one-click unsubscribe",
-                                     None))
+            self.tracker.report(report_from(data, "unsubscribed", reason="one-click unsubscribe",
+                                            provider_id=None, at=self.tracker.wall()))
             self._page(b"<p>You are unsubscribed.</p>")
             return
         data = self._token("/s/", STATUS)
@@ -155,9 +160,10 @@ class _Handler(QuietHandler):
         if status is not None:
             error = (form.get("ErrorCode") or [""])[0][:20]
             self.tracker.report(report_from(
-                data, status, f"provider status {raw}" + (f" (error {error})"
-                                                          if error else ""),
-                (form.get("MessageSid") or [""])[0][:64] or None))
+                data, status, reason=f"provider status {raw}" + (f" (error {error})"
+                                                                 if error else ""),
+                provider_id=(form.get("MessageSid") or [""])[0][:64] or None,
+                at=self.tracker.wall()))
         self.send_response(204)  # acknowledged either way: no provider retries
         self.end_headers()
 

@@ -9,9 +9,10 @@ import hashlib
 import hmac
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from omnijourney.core.commands import ChannelCommand
 from omnijourney.core.profile import address_digest
 
 # Carries a message's signed token in outgoing mail, so that bounces and complaints,
@@ -43,26 +44,25 @@ TOKEN_TTL = {CLICK: timedelta(days=90),  # a link in a newsletter still read wee
              REPORT: timedelta(days=30)}  # DSNs come back within days
 
 
-def make_token(secret: str, cmd: dict[str, Any], url: str, purpose: str = CLICK) -> str:
+def make_token(secret: str, cmd: ChannelCommand, url: str, purpose: str = CLICK) -> str:
     """A signed token for ``purpose``, valid until the send time plus TOKEN_TTL[purpose];
     bounce and status tokens carry the digest of the address the message went to."""
     expires = int((_send_time(cmd) + TOKEN_TTL[purpose]).timestamp())
-    body: dict[str, Any] = {"p": purpose, "x": expires, "c": cmd["command_id"],
-                            "cu": cmd["customer_id"], "j": cmd["journey"],
-                            "k": cmd.get("instance_key") or "",
-                            "ch": cmd.get("channel") or "email"}
+    body: dict[str, Any] = {"p": purpose, "x": expires, "c": cmd.command_id,
+                            "cu": cmd.customer_id, "j": cmd.journey,
+                            "k": cmd.instance_key or "",
+                            "ch": cmd.channel or "email"}
     if purpose == CLICK:
         body["u"] = url
-    if purpose in (STATUS, REPORT) and cmd.get("to"):
-        body["a"] = address_digest(str(cmd["to"]))
+    if purpose in (STATUS, REPORT) and cmd.to:
+        body["a"] = address_digest(str(cmd.to))
     payload = _b64(json.dumps(body, separators=(",", ":")).encode())
     sig = _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()[:16])
     return f"{payload}.{sig}"
 
 
-def _send_time(cmd: dict[str, Any]) -> datetime:
-    at = cmd.get("send_at")
-    return at if isinstance(at, datetime) else datetime.now(UTC)
+def _send_time(cmd: ChannelCommand) -> datetime:
+    return cmd.send_at
 
 
 def read_token(secret: str, token: str, purpose: str,
@@ -94,7 +94,7 @@ def twilio_signature(auth_token: str, url: str, form: dict[str, list[str]]) -> s
                                      hashlib.sha1).digest()).decode()
 
 
-def track(text: str, cmd: dict[str, Any], base: str, secret: str, *, html: bool) -> str:
+def track(text: str, cmd: ChannelCommand, base: str, secret: str, *, html: bool) -> str:
     """Rewrite every http(s) link in an HTML or text body to its tracked form."""
     def wrap(url: str) -> str:
         return f"{base.rstrip('/')}/c/{make_token(secret, cmd, url, CLICK)}"
@@ -104,5 +104,5 @@ def track(text: str, cmd: dict[str, Any], base: str, secret: str, *, html: bool)
     return _BARE.sub(lambda m: wrap(m.group(1)), text)
 
 
-def status_callback_url(base: str, secret: str, cmd: dict[str, Any]) -> str:
+def status_callback_url(base: str, secret: str, cmd: ChannelCommand) -> str:
     return f"{base.rstrip('/')}/s/{make_token(secret, cmd, '', STATUS)}"
