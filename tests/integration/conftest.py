@@ -7,7 +7,6 @@ Fault tests bring their own 3-node cluster (tests/integration/faults/)."""
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,9 @@ import pytest
 
 from omnijourney.runtime.kraft import KafkaCluster
 from tests.integration.harness import LiveEngine
+from tests.logscan import no_address_in_any_log
+
+__all__ = ["no_address_in_any_log"]  # autouse: every integration test's logs are scanned
 
 KAFKA_IMAGE = "apache/kafka:4.4.0"  # the version runtime/kafka-pom.xml pins; never latest
 
@@ -59,22 +61,3 @@ def engine(kafka: Kafka, tmp_path: Path) -> Iterator[LiveEngine]:
     live = LiveEngine(kafka.bootstrap, tmp_path)
     yield live
     live.stop()
-
-
-# Addresses the suite's customers have (examples/events.jsonl, omnijourney.synthetic and
-# the tests' own): none may appear in any log a worker, adapter or server wrote.
-_ADDRESS = re.compile(rb"[A-Za-z0-9._%+-]+@example\.(?:com|org)|\+(?:1555|49151|44163)[0-9]{4,}")
-
-
-@pytest.fixture(autouse=True)
-def no_address_in_any_log(tmp_path: Path) -> Iterator[None]:
-    """After each integration test: every log under its directory holds digests, never a
-    customer's email address or phone number (the README's promise)."""
-    yield
-    found = []
-    for path in tmp_path.rglob("*.log"):
-        text = path.read_bytes()
-        for m in _ADDRESS.finditer(text):
-            found.append(f"{path.relative_to(tmp_path)}: {m.group(0).decode()} in "
-                         f"{text[max(0, m.start() - 120):m.end() + 40].decode(errors='replace')!r}")
-    assert not found, "addresses in clear:\n" + "\n".join(found[:10])

@@ -52,21 +52,40 @@ def _violations(tree: ast.AST) -> list[str]:
             for name in names:
                 if name.split(".")[0] in FORBIDDEN_IN_SOURCE:
                     found.append(f"import {name} at line {node.lineno}")
+                elif (name.startswith("omnijourney.") and name != "omnijourney.core"
+                      and not name.startswith("omnijourney.core.")):
+                    found.append(f"import of an outer ring {name} at line {node.lineno}")
+            if isinstance(node, ast.ImportFrom) and node.module == "omnijourney":
+                found.extend(f"import of an outer ring omnijourney.{a.name} at line "
+                             f"{node.lineno}" for a in node.names if a.name != "core")
     return found
 
 
 def test_core_source_reads_no_clock_and_does_no_io() -> None:
     problems = {}
-    for path in sorted(CORE.glob("*.py")):
+    paths = sorted(CORE.rglob("*.py"))
+    assert len(paths) > 15  # the whole core, packages inside it too
+    for path in paths:
         bad = _violations(ast.parse(path.read_text(encoding="utf-8")))
         if bad:
-            problems[path.name] = bad
+            problems[str(path.relative_to(CORE))] = bad
     assert problems == {}
 
 
 def test_the_purity_check_itself_catches_a_clock_read() -> None:
     tree = ast.parse("from datetime import datetime\nx = datetime.now()\nopen('f')\nimport socket")
     assert len(_violations(tree)) == 3
+
+
+def test_the_purity_check_catches_the_core_importing_an_outer_ring() -> None:
+    tree = ast.parse("from omnijourney.codecs import encode_event\n"
+                     "from omnijourney import wallclock\n"
+                     "import omnijourney.runtime.engine\n"
+                     "from omnijourney.core.trace import TraceKind\n"
+                     "from omnijourney import core\n")
+    assert [v.split(" at ")[0] for v in _violations(tree)] == [
+        "import of an outer ring omnijourney.codecs", "import of an outer ring omnijourney.wallclock",
+        "import of an outer ring omnijourney.runtime.engine"]
 
 
 def test_nothing_in_the_core_or_its_libraries_reads_the_machines_clock() -> None:

@@ -33,8 +33,8 @@ from omnijourney.codecs import (
     watermark_key,
 )
 from omnijourney.core import CustomerState, JourneySet
-from omnijourney.core.trace import TraceKind
 from omnijourney.ops.metrics import Heartbeat, ProgressWatch, WorkerMetrics, start_ops
+from omnijourney.runtime.decisions import log_batch
 from omnijourney.runtime.engine import Engine, Outgoing, Record, dead_letter
 from omnijourney.runtime.faustapp import faust_app
 from omnijourney.runtime.faustguard import guard_handover
@@ -50,10 +50,6 @@ from omnijourney.settings import Settings
 
 log = structlog.get_logger("omnijourney.worker")
 STATE_CACHE = 200_000  # decoded states kept in memory; the table stays the truth
-LOGGED_DECISIONS = frozenset({TraceKind.SENT, TraceKind.SUPPRESSED, TraceKind.DEFERRED,
-                              TraceKind.EXITED, TraceKind.GOAL, TraceKind.ERROR,
-                              TraceKind.ERASED, TraceKind.RUNAWAY})
-
 
 class Worker:
     """Holds the Faust app and the little state the wiring needs."""
@@ -281,15 +277,7 @@ class Worker:
         log.debug("batch", records=len(records), evaluations=result.evaluations,
                   commands=len(result.commands), dead=len(result.dead_reasons),
                   ms=round(elapsed * 1000, 2))
-        for x in result.trace:
-            if x.kind in LOGGED_DECISIONS:
-                # "event" is structlog's message key; the trace's event type is renamed.
-                detail = {("event_type" if k == "event" else k): v
-                          for k, v in x.text_detail().items()}
-                log.info(x.kind, customer_id=x.customer_id, journey=x.journey, step=x.step,
-                         **detail)
-        for reason in result.dead_reasons:
-            log.warning("dead_letter", reason=reason)
+        log_batch(result)
 
     async def send_all(self, outgoing: list[Outgoing]) -> None:
         producer = self.app.producer

@@ -48,6 +48,17 @@ class Outgoing:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """One evaluation of one customer: what came in and what the core decided."""
+
+    customer_id: str
+    input: str  # the event's type, or "tick"
+    event_id: str | None  # None for a tick
+    trace: tuple[TraceEntry, ...]
+    seconds: float
+
+
 @dataclass
 class BatchResult:
     # customer -> (partition, new state, its encoded table value)
@@ -58,8 +69,7 @@ class BatchResult:
     trace: list[TraceEntry] = field(default_factory=list)
     dead_reasons: list[str] = field(default_factory=list)
     dead_kinds: list[str] = field(default_factory=list)  # low-cardinality, for metrics
-    inputs: list[str] = field(default_factory=list)  # event type (or "tick") per evaluation
-    eval_seconds: list[float] = field(default_factory=list)
+    evaluated: list[Evaluated] = field(default_factory=list)
     # ``event`` clock: partition -> its new time, for partitions whose time moved
     watermarks: dict[int, datetime] = field(default_factory=dict)
     # customers whose tick was handled, changed state or not: the timer may tick them again
@@ -67,7 +77,16 @@ class BatchResult:
 
     @property
     def evaluations(self) -> int:
-        return len(self.inputs)
+        return len(self.evaluated)
+
+    @property
+    def inputs(self) -> list[str]:
+        """The event type (or "tick") of each evaluation."""
+        return [e.input for e in self.evaluated]
+
+    @property
+    def eval_seconds(self) -> list[float]:
+        return [e.seconds for e in self.evaluated]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +236,7 @@ class Engine:
         if any(x.kind == TraceKind.ERASED for x in out.trace):
             result.states.pop(cid, None)
             result.erased[cid] = rec.partition
-            self._count(result, out.trace, inp, took)
+            self._count(result, cid, out.trace, inp, took)
             return
         stored: tuple[int, CustomerState, bytes] | None = None
         if out.state is not state:  # a duplicate event returns the state untouched
@@ -238,14 +257,16 @@ class Engine:
             result.erased.pop(cid, None)  # a new profile after an erasure in this batch
             result.states[cid] = stored
         result.commands.extend(commands)
-        self._count(result, out.trace, inp, took)
+        self._count(result, cid, out.trace, inp, took)
 
     @staticmethod
-    def _count(result: BatchResult, trace: list[TraceEntry], inp: Event | Tick,
+    def _count(result: BatchResult, cid: str, trace: list[TraceEntry], inp: Event | Tick,
                took: float) -> None:
         result.trace.extend(trace)
-        result.inputs.append(inp.type if isinstance(inp, Event) else "tick")
-        result.eval_seconds.append(took)
+        event = inp if isinstance(inp, Event) else None
+        result.evaluated.append(Evaluated(cid, event.type if event else "tick",
+                                          event.event_id if event else None, tuple(trace),
+                                          took))
 
     def _dead(self, rec: Record, reason: str, result: BatchResult, kind: str) -> None:
         # A reason may quote the record (an exception's message): keep it encodable.

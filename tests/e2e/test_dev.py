@@ -1,4 +1,5 @@
-"""The README's main command: `omnijourney dev` (what `make demo` runs) on a fresh broker."""
+"""The whole system as a new user meets it: the README's main command, `omnijourney dev`
+(what `make demo` runs), starting its own broker, worker and timeline."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from tests.integration.harness import REPO
 from tests.integration.test_live_engine import sample
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("broker", ["kafka", "embedded"])
