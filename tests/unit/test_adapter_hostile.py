@@ -37,6 +37,7 @@ from omnijourney.tracking.tokens import (
 from tests.provider import Provider, Reply
 from tests.smtp import SmtpServer
 from tests.unit.test_bounces import SECRET, dsn
+from tests.unit.test_clicks import clicked
 from tests.unit.test_email_channel import command
 
 # ------------------------------------------------------------------ recipients
@@ -271,19 +272,10 @@ def test_digests_and_scrubbing_never_keep_an_address() -> None:
 
 
 def test_a_redirect_target_with_line_breaks_is_refused_not_sent_as_a_header() -> None:
-    reports: list[DeliveryReport] = []
-    server = ClickServer("k", reports.append).start()
-    try:
-        token = make_token("k", command(), "https://shop.example/x\r\nSet-Cookie: a=b")
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-        conn.request("GET", f"/c/{token}")
-        resp = conn.getresponse()
-        resp.read()
-        conn.close()
-        assert resp.status == 400 and resp.getheader("Set-Cookie") is None
-    finally:
-        server.stop()
-    assert reports == [] and server.counts == {"refused_click": 1}
+    token = make_token("k", command(), "https://shop.example/x\r\nSet-Cookie: a=b")
+    (resp,), reports, counts = clicked(f"/c/{token}")
+    assert resp.status == 400 and resp.getheader("Set-Cookie") is None
+    assert reports == [] and counts == {"refused_click": 1}
     # Links with line breaks in an HTML body are not wrapped into tokens either.
     html = '<a href="https://shop.example/x\r\ny">x</a>'
     assert track(html, command(), "https://t.example", "k", html=True) == html

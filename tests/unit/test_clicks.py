@@ -66,23 +66,31 @@ def test_links_in_marketing_email_are_tracked_but_not_in_receipts() -> None:
     assert track("no links", cmd, "b", "k", html=False) == "no links"
 
 
-def test_the_click_server_reports_and_redirects() -> None:
+def clicked(*paths: str) -> tuple[list[http.client.HTTPResponse], list[DeliveryReport],
+                                  dict[str, int]]:
+    """GET each path from a click server of its own: the responses (read), what it
+    reported, and what it counted."""
     reports: list[DeliveryReport] = []
     server = ClickServer("k", reports.append).start()
+    answers = []
     try:
-        token = make_token("k", command(), "https://shop.example/cart/k1")
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-        conn.request("GET", f"/c/{token}")
-        resp = conn.getresponse()
-        assert (resp.status, resp.getheader("Location")) == (302, "https://shop.example/cart/k1")
-        resp.read()
-        conn.request("GET", "/c/forged.token")
-        bad = conn.getresponse()
-        assert bad.status == 400
-        bad.read()
+        for path in paths:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            answers.append(resp)
         conn.close()
     finally:
         server.stop()
+    return answers, reports, server.counts
+
+
+def test_the_click_server_reports_and_redirects() -> None:
+    token = make_token("k", command(), "https://shop.example/cart/k1")
+    (resp, bad), reports, _ = clicked(f"/c/{token}", "/c/forged.token")
+    assert (resp.status, resp.getheader("Location")) == (302, "https://shop.example/cart/k1")
+    assert bad.status == 400
     (rep,) = reports
     assert (rep.status, rep.channel, rep.instance_key) == ("clicked", "email", "k1")
 

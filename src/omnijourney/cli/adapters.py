@@ -9,12 +9,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from omnijourney import kafkaclients
+from omnijourney import kafkaclients, wallclock
 from omnijourney.adapters.addresses import scrub
 from omnijourney.cli.common import (
     WORKER_METRICS_PORT,
@@ -83,6 +82,12 @@ def _reporter(args: argparse.Namespace, command: str) -> tuple[
     return secret, producer, report
 
 
+def _expiry(args: argparse.Namespace) -> wallclock.WallClock | None:
+    """The clock tokens expire by: the wall's; none in a replay, whose tokens are of its
+    own time."""
+    return wallclock.now if settings_from(args).clock == "wall" else None
+
+
 def cmd_clicks(args: argparse.Namespace) -> int:
     """Serve tracked-link redirects and report each click to ``deliveries``."""
     from omnijourney.tracking.clicks import ClickServer
@@ -91,10 +96,7 @@ def cmd_clicks(args: argparse.Namespace) -> int:
     if given is None:
         return 2
     secret, producer, report = given
-    server = ClickServer(secret, report, host=args.host, port=args.port,
-                         # Expiry runs on the wall clock; a replay's tokens are of its time.
-                         now=(lambda: datetime.now(UTC))
-                         if settings_from(args).clock == "wall" else None,
+    server = ClickServer(secret, report, host=args.host, port=args.port, now=_expiry(args),
                          provider_token=os.environ.get("SMS_AUTH_TOKEN"),
                          public_url=os.environ.get("SMS_STATUS_CALLBACK_URL"))
     print(f"tracking on http://{args.host}:{server.port}: GET /c/<token> (clicks), "
@@ -119,8 +121,7 @@ def cmd_bounces(args: argparse.Namespace) -> int:
         return 2
     secret, producer, report = given
     server = BounceServer(secret, report, host=args.host, port=args.port,
-                          now=(lambda: datetime.now(UTC))
-                          if settings_from(args).clock == "wall" else None).start()
+                          now=_expiry(args)).start()
     print(f"bounces on smtp://{args.host}:{args.port}: delivery status notifications and "
           "spam complaints for mail the email adapter signed", file=sys.stderr)
     stop = threading.Event()
@@ -135,23 +136,24 @@ def cmd_bounces(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: Any) -> None:
-    bo = sub.add_parser("bounces", help="receive bounces (DSN) and spam complaints (ARF) "
-                                        "by SMTP (email.bounced, email.unsubscribed)")
-    bo.add_argument("--bootstrap")
-    bo.add_argument("--host", default="127.0.0.1",
-                    help="where to listen (0.0.0.0 where the return path's MX must reach it)")
-    bo.add_argument("--port", type=int, default=2525)
-    bo.set_defaults(func=cmd_bounces)
+def _receiver(sub: Any, name: str, what: str, port: int, where: str, *,
+              func: Callable[[argparse.Namespace], int]) -> None:
+    """A server that turns outside signals into delivery reports (clicks, bounces)."""
+    p = sub.add_parser(name, help=what)
+    p.add_argument("--bootstrap")
+    p.add_argument("--host", default="127.0.0.1", help=where)
+    p.add_argument("--port", type=int, default=port)
+    p.set_defaults(func=func)
 
-    ck = sub.add_parser("clicks", help="serve tracked links, one-click unsubscribe and "
-                                       "provider status callbacks (email.clicked, "
-                                       "email.unsubscribed, sms.delivered)")
-    ck.add_argument("--bootstrap")
-    ck.add_argument("--host", default="127.0.0.1",
-                    help="where to listen (0.0.0.0 behind a public endpoint)")
-    ck.add_argument("--port", type=int, default=8080)
-    ck.set_defaults(func=cmd_clicks)
+
+def add_parsers(sub: Any) -> None:
+    _receiver(sub, "bounces", "receive bounces (DSN) and spam complaints (ARF) by SMTP "
+              "(email.bounced, email.unsubscribed)", 2525,
+              "where to listen (0.0.0.0 where the return path's MX must reach it)",
+              func=cmd_bounces)
+    _receiver(sub, "clicks", "serve tracked links, one-click unsubscribe and provider status "
+              "callbacks (email.clicked, email.unsubscribed, sms.delivered)", 8080,
+              "where to listen (0.0.0.0 behind a public endpoint)", func=cmd_clicks)
 
     a = sub.add_parser("adapter", help="deliver one channel's commands (email: SMTP)")
     a.add_argument("channel", choices=CHANNELS)

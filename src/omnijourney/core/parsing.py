@@ -241,16 +241,16 @@ def parse_journey(text: str, file: str, default_id: str) -> Parsed[m.JourneyDef]
 
 
 def parse_policies(text: str, file: str) -> Parsed[m.PoliciesDef]:
-    src, violations = parse_yaml(text, file)
-    if src is None:
-        return Parsed(None, None, violations)
-    policies, violations = _validate(m.PoliciesDef, _plain(src.doc), src, None)
-    return Parsed(src, policies, violations)
+    return _parse_as(m.PoliciesDef, text, file)
 
 
 def parse_template(text: str, file: str) -> Parsed[m.TemplateDef]:
+    return _parse_as(m.TemplateDef, text, file)
+
+
+def _parse_as(model: type[T], text: str, file: str) -> Parsed[T]:
     src, violations = parse_yaml(text, file)
     if src is None:
         return Parsed(None, None, violations)
-    tmpl, violations = _validate(m.TemplateDef, _plain(src.doc), src, None)
-    return Parsed(src, tmpl, violations)
+    parsed, violations = _validate(model, _plain(src.doc), src, None)
+    return Parsed(src, parsed, violations)
