@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from omnijourney.core.channels import CHANNELS
@@ -39,6 +40,13 @@ def adapter_group(settings: Settings, channel: str) -> str:
     return f"{settings.app_id}-adapter-{channel}"
 
 
+class ClockMode(StrEnum):
+    """Whose time the engine runs on."""
+
+    WALL = "wall"  # production: the machine's clock
+    EVENT = "event"  # replays, ``dev`` and tests: time follows the events read
+
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap: str = "127.0.0.1:9092"
@@ -46,7 +54,7 @@ class Settings:
     partitions: int = 8
     topics: Topics = field(default_factory=Topics)
     journeys: str = "journeys"
-    clock: str = "wall"  # wall | event (replays: time follows the events)
+    clock: ClockMode = ClockMode.WALL
     tick_interval: float = 1.0
     batch_size: int = 500
     replication: int | None = None  # None: min(3, brokers)
@@ -107,8 +115,9 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         if not values["tick_interval"] > 0:
             raise ValueError("OMNIJOURNEY_TICK_INTERVAL must be a positive number of seconds")
-        if values["clock"] not in ("wall", "event"):
+        if values["clock"] not in tuple(ClockMode):
             raise ValueError("OMNIJOURNEY_CLOCK must be 'wall' or 'event'")
+        values["clock"] = ClockMode(values["clock"])
         return cls(**values)
 
     def kafka_python(self) -> dict[str, Any]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from omnijourney.core.commands import ChannelCommand
+from omnijourney.core.commands import ChannelCommand, DeliveryStatus
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # sent | failed (permanent) | bounced (the address itself is dead)
+    status: DeliveryStatus  # sent | failed (permanent) | bounced (the address is dead) | expired
     provider_id: str | None = None
     reason: str | None = None
 

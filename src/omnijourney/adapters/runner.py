@@ -51,7 +51,7 @@ from omnijourney.kafkaclients import (
     TopicPartition,
 )
 from omnijourney.ops.metrics import AdapterMetrics, Heartbeat, start_ops
-from omnijourney.settings import Settings, adapter_group
+from omnijourney.settings import ClockMode, Settings, adapter_group
 
 log = structlog.get_logger("omnijourney.adapter")
 
@@ -239,7 +239,7 @@ class Runner:
         """Settle a command that must not be delivered; None when it should be."""
         if cmd.command_id in self.delivered or cmd.command_id in seen:
             return self._count("duplicate")
-        if self.settings.clock == "wall" and self.now() > cmd.deadline:
+        if self.settings.clock == ClockMode.WALL and self.now() > cmd.deadline:
             # Late is worse than never for most messages (a "still in your cart" mail a
             # week on); the engine learns of it through the report.
             return self._finish(cmd, Outcome("expired", reason="past deadline"))
@@ -338,14 +338,14 @@ class Runner:
 
     def _deadline(self, commands: list[ChannelCommand]) -> datetime | None:
         """No retry past the earliest deadline; in a replay (event clock) none applies."""
-        return min(c.deadline for c in commands) if self.settings.clock == "wall" else None
+        return min(c.deadline for c in commands) if self.settings.clock == ClockMode.WALL else None
 
     def _report_time(self, cmd: ChannelCommand) -> datetime:
         """When the outcome happened. In a replay (event clock) that is the command's own
         moment: the worker's clock follows the times of what it reads, ``deliveries`` too,
         so a report stamped with today's wall time would move a replay of March to today
         and fire every wait still pending in it at once."""
-        return self.now() if self.settings.clock == "wall" else cmd.send_at
+        return self.now() if self.settings.clock == ClockMode.WALL else cmd.send_at
 
     def _count(self, status: str) -> str:
         with self._counts_lock:

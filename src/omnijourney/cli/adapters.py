@@ -23,6 +23,7 @@ from omnijourney.cli.common import (
 from omnijourney.core.channels import CHANNELS
 from omnijourney.core.commands import DeliveryReport
 from omnijourney.kafkaclients import KafkaProducer
+from omnijourney.settings import ClockMode
 
 
 def cmd_adapter(args: argparse.Namespace) -> int:
@@ -85,7 +86,7 @@ def _reporter(args: argparse.Namespace, command: str) -> tuple[
 def _expiry(args: argparse.Namespace) -> wallclock.WallClock | None:
     """The clock tokens expire by: the wall's; none in a replay, whose tokens are of its
     own time."""
-    return wallclock.now if settings_from(args).clock == "wall" else None
+    return wallclock.now if settings_from(args).clock == ClockMode.WALL else None
 
 
 def cmd_clicks(args: argparse.Namespace) -> int:

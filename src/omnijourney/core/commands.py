@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from omnijourney.core.timeutil import format_instant
 
@@ -67,6 +67,19 @@ class ChannelCommand:
 
 _COMMAND_FIELDS = tuple(f.name for f in fields(ChannelCommand))
 
+# What can become of a command (schemas/delivery_report.avsc's DeliveryStatus).
+DeliveryStatus = Literal["sent", "delivered", "failed", "bounced", "opened", "clicked",
+                         "unsubscribed", "expired"]
+DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = get_args(DeliveryStatus)
+
+
+def delivery_status(text: str) -> DeliveryStatus:
+    """``text`` as a DeliveryStatus; ValueError if it is none."""
+    for status in DELIVERY_STATUSES:
+        if status == text:
+            return status
+    raise ValueError(f"not a delivery status: {text!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryReport:
@@ -77,7 +90,7 @@ class DeliveryReport:
     command_id: str
     customer_id: str
     channel: str
-    status: str  # one of events.DELIVERY_STATUSES
+    status: DeliveryStatus
     at: datetime
     provider_id: str | None = None
     reason: str | None = None

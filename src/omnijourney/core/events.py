@@ -17,15 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from omnijourney.core.channels import CHANNELS
-from omnijourney.core.commands import DeliveryReport
+from omnijourney.core.commands import DELIVERY_STATUSES, DeliveryReport
 from omnijourney.core.timeutil import format_instant, parse_instant
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 # What adapters report per command (schemas/delivery_report.avsc); each becomes the
 # event ``<channel>.<status>``, e.g. email.clicked or sms.failed.
-DELIVERY_STATUSES = ("sent", "delivered", "failed", "bounced", "opened", "clicked",
-                     "unsubscribed", "expired")
 
 # The right to be forgotten: everything the engine holds of the customer is removed
 # (``omnijourney erase CUSTOMER`` produces one).

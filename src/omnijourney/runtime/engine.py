@@ -27,7 +27,7 @@ from omnijourney.core import TICK, CustomerState, Event, InvalidEvent, JourneySe
 from omnijourney.core.events import KNOWN_EVENT_TYPES, delivery_event
 from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.runtime.timers import Clock
-from omnijourney.settings import Topics
+from omnijourney.settings import ClockMode, Topics
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +120,7 @@ class Engine:
         result = BatchResult()
         before: dict[int, datetime | None] = {}
         for rec in records:
-            if self.clock.mode == "event" and rec.partition not in before:
+            if self.clock.mode is ClockMode.EVENT and rec.partition not in before:
                 before[rec.partition] = self.clock.now(rec.partition)
             try:
                 if len(rec.value) > self.limits.max_record_bytes:
@@ -192,7 +192,7 @@ class Engine:
 
     def _now_for(self, rec: Record, ev: Event) -> datetime:
         self.clock.observe(rec.partition, ev.occurred_at, inclusive=False)
-        now = self.clock.now(rec.partition) if self.clock.mode == "wall" else None
+        now = self.clock.now(rec.partition) if self.clock.mode is ClockMode.WALL else None
         return now or ev.occurred_at
 
     def _tick(self, rec: Record, load: Callable[[str], CustomerState | None],
@@ -202,7 +202,7 @@ class Engine:
         except (ValueError, KeyError, TypeError) as exc:
             self._dead(rec, f"bad tick record: {exc}", result, "invalid_tick")
             return
-        if self.clock.mode == "event":
+        if self.clock.mode is ClockMode.EVENT:
             mark = self.clock.now(rec.partition)
             if mark is None or now > mark:
                 # From beyond what this worker has read of the partition: a worker that

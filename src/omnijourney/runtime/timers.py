@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from omnijourney import wallclock
+from omnijourney.settings import ClockMode
 
 ONE_MICROSECOND = timedelta(microseconds=1)
 
@@ -27,15 +28,15 @@ class Clock:
     worker-chaos fault test: every win-back of one partition was missing).
     """
 
-    def __init__(self, mode: str, wall: Callable[[], datetime] | None = None,
+    def __init__(self, mode: ClockMode | str, wall: Callable[[], datetime] | None = None,
                  stored: Callable[[int], datetime | None] | None = None) -> None:
-        self.mode = mode
+        self.mode = ClockMode(mode)
         self._wall = wall or wallclock.now
         self._stored = stored
         self.watermarks: dict[int, datetime] = {}
 
     def now(self, partition: int) -> datetime | None:
-        if self.mode == "wall":
+        if self.mode is ClockMode.WALL:
             return self._wall()
         if partition not in self.watermarks:
             self._seed(partition)
@@ -44,7 +45,7 @@ class Clock:
     def observe(self, partition: int, at: datetime, *, inclusive: bool) -> None:
         # An event at T may be followed by another at T on the same partition, so timers
         # due exactly at T wait for a later event or an explicit clock record.
-        if self.mode != "event":
+        if self.mode is not ClockMode.EVENT:
             return
         if partition not in self.watermarks:
             self._seed(partition)

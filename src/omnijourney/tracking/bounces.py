@@ -33,7 +33,7 @@ from aiosmtpd.controller import Controller
 
 from omnijourney import wallclock
 from omnijourney.adapters.addresses import scrub
-from omnijourney.core.commands import DeliveryReport
+from omnijourney.core.commands import DeliveryReport, delivery_status
 from omnijourney.core.profile import address_digest
 from omnijourney.tracking.clicks import report_from
 from omnijourney.tracking.tokens import REPORT, REPORT_HEADER, read_token
@@ -67,7 +67,8 @@ def read_bounce(raw: bytes, secret: str, now: datetime | None = None,
     data = read_token(secret, token, REPORT, now) if token else None
     if data is None:
         return "unattributed", None
-    return status, report_from(data, status, reason=scrub(reason), provider_id=None, at=wall(),
+    return status, report_from(data, delivery_status(status), reason=scrub(reason),
+                               provider_id=None, at=wall(),
                                address=address_digest(recipient) if recipient else None)
 
 

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from omnijourney import wallclock
-from omnijourney.core.commands import DeliveryReport
+from omnijourney.core.commands import DeliveryReport, DeliveryStatus
 from omnijourney.serving import BackgroundServer, QuietHandler
 from omnijourney.tracking.tokens import (
     CLICK,
@@ -40,11 +40,12 @@ _TARGET = re.compile(r"^https?://[^\x00-\x20\x7f]+$", re.IGNORECASE)
 
 # Provider callback status -> our DeliveryReport status; the rest (queued, sending,
 # sent: already reported by the adapter) are acknowledged and dropped.
-PROVIDER_STATUSES = {"delivered": "delivered", "undelivered": "failed", "failed": "failed",
-                     "bounced": "bounced", "read": "opened", "opened": "opened"}
+PROVIDER_STATUSES: dict[str, DeliveryStatus] = {
+    "delivered": "delivered", "undelivered": "failed", "failed": "failed",
+    "bounced": "bounced", "read": "opened", "opened": "opened"}
 
 
-def report_from(data: dict[str, Any], status: str, *, reason: str | None,
+def report_from(data: dict[str, Any], status: DeliveryStatus, *, reason: str | None,
                 provider_id: str | None, at: datetime,
                 address: str | None = None) -> DeliveryReport:
     """The report a signed token's ``data`` makes. ``address``: the digest of the address
