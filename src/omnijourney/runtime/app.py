@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -24,11 +23,7 @@ import structlog
 from faust.types import EventT, StreamT
 
 from omnijourney.codecs import (
-    decode_state,
-    decode_watermark,
     encode_watermark,
-    is_watermark_key,
-    state_partition,
     tick_record,
     watermark_key,
 )
@@ -38,6 +33,7 @@ from omnijourney.runtime.decisions import log_batch
 from omnijourney.runtime.engine import Engine, Outgoing, Record, dead_letter
 from omnijourney.runtime.faustapp import faust_app
 from omnijourney.runtime.faustguard import guard_handover
+from omnijourney.runtime.states import StateStore
 from omnijourney.runtime.supervision import (
     EXIT_FAILED,
     Supervisor,
@@ -49,18 +45,18 @@ from omnijourney.runtime.topics import changelog_topic
 from omnijourney.settings import Settings
 
 log = structlog.get_logger("omnijourney.worker")
-STATE_CACHE = 200_000  # decoded states kept in memory; the table stays the truth
 
 class Worker:
     """Holds the Faust app and the little state the wiring needs."""
 
     def __init__(self, settings: Settings, journeys: JourneySet) -> None:
         self.settings = settings
-        self.clock = Clock(settings.clock, stored=self.stored_watermark)
+        # The table is made with the app below; its data when first read, after that.
+        self.states = StateStore(lambda: self.table.data)
+        self.clock = Clock(settings.clock, stored=self.states.watermark)
         self.engine = Engine(journeys, settings.topics, self.clock,
                              settings.extra_event_types)
         self.index = DueIndex()
-        self.cache: OrderedDict[str, CustomerState] = OrderedDict()
         self.indexed: frozenset[int] | None = None
         self.metrics = WorkerMetrics()
         # Alive while the timer runs (the event loop is not stuck) or a restore progresses.
@@ -107,35 +103,6 @@ class Worker:
                   token=self.settings.metrics_token)
 
     # ------------------------------------------------------------------ state
-    def load(self, cid: str) -> CustomerState | None:
-        st = self.cache.get(cid)
-        if st is not None:
-            self.cache.move_to_end(cid)
-            return st
-        raw = self.table.data.get(cid.encode())
-        if raw is None:
-            return None
-        _, st = decode_state(raw)
-        self._remember(cid, st)
-        return st
-
-    def stored_watermark(self, partition: int) -> datetime | None:
-        """The partition's event-clock time as its last owner stored it (``event`` clock)."""
-        raw = self.table.data.get(watermark_key(partition))
-        if raw is None:
-            return None
-        try:
-            return decode_watermark(raw)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("unreadable_watermark", partition=partition, error=brief(exc))
-            return None
-
-    def _remember(self, cid: str, st: CustomerState) -> None:
-        self.cache[cid] = st
-        self.cache.move_to_end(cid)
-        if len(self.cache) > STATE_CACHE:
-            self.cache.popitem(last=False)
-
     async def store(self, states: dict[str, tuple[int, CustomerState, bytes]],
                     erased: dict[str, int] | None = None,
                     watermarks: dict[int, datetime] | None = None) -> None:
@@ -157,17 +124,15 @@ class Worker:
                                for cid, partition in (erased or {}).items()]
                             + [Outgoing(self.changelog, key, doc, partition)
                                for key, (partition, doc) in marks.items()])
-        for key, (_, doc) in marks.items():
-            self.table.data[key] = doc
+        for _key, (partition, doc) in marks.items():
+            self.states.put_watermark(partition, doc)
         for cid, (partition, st, doc) in states.items():
-            self.table.data[cid.encode()] = doc
-            self._remember(cid, st)
+            self.states.put(cid, st, doc)
             self.index.update(cid, partition, st.next_due())
         for cid, partition in (erased or {}).items():
             # Erased: a tombstone on the changelog (compaction removes the customer's
             # earlier states), and nothing left in memory.
-            self.table.data.pop(cid.encode(), None)
-            self.cache.pop(cid, None)
+            self.states.drop(cid)
             self.index.update(cid, partition, None)
 
     # ----------------------------------------------------------------- stream
@@ -266,7 +231,7 @@ class Worker:
         started = time.perf_counter()
         records = [Record(e.message.topic, e.message.partition, e.message.offset,
                           e.message.key, e.message.value or b"") for e in events]
-        result = self.engine.process(records, self.load)
+        result = self.engine.process(records, self.states.load)
         await self.send_all(result.commands + result.other)
         await self.store(result.states, result.erased, result.watermarks)
         for cid in result.ticked:
@@ -294,20 +259,8 @@ class Worker:
     def rebuild_index(self, owned: frozenset[int]) -> None:
         """After an assignment or recovery: due times of the customers we now own."""
         self.index = DueIndex()
-        self.cache.clear()
-        unreadable = 0
-        for key, raw in self.table.data.items():
-            if is_watermark_key(key):
-                continue
-            try:
-                partition, doc = state_partition(raw)
-                if partition in owned:
-                    st = CustomerState.from_dict(doc)
-                    self.index.update(key.decode(), partition, st.next_due())
-            except Exception:
-                unreadable += 1
-        if unreadable:
-            log.error("unreadable_states", count=unreadable)
+        for cid, partition, due in self.states.waiting(owned):
+            self.index.update(cid, partition, due)
         self.indexed = owned
         log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries))
 

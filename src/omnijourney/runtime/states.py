@@ -1,0 +1,93 @@
+"""The state table as the worker reads and writes it: Faust's table data (restored from
+the changelog on assignment) holds each customer's encoded state and each partition's
+event-clock time; decoded states are kept in an LRU cache, the table staying the truth.
+Writing to the changelog is the worker's (``Worker.store``): this only mirrors what was
+acked."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, MutableMapping
+from datetime import datetime
+
+import structlog
+
+from omnijourney.codecs import (
+    decode_state,
+    decode_watermark,
+    is_watermark_key,
+    state_partition,
+    watermark_key,
+)
+from omnijourney.core import CustomerState
+
+log = structlog.get_logger("omnijourney.worker")
+STATE_CACHE = 200_000  # decoded states kept in memory
+
+
+class StateStore:
+    def __init__(self, data: Callable[[], MutableMapping[bytes, bytes]],
+                 cache_size: int = STATE_CACHE) -> None:
+        self._data = data  # Faust's table data, made when the table first needs it
+        self.cache: OrderedDict[str, CustomerState] = OrderedDict()
+        self.cache_size = cache_size
+
+    def load(self, cid: str) -> CustomerState | None:
+        st = self.cache.get(cid)
+        if st is not None:
+            self.cache.move_to_end(cid)
+            return st
+        raw = self._data().get(cid.encode())
+        if raw is None:
+            return None
+        _, st = decode_state(raw)
+        self._remember(cid, st)
+        return st
+
+    def put(self, cid: str, st: CustomerState, doc: bytes) -> None:
+        self._data()[cid.encode()] = doc
+        self._remember(cid, st)
+
+    def drop(self, cid: str) -> None:
+        """Erased: nothing of the customer left in memory."""
+        self._data().pop(cid.encode(), None)
+        self.cache.pop(cid, None)
+
+    def watermark(self, partition: int) -> datetime | None:
+        """The partition's event-clock time as its last owner stored it (``event`` clock)."""
+        raw = self._data().get(watermark_key(partition))
+        if raw is None:
+            return None
+        try:
+            return decode_watermark(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("unreadable_watermark", partition=partition,
+                      error=f"{type(exc).__name__}: {str(exc)[:300]}")
+            return None
+
+    def put_watermark(self, partition: int, doc: bytes) -> None:
+        self._data()[watermark_key(partition)] = doc
+
+    def waiting(self, owned: frozenset[int]) -> Iterator[tuple[str, int, datetime | None]]:
+        """(customer, partition, next due time) of every state on ``owned``; the cache is
+        emptied first (states of partitions that moved may be stale). A state that does
+        not decode is counted and logged, never fatal."""
+        self.cache.clear()
+        unreadable = 0
+        for key, raw in self._data().items():
+            if is_watermark_key(key):
+                continue
+            try:
+                partition, doc = state_partition(raw)
+                if partition in owned:
+                    yield key.decode(), partition, CustomerState.from_dict(doc).next_due()
+            except Exception:
+                unreadable += 1
+        if unreadable:
+            log.error("unreadable_states", count=unreadable)
+
+    def _remember(self, cid: str, st: CustomerState) -> None:
+        self.cache[cid] = st
+        self.cache.move_to_end(cid)
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
