@@ -116,3 +116,24 @@ def test_nothing_in_the_core_or_its_libraries_reads_the_machines_clock() -> None
         second = run()
     assert first == second
     assert first[1] == f"{when:%Y-%m-%d %H:%M} {when:%Y}"
+
+
+WALL_CLOCK_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"),
+                    ("date", "today"), ("time", "time")}
+
+
+def test_the_outer_rings_read_the_wall_clock_only_through_wallclock() -> None:
+    """Issue 12: outside the core, whatever needs the time takes a clock and defaults to
+    ``omnijourney.wallclock.now``; nothing else reads the machine's time (monotonic
+    timers for durations are not the time of day, and are fine)."""
+    package = CORE.parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "wallclock.py" or CORE in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name)
+                    and (node.func.value.id, node.func.attr) in WALL_CLOCK_CALLS):
+                found.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert found == []

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from omnijourney import wallclock
 from omnijourney.adapters.protocols import Outcome, TransientError
 
 
@@ -75,7 +76,7 @@ def retry_after(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        return max(0.0, parsedate_to_datetime(value).timestamp() - wallclock.now().timestamp())
     except (TypeError, ValueError):
         return None
 

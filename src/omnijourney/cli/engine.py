@@ -10,12 +10,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from omnijourney import wallclock
 from omnijourney.cli.common import (
     WORKER_METRICS_PORT,
     journey_ids,
@@ -87,7 +87,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from omnijourney.core.events import ERASURE_EVENT
 
     settings = settings_from(args)
-    now = datetime.now(UTC)
+    now = wallclock.now()
     at = parse_when(args.at) if args.at else now
     events = [Event(f"erase:{cid}:{int(now.timestamp() * 1000)}", ERASURE_EVENT, cid, at,
                     "omnijourney-erase", {}) for cid in args.customer]
@@ -136,7 +136,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             return 2
         bootstrap = broker.bootstrap
     settings = Settings.from_env(bootstrap=bootstrap, journeys=args.journeys, clock="event",
-                                 app_id=f"omnijourney-dev-{int(time.time())}")
+                                 app_id=f"omnijourney-dev-{int(wallclock.now().timestamp())}")
     worker = None
     scratch = Path(tempfile.mkdtemp(prefix="omnijourney-dev-"))
     try:

@@ -8,10 +8,10 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from omnijourney import wallclock
 from omnijourney.cli.common import (
     settings_from,
 )
@@ -46,10 +46,10 @@ def cmd_lag(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         while True:
-            rows = reader.measure(groups, datetime.now(UTC))
+            rows = reader.measure(groups, wallclock.now())
             bad = over(rows, max_lag=args.max_lag, max_time_lag=args.max_time_lag)
             if args.json:
-                print(json.dumps({"at": datetime.now(UTC).isoformat(),
+                print(json.dumps({"at": wallclock.now().isoformat(),
                                   "partitions": [r.to_dict() for r in rows],
                                   "over_threshold": len(bad)}), flush=True)
             else:

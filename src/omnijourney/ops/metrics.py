@@ -12,12 +12,13 @@ import hmac
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from omnijourney import wallclock
 from omnijourney.core.analytics import FACTS, facts
 from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
@@ -151,7 +152,7 @@ class LagRefresher:
         return self
 
     def refresh(self) -> None:
-        for row in self.measure(datetime.now(UTC)):
+        for row in self.measure(wallclock.now()):
             labels = (row.group, row.topic, str(row.partition))
             self.gauges.records.labels(*labels).set(row.lag)
             self.gauges.seconds.labels(*labels).set(row.time_lag or 0.0)
