@@ -260,3 +260,52 @@ def test_the_worker_refuses_to_start_on_invalid_journeys(tmp_path: Path) -> None
     assert out.returncode == 1
     assert "journeys are invalid, not starting" in out.stderr
     assert "bad.yaml:3: error: [step x] unknown step type 'wiat'" in out.stderr
+
+
+def test_the_due_index_hands_out_each_due_customer_once_by_time_and_loses_none() -> None:
+    """Issue 13: a heap per partition, so a tick costs what is due. What the old scan did
+    must still hold: nothing early, nothing twice while its tick is on the way, nothing
+    lost when the tick changed nothing or the state kept its due time."""
+    clock = Clock("event")
+    base = t("2026-03-02T10:00:00Z")
+    index = DueIndex.of([(f"c{i}", i % 2, base + timedelta(minutes=i)) for i in range(10)]
+                        + [("idle", 0, None)])
+    clock.observe(0, base + timedelta(minutes=4), inclusive=True)
+    clock.observe(1, base + timedelta(minutes=3), inclusive=True)
+    got = index.due(clock)
+    assert sorted(c for c, _, _ in got) == ["c0", "c1", "c2", "c3", "c4"]  # none early
+    assert index.due(clock) == []  # handed out: pending until handled
+    index.update("c0", 0, base + timedelta(minutes=30))  # its tick moved it on
+    index.release("c1")  # its tick changed nothing: in line again
+    index.update("c2", 0, base + timedelta(minutes=2))  # same due time, kept
+    index.update("c3", 1, None)  # no more waits
+    assert sorted(c for c, _, _ in index.due(clock)) == ["c1", "c2"]
+    index.update("c5", 1, base)  # moved earlier: the old heap item is stale, not a repeat
+    clock.observe(1, base + timedelta(minutes=9), inclusive=True)
+    assert sorted(c for c, _, _ in index.due(clock, {1})) == ["c5", "c7", "c9"]
+    assert "c3" not in index.entries and "idle" not in index.entries
+
+
+def test_the_timer_index_is_built_from_the_head_of_each_value_and_old_values_still_read() -> None:
+    """Issue 13: the due time is stored ahead of the state, so a restore indexes a million
+    customers without decoding a million states; values written before still read."""
+    import json as _json
+
+    from omnijourney.codecs import decode_state, encode_state, state_due
+    from omnijourney.runtime.states import StateStore
+
+    engine, store = Engine(JS, TOPICS, Clock("event")), Store()
+    first = engine.process([rec(encode_event(signup(sms_opt_in=False)))], store.load)
+    store.apply(first)
+    waiting = store.states["c1"]
+    new = encode_state(3, waiting)
+    assert new.startswith(b'{"p":3,"d":"2026-03-03T10:00:00Z","s":')
+    assert state_due(new) == (3, waiting.next_due())
+    assert decode_state(new)[1].to_dict() == waiting.to_dict()
+    old = _json.dumps({"p": 3, "s": waiting.to_dict()}).encode()  # as written before
+    done = encode_state(5, CustomerState("c2"))
+    assert (state_due(old), state_due(done)) == ((3, waiting.next_due()), (5, None))
+    data = {b"c1": old, b"c2": done, b"c3": new, b"bad": b"{nope", b"\x00watermark:3": b"{}"}
+    rows = sorted(StateStore(lambda: data).waiting(frozenset({3, 5})))
+    assert rows == [("c1", 3, waiting.next_due()), ("c2", 5, None),
+                    ("c3", 3, waiting.next_due())]

@@ -235,7 +235,7 @@ class Worker:
         await self.send_all(result.commands + result.other)
         await self.store(result.states, result.erased, result.watermarks)
         for cid in result.ticked:
-            self.index.pending.discard(cid)  # its next due time (if any) may tick again
+            self.index.release(cid)  # its next due time (if any) may tick again
         elapsed = time.perf_counter() - started
         self.metrics.observe(inputs=result.inputs, dead=result.dead_kinds, trace=result.trace,
                              evaluation_seconds=result.eval_seconds, batch_seconds=elapsed)
@@ -258,9 +258,7 @@ class Worker:
 
     def rebuild_index(self, owned: frozenset[int]) -> None:
         """After an assignment or recovery: due times of the customers we now own."""
-        self.index = DueIndex()
-        for cid, partition, due in self.states.waiting(owned):
-            self.index.update(cid, partition, due)
+        self.index = DueIndex.of(self.states.waiting(owned))
         self.indexed = owned
         log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries))
 
@@ -292,7 +290,6 @@ class Worker:
         for cid, _, now in due:
             self.metrics.lateness.observe(
                 max(0.0, (now - self.index.entries[cid][1]).total_seconds()))
-            self.index.pending.add(cid)
         for cid, partition, now in due:
             await self.app.producer.send(ticks, cid.encode(), tick_record(cid, now), partition,
                                          None, None)

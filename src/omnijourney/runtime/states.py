@@ -16,7 +16,7 @@ from omnijourney.codecs import (
     decode_state,
     decode_watermark,
     is_watermark_key,
-    state_partition,
+    state_due,
     watermark_key,
 )
 from omnijourney.core import CustomerState
@@ -69,20 +69,22 @@ class StateStore:
         self._data()[watermark_key(partition)] = doc
 
     def waiting(self, owned: frozenset[int]) -> Iterator[tuple[str, int, datetime | None]]:
-        """(customer, partition, next due time) of every state on ``owned``; the cache is
-        emptied first (states of partitions that moved may be stale). A state that does
-        not decode is counted and logged, never fatal."""
+        """(customer, partition, next due time) of every state on ``owned``, read from the
+        head of each value without decoding the state; the cache is emptied first (states
+        of partitions that moved may be stale). A value that does not read is counted and
+        logged, never fatal."""
         self.cache.clear()
         unreadable = 0
         for key, raw in self._data().items():
             if is_watermark_key(key):
                 continue
             try:
-                partition, doc = state_partition(raw)
-                if partition in owned:
-                    yield key.decode(), partition, CustomerState.from_dict(doc).next_due()
+                partition, due = state_due(raw)
             except Exception:
                 unreadable += 1
+                continue
+            if partition in owned:
+                yield key.decode(), partition, due
         if unreadable:
             log.error("unreadable_states", count=unreadable)
 

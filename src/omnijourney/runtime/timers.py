@@ -7,7 +7,8 @@ tick record (``codecs.tick_record``) on its own partition.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import heapq
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from omnijourney import wallclock
@@ -65,26 +66,67 @@ class Clock:
 
 
 class DueIndex:
-    """customer -> (partition, next due time), for the timer to find work quickly."""
+    """customer -> (partition, next due time), and per partition a heap ordered by due time,
+    so a tick costs what is due (plus one peek per partition), not one look per waiting
+    customer.
+
+    The heaps are lazy: an update pushes the new time and leaves the old one, which is
+    dropped when it surfaces (it no longer matches ``entries``). A customer handed out by
+    ``due`` is ``pending`` until its tick was handled: ``update`` (its new state) or
+    ``release`` (the tick changed nothing) puts it back in line.
+    """
 
     def __init__(self) -> None:
         self.entries: dict[str, tuple[int, datetime]] = {}
         self.pending: set[str] = set()  # a tick is on its way
+        self._heaps: dict[int, list[tuple[datetime, str]]] = {}
 
     def update(self, customer_id: str, partition: int, due: datetime | None) -> None:
+        handed_out = customer_id in self.pending  # popped from its heap: push it again
         self.pending.discard(customer_id)
         if due is None:
             self.entries.pop(customer_id, None)
-        else:
+            return
+        if handed_out or self.entries.get(customer_id) != (partition, due):
             self.entries[customer_id] = (partition, due)
+            heapq.heappush(self._heaps.setdefault(partition, []), (due, customer_id))
+
+    def release(self, customer_id: str) -> None:
+        """Its tick was handled without a new state: due again when its time comes."""
+        if customer_id in self.pending:
+            self.pending.discard(customer_id)
+            entry = self.entries.get(customer_id)
+            if entry is not None:
+                heapq.heappush(self._heaps.setdefault(entry[0], []), (entry[1], customer_id))
+
+    @classmethod
+    def of(cls, waiting: Iterable[tuple[str, int, datetime | None]]) -> DueIndex:
+        """Built at once from (customer, partition, due) rows: one heapify per partition."""
+        index = cls()
+        for cid, partition, due in waiting:
+            if due is not None:
+                index.entries[cid] = (partition, due)
+                index._heaps.setdefault(partition, []).append((due, cid))
+        for heap in index._heaps.values():
+            heapq.heapify(heap)
+        return index
 
     def due(self, clock: Clock,
             partitions: set[int] | None = None) -> list[tuple[str, int, datetime]]:
+        """Every customer due by its partition's clock, earliest first per partition, each
+        marked pending; (customer, partition, the clock's now)."""
         out = []
-        for cid, (part, due) in self.entries.items():
-            if cid in self.pending or (partitions is not None and part not in partitions):
+        for part in (self._heaps if partitions is None else partitions):
+            heap = self._heaps.get(part)
+            if not heap:
                 continue
             now = clock.now(part)
-            if now is not None and due <= now:
+            if now is None:
+                continue
+            while heap and heap[0][0] <= now:
+                due, cid = heapq.heappop(heap)
+                if cid in self.pending or self.entries.get(cid) != (part, due):
+                    continue  # superseded, or already handed out
+                self.pending.add(cid)
                 out.append((cid, part, now))
         return out
