@@ -92,8 +92,10 @@ class DeliveryReport:
     channel: str
     status: DeliveryStatus
     at: datetime
+    # What the provider said, when it said anything.
     provider_id: str | None = None
     reason: str | None = None
+    # Where the command came from: its journey and run, so the fact reaches that run.
     journey: str | None = None
     instance_key: str | None = None
     address_digest: str | None = None  # which address it is about, as the profile keeps it
