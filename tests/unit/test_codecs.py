@@ -119,3 +119,15 @@ def test_delivery_reports_written_with_schema_v1_still_decode() -> None:
                      "journey": "j", "instance_key": None})
     rec = decode_delivery(old)
     assert rec.status == "bounced" and rec.at == at and rec.address_digest is None
+
+
+def test_command_ids_are_exactly_uuid5_of_their_parts() -> None:
+    """The fast id must equal what uuid.uuid5 gave: every id ever issued depends on it."""
+    import uuid
+
+    from omnijourney.core.commands import COMMAND_NAMESPACE, command_id
+
+    cases = [(), ("",), ("cart_abandonment", "1", "c1", "inst", "cart_reminder", "1"),
+             ("ünïcode", "\x1f", "emoji 🛒"), tuple(str(i) for i in range(40))]
+    for parts in cases:
+        assert command_id(*parts) == str(uuid.uuid5(COMMAND_NAMESPACE, "\x1f".join(parts)))

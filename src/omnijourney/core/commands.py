@@ -7,6 +7,7 @@ schemas/channel_command.avsc) and what ``omnijourney simulate`` prints.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -18,8 +19,18 @@ from omnijourney.core.timeutil import format_instant
 COMMAND_NAMESPACE = uuid.UUID("6f1c1a52-3b7e-5d8e-9a51-0e6a1f9b7c21")
 
 
+_NAMESPACE_BYTES = COMMAND_NAMESPACE.bytes
+
+
 def command_id(*parts: str) -> str:
-    return str(uuid.uuid5(COMMAND_NAMESPACE, "\x1f".join(parts)))
+    """``str(uuid.uuid5(COMMAND_NAMESPACE, "\\x1f".join(parts)))``, computed without the
+    UUID object (twice as fast, and ids are made for every instance and command); a test
+    checks it against ``uuid.uuid5``."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True, slots=True)
