@@ -89,7 +89,6 @@ def _without(ev: Event, keys: set[str]) -> Event:
 class _Run(Steps):
     """One evaluation of one customer: what an event does, on the step machine."""
 
-
     def on_event(self, ev: Event) -> None:
         st = self.st
         st.remember(ev.event_id, fingerprint(ev))

@@ -46,6 +46,7 @@ from omnijourney.settings import Settings
 
 log = structlog.get_logger("omnijourney.worker")
 
+
 class Worker:
     """Holds the Faust app and the little state the wiring needs."""
 
@@ -262,12 +263,10 @@ class Worker:
         self.indexed = owned
         log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries))
 
-
     def services(self) -> list[faust.Service]:
         """Services to run beside the app from the start: Faust starts its own timers
         only after the first table restore, too late to watch that one."""
         return [self.supervisor]
-
 
     async def drive_waits(self) -> None:
         self.alive.beat()
