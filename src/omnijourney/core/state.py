@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from omnijourney.core.events import Event, parse_event
 from omnijourney.core.timeutil import format_instant, parse_instant
@@ -19,6 +19,12 @@ from omnijourney.core.timeutil import format_instant, parse_instant
 # the same content is a redelivery (dropped), with other content a conflict (dead-lettered).
 SEEN_EVENT_IDS = 1024
 NEVER_ENTRIES_KEPT = 512  # per customer, for once-only journeys keyed by cart or order
+
+
+# Where a run stands: running its steps, in a wait, in a wait_for, a send deferred (quiet
+# hours, a cap), or done (ended, about to leave the state).
+InstanceStatus = Literal["running", "wait", "wait_for", "deferred", "done"]
+INSTANCE_STATUSES: tuple[InstanceStatus, ...] = get_args(InstanceStatus)
 
 
 @dataclass(slots=True)
@@ -33,7 +39,7 @@ class Instance:
     last_event: Event
     entered_at: datetime
     step: str
-    status: str = "running"  # running | wait | wait_for | deferred
+    status: InstanceStatus = "running"
     due_at: datetime | None = None
     cohort: str | None = None
     visits: dict[str, int] = field(default_factory=dict)
@@ -59,7 +65,7 @@ class Instance:
             journey=d["journey"], version=d["version"], key=d["key"],
             instance_id=d["instance_id"], trigger=parse_event(d["trigger"], trusted=True),
             last_event=parse_event(d["last_event"], trusted=True),
-            entered_at=parse_instant(d["entered_at"]), step=d["step"], status=d["status"],
+            entered_at=parse_instant(d["entered_at"]), step=d["step"], status=_status(d["status"]),
             due_at=parse_instant(d["due_at"]) if d.get("due_at") else None,
             cohort=d.get("cohort"), visits=dict(d.get("visits") or {}),
         )
@@ -207,3 +213,10 @@ def _copy_profile(p: dict[str, Any]) -> dict[str, Any]:
 def _copy_instance(i: Instance) -> Instance:
     return Instance(i.journey, i.version, i.key, i.instance_id, i.trigger, i.last_event,
                     i.entered_at, i.step, i.status, i.due_at, i.cohort, dict(i.visits))
+
+
+def _status(text: str) -> InstanceStatus:
+    for status in INSTANCE_STATUSES:
+        if status == text:
+            return status
+    raise ValueError(f"not a run status: {text!r}")
