@@ -117,15 +117,14 @@ class Worker:
         it. Awaiting the acks here makes the state durable before its events are acked.
         The partitions' event-clock times go with them, for the same reason.
         """
-        marks = {watermark_key(p): (p, encode_watermark(p, at))
-                 for p, at in (watermarks or {}).items()}
+        marks = {p: encode_watermark(p, at) for p, at in (watermarks or {}).items()}
         await self.send_all([Outgoing(self.changelog, cid.encode(), doc, partition)
                              for cid, (partition, _, doc) in states.items()]
                             + [Outgoing(self.changelog, cid.encode(), None, partition)
                                for cid, partition in (erased or {}).items()]
-                            + [Outgoing(self.changelog, key, doc, partition)
-                               for key, (partition, doc) in marks.items()])
-        for _key, (partition, doc) in marks.items():
+                            + [Outgoing(self.changelog, watermark_key(partition), doc, partition)
+                               for partition, doc in marks.items()])
+        for partition, doc in marks.items():
             self.states.put_watermark(partition, doc)
         for cid, (partition, st, doc) in states.items():
             self.states.put(cid, st, doc)

@@ -47,7 +47,7 @@ TOKEN_TTL = {CLICK: timedelta(days=90),  # a link in a newsletter still read wee
 def make_token(secret: str, cmd: ChannelCommand, url: str, purpose: str = CLICK) -> str:
     """A signed token for ``purpose``, valid until the send time plus TOKEN_TTL[purpose];
     bounce and status tokens carry the digest of the address the message went to."""
-    expires = int((_send_time(cmd) + TOKEN_TTL[purpose]).timestamp())
+    expires = int((cmd.send_at + TOKEN_TTL[purpose]).timestamp())
     body: dict[str, Any] = {"p": purpose, "x": expires, "c": cmd.command_id,
                             "cu": cmd.customer_id, "j": cmd.journey,
                             "k": cmd.instance_key or "",
@@ -59,10 +59,6 @@ def make_token(secret: str, cmd: ChannelCommand, url: str, purpose: str = CLICK)
     payload = _b64(json.dumps(body, separators=(",", ":")).encode())
     sig = _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()[:16])
     return f"{payload}.{sig}"
-
-
-def _send_time(cmd: ChannelCommand) -> datetime:
-    return cmd.send_at
 
 
 def read_token(secret: str, token: str, purpose: str,
