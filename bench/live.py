@@ -93,9 +93,10 @@ def engine_env(settings: Settings, prefix: str, log: Path) -> dict[str, str]:
 WORKER = [sys.executable, "-m", "omnijourney", "worker", "--log-level", "debug"]
 
 
-def live_engine(settings: Settings, prefix: str, n: int, log: Path) -> float:
+def live_engine(settings: Settings, prefix: str, n: int, log: Path, *,
+                profile: Path | None = None) -> float:
     """Seconds from the worker's first batch to the batch that completes n records."""
-    return drain_seconds(WORKER, engine_env(settings, prefix, log), n, log)
+    return drain_seconds(WORKER, engine_env(settings, prefix, log), n, log, profile)
 
 
 def scale_out(bootstrap: str, records: list[tuple[bytes, bytes]], workers: int,
@@ -257,7 +258,14 @@ def three_loops(bootstrap: str, records: list[tuple[bytes, bytes]], log_dir: Pat
               "by package):")
         for line in where_time_goes(raw_profile):
             print(f"    {line}")
-    live_s = live_engine(settings, prefix, n, log_dir / f"worker-{run}.log")
+    engine_profile = log_dir / f"worker-{run}.pyspy" if profile else None
+    live_s = live_engine(settings, prefix, n, log_dir / f"worker-{run}.log",
+                         profile=engine_profile)
+    if engine_profile is not None and engine_profile.exists():
+        print("  where the engine's time goes (py-spy, 10 s while draining, self time by "
+              "package):")
+        for line in where_time_goes(engine_profile):
+            print(f"    {line}")
     return raw_s, floor_s, live_s
 
 
@@ -276,12 +284,13 @@ def main() -> int:
     ap.add_argument("--customers", type=int, default=5000)
     ap.add_argument("--broker", choices=["kafka", "embedded", "both"], default="kafka")
     ap.add_argument("--scale", action="store_true", help="also 1 vs 2 workers, 3 nodes")
-    ap.add_argument("--profile", action="store_true", help="py-spy the Faust floor")
+    ap.add_argument("--profile", action="store_true", help="py-spy the Faust floor and the engine")
     args = ap.parse_args()
     timelines = synth(args.customers)
     events = sorted((e for tl in timelines for e in tl), key=lambda e: e.occurred_at)
     records = [(e.customer_id.encode(), encode_event(e)) for e in events]
     log_dir = Path(os.environ.get("BENCH_LOG_DIR") or tempfile.mkdtemp(prefix="bench-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     print(f"{len(records):,} events of {args.customers:,} customers; logs in {log_dir}")
     given = os.environ.get("KAFKA_BOOTSTRAP")
     if given:

@@ -309,3 +309,27 @@ def test_the_timer_index_is_built_from_the_head_of_each_value_and_old_values_sti
     rows = sorted(StateStore(lambda: data).waiting(frozenset({3, 5})))
     assert rows == [("c1", 3, waiting.next_due()), ("c2", 5, None),
                     ("c3", 3, waiting.next_due())]
+
+
+def test_state_values_keep_every_value_exactly_whichever_json_writer_wrote_them() -> None:
+    """States are written with orjson, falling back to json for what orjson refuses; the
+    values read back are the values written, and states json wrote before still read."""
+    import json as _json
+
+    from omnijourney.codecs import decode_state, encode_state
+
+    st_ = CustomerState("c1")
+    st_.profile.update({"first_name": "Zoë 😀 \"Jo\" <b>", "attributes": {
+        "score": 51, "ratio": 0.1 + 0.2, "tiny": 5e-324, "big": 2**63 - 1, "flag": True,
+        "none": None, "list": [1, "two", {"three": 3.0}]}})
+    doc = encode_state(2, st_)
+    assert decode_state(doc)[1].to_dict() == st_.to_dict()
+    assert "😀".encode() in doc  # UTF-8, not \\u escapes: fewer bytes
+    huge = CustomerState("c2")
+    huge.profile["attributes"] = {"id": 2**70}  # past 64 bits: orjson refuses, json writes it
+    back = decode_state(encode_state(0, huge))[1]
+    assert back.profile["attributes"]["id"] == 2**70 and isinstance(
+        back.profile["attributes"]["id"], int)
+    before = (b'{"p":2,"d":null,"s":' + _json.dumps(st_.to_dict(), separators=(",", ":"))
+              .encode() + b"}")  # what the previous release wrote (ASCII, \\u escapes)
+    assert decode_state(before)[1].to_dict() == st_.to_dict()

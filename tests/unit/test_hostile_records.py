@@ -3,17 +3,22 @@ and the records around it are processed as if it were not there."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from omnijourney.codecs import decode_any, encode_event
+from omnijourney.codecs import codec, decode_any, encode_event
 from omnijourney.config import load
-from omnijourney.core import CustomerState
+from omnijourney.core import CustomerState, Event
+from omnijourney.core.events import MAX_PROPERTIES_BYTES, fingerprint
 from omnijourney.runtime.engine import BatchResult, Engine, Limits, Record
 from omnijourney.runtime.timers import Clock
 from omnijourney.settings import Topics
@@ -129,6 +134,62 @@ def test_states_written_before_fingerprints_still_decode_and_drop_repeats() -> N
     assert st_.seen == {"e1": "", "e0": ""}
     result = run(raw_event(properties={"first_name": "Zed"}), states={"c1": st_})
     assert result.dead_kinds == [] and "c1" not in result.states  # a duplicate, unknown content
+
+
+def test_the_properties_limit_holds_for_texts_that_grow_when_written_compactly() -> None:
+    """Small properties texts are not written out again to be measured, on the bound
+    that compact JSON is at most 4.5x any text of the same value (numbers such as 4E15
+    grow most); a text under a fifth of the limit cannot reach it."""
+    tokens = {f"{a}{e}{s}{b}" for a in "0123456789" for e in "eE" for s in ("", "+", "-")
+              for b in ("0", "9", "15", "99", "308")} | {"-0", "0.0", "1.5", "-0.0e0"}
+    assert max(len(json.dumps(json.loads(t))) / len(t) for t in tokens) <= 4.5
+    limit = MAX_PROPERTIES_BYTES
+    # 16,500 bytes of text (over a fifth of the limit: measured), 37,500 compact: refused.
+    grows = "{" + ",".join(f'"{i:03x}":4E15' for i in range(1500)) + "}"
+    assert len(grows) * 5 > limit and len(json.dumps(json.loads(grows))) > limit
+    small = "{" + ",".join(f'"{i:03x}":4E15' for i in range(500)) + "}"
+    assert len(small) * 5 <= limit  # skipped, and rightly: compact it is under the limit
+    assert len(json.dumps(json.loads(small), separators=(",", ":"))) <= limit
+    for text, kind in ((grows, ["invalid_event"]), (small, [])):
+        ev = {"event_id": "e1", "type": "customer.updated", "customer_id": "c1",
+              "occurred_at": datetime(2026, 3, 2, 10, tzinfo=UTC), "source": None,
+              "properties": text}
+        as_avro = codec("touchpoint_event.avsc").encode(ev)
+        as_json = raw_event(type="customer.updated").replace(b'"properties": {}',
+                                                             b'"properties": ' + text.encode())
+        for value in (as_avro, as_json):
+            result = run(value)
+            assert result.dead_kinds == kind, (len(text), result.dead_reasons)
+            if kind:
+                assert "over the limit" in dead_letters(result)[0]["error"]
+
+
+def test_fingerprints_are_the_ones_states_already_hold() -> None:
+    """States keep each event's fingerprint; a redelivery after an upgrade is compared
+    with one written by the previous release, so the digest of the same event must not
+    change (this value was computed by the release before the faster encoder)."""
+    ev = Event("e1", "order.placed", "c1",
+               datetime(2026, 3, 2, 9, 59, tzinfo=timezone(timedelta(hours=1))), "store",
+               {"total": 42.5, "items": [{"sku": "a", "n": 2}], "note": 'Jo "JJ" <b>',
+                "z": None, "b": True})
+    assert fingerprint(ev) == "889aa8cac9"
+    assert fingerprint(replace(ev, occurred_at=ev.occurred_at.astimezone(UTC))) == "889aa8cac9"
+    assert fingerprint(replace(ev, properties=MappingProxyType(dict(ev.properties)))) == \
+        "889aa8cac9"
+    assert fingerprint(replace(ev, properties={**ev.properties, "total": 42.6})) != "889aa8cac9"
+
+
+@settings(max_examples=200, deadline=None)
+@given(props=st.dictionaries(st.text(max_size=8), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=3), max_leaves=10),
+    max_size=5))
+def test_the_fingerprint_is_the_digest_of_the_canonical_json(props: dict[str, Any]) -> None:
+    ev = Event("e1", "cart.item_added", "c1", datetime(2026, 3, 2, tzinfo=UTC), None, props)
+    body = json.dumps([ev.type, ev.customer_id, "2026-03-02T00:00:00Z", None, props],
+                      separators=(",", ":"), sort_keys=True, default=str)
+    assert fingerprint(ev) == hashlib.blake2b(body.encode(), digest_size=5).hexdigest()
 
 
 def test_a_corrupt_stored_state_dead_letters_its_customers_records_not_the_batch() -> None:

@@ -106,9 +106,19 @@ def check_text(name: str, value: str, limit: int) -> None:
         raise InvalidEvent(f"'{name}' is not valid Unicode (an unpaired surrogate)") from None
 
 
-def check_properties(props: Mapping[str, Any]) -> None:
-    """Properties that fit the bounds above; InvalidEvent naming the first excess."""
+# Compact JSON is at most this many times longer than any JSON text of the same value:
+# whitespace and escapes only shrink, and a number grows most as "1e15" becomes
+# "1000000000000000.0" (4.5x). A text this much under the limit needs no measuring.
+_COMPACT_GROWTH = 5
+
+
+def check_properties(props: Mapping[str, Any], *, text_bytes: int | None = None) -> None:
+    """Properties that fit the bounds above; InvalidEvent naming the first excess.
+    ``text_bytes``: the size of the JSON text they were read from, when known; small
+    texts (nearly all) are not written out again to be measured."""
     _check_value(props, "properties", 0)
+    if text_bytes is not None and text_bytes * _COMPACT_GROWTH <= MAX_PROPERTIES_BYTES:
+        return
     try:
         size = len(json.dumps(props, separators=(",", ":"), ensure_ascii=False,
                               allow_nan=False).encode("utf-8"))
@@ -144,15 +154,25 @@ def _check_value(value: Any, where: str, depth: int) -> None:
         raise InvalidEvent(f"{where}: {type(value).__name__} is not a JSON value")
 
 
+# One encoder for every fingerprint (``json.dumps`` with options builds a new one per
+# call, a third of the fingerprint's cost); the text it writes is what ``json.dumps``
+# writes, so fingerprints kept in states before stay comparable.
+_FINGERPRINT_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str)
+
+
 def fingerprint(ev: Event) -> str:
     """A short digest of what an event says, to tell a redelivery (same id, same content)
     from a conflict (same id, other content). Delivery facts are rebuilt from reports
     whose times differ between re-sends, so they carry none."""
     if ev.event_id.startswith("delivery:"):
         return ""
-    body = json.dumps([ev.type, ev.customer_id, format_instant(ev.occurred_at), ev.source,
-                       dict(ev.properties)], separators=(",", ":"), sort_keys=True,
-                      default=str)
+    at = ev.occurred_at
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    props = ev.properties
+    body = _FINGERPRINT_JSON.encode([
+        ev.type, ev.customer_id, at.isoformat().replace("+00:00", "Z"), ev.source,
+        props if type(props) is dict else dict(props)])
     return hashlib.blake2b(body.encode(), digest_size=5).hexdigest()
 
 
@@ -217,11 +237,12 @@ def delivery_event(report: DeliveryReport, correlate_by: str | None = None) -> E
     )
 
 
-def parse_event(data: Any, *, trusted: bool = False) -> Event:
+def parse_event(data: Any, *, trusted: bool = False, text_bytes: int | None = None) -> Event:
     """Validate a JSON-shaped event. Raises InvalidEvent naming the first problem.
 
     ``trusted``: an event this engine validated before (read back from its own state),
-    whose content checks need not run again."""
+    whose content checks need not run again. ``text_bytes``: the size of the JSON text
+    the properties were read from (a bound on their size), when there was one."""
     if not isinstance(data, Mapping):
         raise InvalidEvent(f"an event must be a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - _ALLOWED_KEYS)
@@ -255,7 +276,7 @@ def parse_event(data: Any, *, trusted: bool = False) -> Event:
     if not isinstance(props, Mapping):
         raise InvalidEvent("'properties' must be an object")
     if not trusted:
-        check_properties(props)
+        check_properties(props, text_bytes=text_bytes)
     return Event(
         event_id=data["event_id"],
         type=etype,
