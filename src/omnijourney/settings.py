@@ -99,6 +99,9 @@ class Settings:
             "tick_interval": float(env.get("OMNIJOURNEY_TICK_INTERVAL", cls.tick_interval)),
             "cluster_patience": float(env.get("OMNIJOURNEY_CLUSTER_PATIENCE",
                                               cls.cluster_patience)),
+            "batch_size": int(env.get("OMNIJOURNEY_BATCH_SIZE", cls.batch_size)),
+            "producer_linger": float(env.get("OMNIJOURNEY_PRODUCER_LINGER",
+                                             cls.producer_linger)),
             "datadir": env.get("OMNIJOURNEY_DATADIR") or None,
             "metrics_host": env.get("OMNIJOURNEY_METRICS_HOST", cls.metrics_host),
             "metrics_token": env.get("OMNIJOURNEY_METRICS_TOKEN") or None,
@@ -113,6 +116,10 @@ class Settings:
             }.items() if v},
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if not 1 <= values["batch_size"] <= 100_000:
+            raise ValueError("OMNIJOURNEY_BATCH_SIZE must be a number of records, 1 to 100000")
+        if not 0 <= values["producer_linger"] <= 1:
+            raise ValueError("OMNIJOURNEY_PRODUCER_LINGER must be 0 to 1 seconds")
         if not values["tick_interval"] > 0:
             raise ValueError("OMNIJOURNEY_TICK_INTERVAL must be a positive number of seconds")
         if values["clock"] not in tuple(ClockMode):

@@ -219,6 +219,13 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.kafka_python()["security_protocol"] == "SASL_SSL"
     assert s.topics.touchpoints == "stage-touchpoints"
     assert s.topics.command("email") == "stage-commands.email"
+    assert (s.batch_size, s.producer_linger) == (500, 0.005)
+    monkeypatch.setenv("OMNIJOURNEY_BATCH_SIZE", "1000")
+    monkeypatch.setenv("OMNIJOURNEY_PRODUCER_LINGER", "0")
+    assert (Settings.from_env().batch_size, Settings.from_env().producer_linger) == (1000, 0.0)
+    monkeypatch.setenv("OMNIJOURNEY_BATCH_SIZE", "0")
+    with pytest.raises(ValueError, match="OMNIJOURNEY_BATCH_SIZE"):
+        Settings.from_env()
 
 
 def test_a_click_report_ends_the_right_carts_wait_for() -> None:
