@@ -23,7 +23,8 @@ app = faust.App(os.environ["PROBE_APP"], broker=f"kafka://{os.environ['PROBE_BOO
                 topic_partitions=int(os.environ.get("PROBE_PARTITIONS", "8")),
                 topic_allow_declare=False, topic_disable_leader=True,
                 consumer_auto_offset_reset="earliest", web_enabled=False, autodiscover=False,
-                datadir=os.environ.get("PROBE_DATADIR", "probe-data"))
+                datadir=os.environ.get("PROBE_DATADIR", "probe-data"),
+                **json.loads(os.environ.get("PROBE_CONF") or "{}"))
 table = app.Table("customer-state", partitions=int(os.environ.get("PROBE_PARTITIONS", "8")),
                   key_type=bytes, value_type=bytes,
                   options={"driver": "rocksdict"} if STORE == "rocksdb" else None)
