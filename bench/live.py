@@ -253,20 +253,20 @@ def three_loops(bootstrap: str, records: list[tuple[bytes, bytes]], log_dir: Pat
     raw_profile = log_dir / f"floor-{run}.pyspy" if profile else None
     floor_s = faust_floor(bootstrap, *pairs["floor"], n, log_dir / f"floor-{run}.log",
                           profile=raw_profile)
-    if raw_profile is not None and raw_profile.exists():
-        print("  where the Faust floor's time goes (py-spy, 10 s while draining, self time "
-              "by package):")
-        for line in where_time_goes(raw_profile):
-            print(f"    {line}")
+    show_profile("the Faust floor", raw_profile)
     engine_profile = log_dir / f"worker-{run}.pyspy" if profile else None
     live_s = live_engine(settings, prefix, n, log_dir / f"worker-{run}.log",
                          profile=engine_profile)
-    if engine_profile is not None and engine_profile.exists():
-        print("  where the engine's time goes (py-spy, 10 s while draining, self time by "
-              "package):")
-        for line in where_time_goes(engine_profile):
-            print(f"    {line}")
+    show_profile("the engine", engine_profile)
     return raw_s, floor_s, live_s
+
+
+def show_profile(what: str, raw: Path | None) -> None:
+    if raw is None or not raw.exists():
+        return
+    print(f"  where {what}'s time goes (py-spy, 10 s while draining, self time by package):")
+    for line in where_time_goes(raw):
+        print(f"    {line}")
 
 
 def report(label: str, n: int, raw_s: float, floor_s: float, live_s: float) -> None:

@@ -52,16 +52,22 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
                               to_value: Callable[[Any], Any]) -> None:
         events = list(batch)
         super().apply_changelog_batch(events, to_key, to_value)
-        for event in events:  # Faust's own reading (standbys, the rest after a bulk read)
-            self.set_persisted_offset(event.message.tp, event.message.offset)
+        # Faust's own reading after a bulk read. Only for active partitions: a standby's
+        # keys are dropped when a recovery completes while Faust goes on reading it from
+        # where it was, so what it holds of a standby is never the whole partition.
+        actives = self.app.assignor.assigned_actives()
+        for event in events:
+            tp = event.message.tp
+            if tp in actives:
+                self.set_persisted_offset(tp, event.message.offset)
 
     async def on_rebalance(self, assigned: set[TP], revoked: set[TP],
                            newly_assigned: set[TP], generation_id: int = 0) -> None:
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
-        for tp in revoked:
-            self.offsets.pop(tp, None)
         changelog = self.table.changelog_topic.get_topic_name()
         actives = {tp for tp in self.app.assignor.assigned_actives() if tp.topic == changelog}
+        for tp in [tp for tp in self.offsets if tp not in actives]:
+            del self.offsets[tp]  # revoked, or a standby now: read whole if it comes back
         if not actives:
             return
         try:

@@ -1,0 +1,75 @@
+"""What the bulk-restored store tells Faust's recovery (runtime/restore.py), without a
+broker: an offset is claimed only for an active partition whose records are all in
+memory, never for a standby (whose keys Faust drops after each recovery), and never kept
+for a partition that is no longer active."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from omnijourney.runtime.restore import STORE_URL, BulkRestoredStore
+
+TOPIC = "probe-customer-state-changelog"
+ACTIVE, STANDBY = TP(TOPIC, 0), TP(TOPIC, 1)
+
+
+@dataclass
+class Msg:
+    tp: TP
+    offset: int
+    value: bytes | None
+
+    @property
+    def partition(self) -> int:
+        return self.tp.partition
+
+
+@dataclass
+class Ev:
+    key: bytes
+    value: bytes | None
+    message: Msg
+
+
+def event(tp: TP, offset: int, key: bytes, value: bytes | None) -> Ev:
+    return Ev(key, value, Msg(tp, offset, value))
+
+
+def store_with(actives: set[TP]) -> tuple[BulkRestoredStore, Any]:
+    app = faust.App("probe", broker="kafka://127.0.0.1:1", store=STORE_URL)
+    table = app.Table("customer-state", partitions=2, key_type=bytes, value_type=bytes)
+    assert table.changelog_topic.get_topic_name() == TOPIC
+    holder = {"actives": actives}
+    app.assignor.assigned_actives = lambda: holder["actives"]  # type: ignore[method-assign]
+    store = table.data
+    assert isinstance(store, BulkRestoredStore)
+    return store, holder
+
+
+def test_only_active_partitions_are_claimed_and_standbys_never() -> None:
+    store, _ = store_with({ACTIVE})
+    store.apply_changelog_batch([event(ACTIVE, 5, b"a", b"1"), event(STANDBY, 7, b"s", b"2")],
+                                to_key=lambda k: k, to_value=lambda v: v)
+    assert store.persisted_offset(ACTIVE) == 5
+    assert store.persisted_offset(STANDBY) is None  # Faust reads a standby itself
+    asyncio.run(store.on_recovery_completed({ACTIVE}, {STANDBY}))
+    assert b"s" not in store.data and store.data[b"a"] == b"1"  # Faust's own clean-up
+    store.apply_changelog_batch([event(STANDBY, 8, b"s2", b"3")], to_key=lambda k: k,
+                                to_value=lambda v: v)
+    assert store.persisted_offset(STANDBY) is None  # partial: never claimed
+
+
+def test_a_partition_no_longer_active_is_forgotten() -> None:
+    store, holder = store_with({ACTIVE})
+    store.set_persisted_offset(ACTIVE, 41)
+    holder["actives"] = set()  # it moved to another worker (or is a standby here now)
+    asyncio.run(store.on_rebalance(set(), {ACTIVE}, set()))
+    assert store.persisted_offset(ACTIVE) is None  # read whole if it comes back
+    store.set_persisted_offset(STANDBY, 3)
+    asyncio.run(store.on_recovery_completed(set(), {STANDBY}))
+    assert store.persisted_offset(STANDBY) is None
