@@ -18,7 +18,7 @@ from typing import Any
 
 from omnijourney.core.channels import CHANNELS
 from omnijourney.core.commands import DELIVERY_STATUSES, DeliveryReport
-from omnijourney.core.timeutil import format_instant, parse_instant
+from omnijourney.core.timeutil import format_instant, instant_text, parse_instant
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
@@ -166,12 +166,10 @@ def fingerprint(ev: Event) -> str:
     whose times differ between re-sends, so they carry none."""
     if ev.event_id.startswith("delivery:"):
         return ""
-    at = ev.occurred_at
-    if at.tzinfo is not UTC:
-        at = at.astimezone(UTC)
     props = ev.properties
+    # The event's time uncached: each is formatted once, and would only churn the cache.
     body = _FINGERPRINT_JSON.encode([
-        ev.type, ev.customer_id, at.isoformat().replace("+00:00", "Z"), ev.source,
+        ev.type, ev.customer_id, instant_text(ev.occurred_at), ev.source,
         props if type(props) is dict else dict(props)])
     return hashlib.blake2b(body.encode(), digest_size=5).hexdigest()
 

@@ -92,11 +92,11 @@ class Text:
     source: str
     template: Any
     plain: tuple[_Part, ...] | None = None
-    html: bool = False
 
     def render(self, ctx: dict[str, Any]) -> str:
         if self.plain is not None:
-            out = _render_plain(self.plain, ctx, self.html)
+            # HTML texts escape what they print, as their environment says.
+            out = _render_plain(self.plain, ctx, self.template.env.autoescape)
             if out is not None:
                 return out
         try:
@@ -171,7 +171,7 @@ def compile_text(source: str, *, html: bool = False) -> Text:
     if text is None:
         try:
             template = (HTML_ENV if html else ENV).from_string(str(source))
-            text = Text(source, template, _plain_parts(template), html)
+            text = Text(source, template, _plain_parts(template))
         except LiquidError as exc:
             raise TemplateError(_first_line(exc)) from None
         _TEXTS[(source, html)] = text

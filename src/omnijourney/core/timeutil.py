@@ -148,10 +148,13 @@ def parse_instant(value: object) -> datetime:
         raise ValueError(f"timestamp '{value}' is out of range") from None
 
 
-@lru_cache(maxsize=65536)
-def format_instant(dt: datetime) -> str:
-    # Cached: state serialisation formats the same few instants (entries, sends, event
-    # times) over and over; a datetime hashes in a fraction of isoformat's time.
+def instant_text(dt: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``; uncached, for instants seen once (an event's time)."""
     if dt.tzinfo is not UTC:
         dt = dt.astimezone(UTC)
     return dt.isoformat().replace("+00:00", "Z")
+
+
+# Cached: state serialisation formats the same few instants (entries, sends, event times)
+# over and over; a datetime hashes in a fraction of isoformat's time.
+format_instant = lru_cache(maxsize=65536)(instant_text)
