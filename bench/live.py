@@ -8,11 +8,15 @@ commands, waits for their acks and writes state to its changelog. Prints events/
 each and the ratios.
 
     python bench/live.py [--customers 5000] [--broker kafka|embedded|both] [--scale]
+                         [--latency]
 
 --broker: a real Apache Kafka node started here (default), the embedded broker, or both one
 after the other; KAFKA_BOOTSTRAP instead names a running cluster. --scale adds 1 vs 2 workers
 on a real 3-node cluster (replication 3): both started and assigned first, then the events
-are produced, the same way for each.
+are produced, the same way for each. --latency then offers a fresh engine half the load it
+just drained at (events produced at a steady rate, about 20 s) and prints the time from an
+event's send to the arrival of the first command it triggered (p50, p99; goal p99 <= 100 ms):
+the command's ack lies between the two, so it is an upper bound.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from omnijourney.codecs import encode_event
+from omnijourney.codecs import decode_command, encode_event
+from omnijourney.core import Event
 from omnijourney.runtime.broker import EmbeddedBroker
 from omnijourney.runtime.kraft import KafkaCluster
 from omnijourney.runtime.topics import ensure_topics
@@ -127,6 +133,81 @@ def scale_out(bootstrap: str, records: list[tuple[bytes, bytes]], workers: int,
             proc.terminate()
         for proc in procs:
             proc.wait(30)
+
+
+def latency(bootstrap: str, events: list[Event], rate: float, log_dir: Path) -> list[float]:
+    """A fresh engine on the wall clock, offered ``rate`` events/s, each stamped with the
+    moment it is sent (so waits of hours do not fire during the run, as they would if a
+    replay ran days of event time through in seconds); for each event that sends a command
+    at once, the seconds from its send to that command read back from a command topic.
+    A command for a run's earlier trigger, or deferred to a contact window, is not one."""
+    run = uuid.uuid4().hex[:6]
+    prefix = f"lat-{run}-"
+    settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-lat-{run}",
+                        partitions=PARTITIONS, topics=Topics.with_prefix(prefix))
+    ensure_topics(settings)
+    log = log_dir / f"latency-{run}.log"
+    env = {**engine_env(settings, prefix, log), "OMNIJOURNEY_CLOCK": "wall"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(WORKER, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while len(_owned(log)) != PARTITIONS:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the worker never took its partitions"
+            time.sleep(0.5)
+        return asyncio.run(_offer(bootstrap, settings, events, rate))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def _offer(bootstrap: str, settings: Settings, events: list[Event],
+                 rate: float) -> list[float]:
+    sent: dict[str, float] = {}  # event id -> when sent
+    first: dict[str, float] = {}
+    consumer = AIOKafkaConsumer(*settings.topics.commands, bootstrap_servers=bootstrap,
+                                group_id=f"lat-{uuid.uuid4()}", auto_offset_reset="earliest",
+                                fetch_max_wait_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    await consumer.start()
+    await producer.start()
+    done = asyncio.Event()
+
+    async def read() -> None:
+        while not done.is_set():
+            for msgs in (await consumer.getmany(timeout_ms=50)).values():
+                now = time.perf_counter()
+                for m in msgs:
+                    command = decode_command(m.value)
+                    cause = command.trigger_event_id
+                    # Sent at once: stamped (by the engine's clock) within a second of
+                    # the event's own stamp; a deferred send is stamped hours later.
+                    if cause in sent and cause not in first and \
+                            command.send_at - stamps[cause] < timedelta(seconds=1):
+                        first[cause] = now - sent[cause]
+
+    stamps: dict[str, datetime] = {}
+    reader = asyncio.create_task(read())
+    try:
+        started = time.perf_counter()
+        for i, ev in enumerate(events):
+            pause = started + i / rate - time.perf_counter()  # a steady offered load
+            if pause > 0:
+                await asyncio.sleep(pause)
+            stamped = replace(ev, occurred_at=datetime.now(UTC))
+            stamps[ev.event_id] = stamped.occurred_at
+            sent[ev.event_id] = time.perf_counter()
+            await producer.send(settings.topics.touchpoints, encode_event(stamped),
+                                key=ev.customer_id.encode())
+        await producer.flush()
+        await asyncio.sleep(5)  # the last commands
+    finally:
+        done.set()
+        await reader
+        await consumer.stop()
+        await producer.stop()
+    return sorted(first.values())
 
 
 def _owned(log: Path) -> set[int]:
@@ -269,6 +350,16 @@ def show_profile(what: str, raw: Path | None) -> None:
         print(f"    {line}")
 
 
+def show_latency(rate: float, seconds: list[float]) -> None:
+    if not seconds:
+        print(f"  latency at {rate:,.0f} events/s: no command came back")
+        return
+    p50, p99 = (seconds[min(len(seconds) - 1, int(q * len(seconds)))] for q in (0.5, 0.99))
+    print(f"  event -> first command read back, {len(seconds):,} events offered at "
+          f"{rate:,.0f} events/s (half the drain rate): p50 {1000 * p50:.0f} ms, "
+          f"p99 {1000 * p99:.0f} ms, max {1000 * seconds[-1]:.0f} ms  (goal p99 <= 100 ms)")
+
+
 def report(label: str, n: int, raw_s: float, floor_s: float, live_s: float) -> None:
     print(f"\n[{label}] {n:,} touchpoint events, {PARTITIONS} partitions")
     print(f"  raw aiokafka consume->produce: {n / raw_s:>9,.0f} events/s  ({raw_s:.1f} s)")
@@ -285,6 +376,8 @@ def main() -> int:
     ap.add_argument("--broker", choices=["kafka", "embedded", "both"], default="kafka")
     ap.add_argument("--scale", action="store_true", help="also 1 vs 2 workers, 3 nodes")
     ap.add_argument("--profile", action="store_true", help="py-spy the Faust floor and the engine")
+    ap.add_argument("--latency", action="store_true",
+                    help="then event->command latency at half the engine's drain rate")
     args = ap.parse_args()
     timelines = synth(args.customers)
     events = sorted((e for tl in timelines for e in tl), key=lambda e: e.occurred_at)
@@ -302,8 +395,12 @@ def main() -> int:
             with broker:
                 label = (f"Apache Kafka {broker.version}, 1 node"
                          if isinstance(broker, KafkaCluster) else "embedded broker")
-                report(label, len(records), *three_loops(broker.bootstrap, records, log_dir,
-                                                         args.profile))
+                loops = three_loops(broker.bootstrap, records, log_dir, args.profile)
+                report(label, len(records), *loops)
+                if args.latency:
+                    rate = len(records) / loops[2] / 2
+                    offered = events[:int(rate * 30)]  # about 30 s of it
+                    show_latency(rate, latency(broker.bootstrap, offered, rate, log_dir))
     if args.scale:
         with KafkaCluster(3, quiet=True) as cluster:
             one = scale_out(cluster.bootstrap, records, 1, log_dir)

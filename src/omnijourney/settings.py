@@ -57,12 +57,15 @@ class Settings:
     clock: ClockMode = ClockMode.WALL
     tick_interval: float = 1.0
     batch_size: int = 500
+    batch_window: float = 0.01  # seconds a batch waits to fill before it is handled
     replication: int | None = None  # None: min(3, brokers)
     extra_event_types: tuple[str, ...] = ()
     # Kafka's own consumer defaults. A worker killed without leaving its group holds its
     # partitions until the session times out; shorter means faster failover, more
     # sensitivity to pauses.
     producer_linger: float = 0.005  # seconds
+    # How long the broker may hold a fetch that finds nothing new (Faust asks 1.5 s).
+    fetch_wait: float = 0.05  # seconds
     session_timeout: float = 45.0
     max_poll_interval: float = 300.0
     # A table restore that makes no progress this long stops the worker with
@@ -100,8 +103,10 @@ class Settings:
             "cluster_patience": float(env.get("OMNIJOURNEY_CLUSTER_PATIENCE",
                                               cls.cluster_patience)),
             "batch_size": int(env.get("OMNIJOURNEY_BATCH_SIZE", cls.batch_size)),
+            "batch_window": float(env.get("OMNIJOURNEY_BATCH_WINDOW", cls.batch_window)),
             "producer_linger": float(env.get("OMNIJOURNEY_PRODUCER_LINGER",
                                              cls.producer_linger)),
+            "fetch_wait": float(env.get("OMNIJOURNEY_FETCH_WAIT", cls.fetch_wait)),
             "datadir": env.get("OMNIJOURNEY_DATADIR") or None,
             "metrics_host": env.get("OMNIJOURNEY_METRICS_HOST", cls.metrics_host),
             "metrics_token": env.get("OMNIJOURNEY_METRICS_TOKEN") or None,
@@ -118,8 +123,12 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         if not 1 <= values["batch_size"] <= 100_000:
             raise ValueError("OMNIJOURNEY_BATCH_SIZE must be a number of records, 1 to 100000")
+        if not 0 < values["batch_window"] <= 10:
+            raise ValueError("OMNIJOURNEY_BATCH_WINDOW must be above 0 and at most 10 seconds")
         if not 0 <= values["producer_linger"] <= 1:
             raise ValueError("OMNIJOURNEY_PRODUCER_LINGER must be 0 to 1 seconds")
+        if not 0 <= values["fetch_wait"] <= 5:
+            raise ValueError("OMNIJOURNEY_FETCH_WAIT must be 0 to 5 seconds")
         if not values["tick_interval"] > 0:
             raise ValueError("OMNIJOURNEY_TICK_INTERVAL must be a positive number of seconds")
         if values["clock"] not in tuple(ClockMode):

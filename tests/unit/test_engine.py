@@ -223,9 +223,16 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIJOURNEY_BATCH_SIZE", "1000")
     monkeypatch.setenv("OMNIJOURNEY_PRODUCER_LINGER", "0")
     assert (Settings.from_env().batch_size, Settings.from_env().producer_linger) == (1000, 0.0)
-    monkeypatch.setenv("OMNIJOURNEY_BATCH_SIZE", "0")
-    with pytest.raises(ValueError, match="OMNIJOURNEY_BATCH_SIZE"):
-        Settings.from_env()
+    assert (s.batch_window, s.fetch_wait) == (0.01, 0.05)
+    monkeypatch.setenv("OMNIJOURNEY_BATCH_WINDOW", "0.2")
+    monkeypatch.setenv("OMNIJOURNEY_FETCH_WAIT", "0")
+    assert (Settings.from_env().batch_window, Settings.from_env().fetch_wait) == (0.2, 0.0)
+    for name, bad in (("OMNIJOURNEY_BATCH_SIZE", "0"), ("OMNIJOURNEY_BATCH_WINDOW", "0"),
+                      ("OMNIJOURNEY_FETCH_WAIT", "30")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=name):
+            Settings.from_env()
+        monkeypatch.delenv(name)
 
 
 def test_a_click_report_ends_the_right_carts_wait_for() -> None:

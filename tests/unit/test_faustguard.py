@@ -120,6 +120,24 @@ def test_fetches_and_the_stream_buffer_are_bounded_by_the_batch() -> None:
     assert w.app.conf.stream_buffer_maxsize == 2 * w.settings.batch_size
 
 
+def test_the_worker_consumer_holds_an_idle_fetch_for_the_fetch_wait_not_faust_s() -> None:
+    """Guard 4: Faust asks the broker to hold a fetch that finds nothing for 1.5 s, and a
+    fetch for idle partitions (ticks, deliveries) held that long kept the touchpoints
+    fetched meanwhile waiting for it. The aiokafka consumer Faust builds (not started)
+    carries the worker's setting instead, which its fetcher reads at start."""
+    for wait, expected in ((Settings.fetch_wait, 50), (0.2, 200)):
+        w = Worker(Settings(bootstrap="localhost:1", app_id="guard-test", fetch_wait=wait),
+                   load(REPO / "journeys").journey_set)  # type: ignore[arg-type]
+        thread: Any = w.app.consumer._thread  # type: ignore[attr-defined]
+
+        async def fetch_wait_ms(thread: Any = thread) -> int:  # aiokafka wants a loop
+            client = thread._create_worker_consumer(thread.transport)
+            await client.stop()  # never started: closes its client
+            return int(client._fetch_max_wait_ms)
+
+        assert asyncio.run(fetch_wait_ms()) == expected
+
+
 def test_a_rebalance_that_outlasts_any_the_group_needs_stops_the_worker(
         monkeypatch: Any) -> None:
     w = worker()

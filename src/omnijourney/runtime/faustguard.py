@@ -1,5 +1,6 @@
 """Three places where Faust (faust-streaming 0.15, aiokafka driver) loses source records
-around a rebalance or a table restore, and the guards the worker puts in front of them.
+around a rebalance or a table restore, one where its consumer holds them up, and the
+guards the worker puts in front of them.
 
 Both lose records without an error: fetched, never handed to the agent, never acked,
 so never committed, yet not fetched again until the next rebalance. Seen after a restart
@@ -36,6 +37,16 @@ are broker-independent (they are in the client), so the guards hold on any clust
    sought to its beginning, where a fresh consumer with ``auto_offset_reset=earliest``
    starts; what is read twice is deduplicated by event id, as after any crash.
 
+4. **A fetch for idle partitions holds up the busy ones.** Not a loss, a stall. aiokafka
+   leaves a partition out of the next fetch while records of it are still buffered, and
+   sends a broker no new fetch while one is in flight. So a fetch sent while the
+   touchpoint partitions still had records buffered asks only for the idle ones (ticks,
+   deliveries) and the broker holds it until one of those gets data or
+   ``fetch_max_wait_ms`` passes, which Faust sets to 1.5 s; the touchpoints that came
+   meanwhile wait for it. Measured (``bench/live.py --latency``): batches 0.3 to 0.6 s
+   apart under a steady load the worker had time for, and p99 latency above a second.
+   Guard: the worker's consumer waits ``OMNIJOURNEY_FETCH_WAIT`` (50 ms) instead.
+
 The guards wrap the methods on the app's own objects (not Faust's classes) and check
 that the methods exist, so a Faust upgrade that renames them fails at start-up instead
 of silently running unguarded.
@@ -54,9 +65,10 @@ from faust.transport.consumer import Consumer
 log = structlog.get_logger("omnijourney.faustguard")
 
 
-def guard_handover(app: faust.App, sources: set[str]) -> None:
-    """``sources``: the agent's topics (not the changelogs, whose reads Faust seeks itself)."""
-    _fetch_for_a_copy(app, sources)
+def guard_handover(app: faust.App, sources: set[str], *, fetch_wait: float = 0.05) -> None:
+    """``sources``: the agent's topics (not the changelogs, whose reads Faust seeks itself);
+    ``fetch_wait``: seconds a fetch that finds nothing may wait at the broker (guard 4)."""
+    _fetch_for_a_copy(app, sources, fetch_wait)
     _resume_sources_after_queues_clear(app)
 
 
@@ -68,7 +80,7 @@ def _original(owner: object, name: str) -> Callable[..., Any]:
     return cast(Callable[..., Any], method)
 
 
-def _fetch_for_a_copy(app: faust.App, sources: set[str]) -> None:
+def _fetch_for_a_copy(app: faust.App, sources: set[str], fetch_wait: float) -> None:
     new_consumer = _original(app, "_new_consumer")
 
     def _new_consumer() -> Any:
@@ -81,6 +93,7 @@ def _fetch_for_a_copy(app: faust.App, sources: set[str]) -> None:
 
         consumer._getmany = _getmany
         _seek_uncommitted_to_beginning(consumer._thread, sources)
+        _wait_less_for_idle_fetches(consumer._thread, fetch_wait)
         return consumer
 
     app._new_consumer = _new_consumer  # type: ignore[method-assign]
@@ -124,3 +137,17 @@ def _seek_uncommitted_to_beginning(thread: Any, sources: set[str]) -> None:
         return committed
 
     thread.seek_to_committed = seek_to_committed_or_beginning
+
+
+def _wait_less_for_idle_fetches(thread: Any, fetch_wait: float) -> None:
+    create = _original(thread, "_create_worker_consumer")
+
+    def create_worker_consumer(transport: Any) -> Any:
+        client = create(transport)
+        if not hasattr(client, "_fetch_max_wait_ms"):  # read by its fetcher at start()
+            raise RuntimeError("aiokafka changed: AIOKafkaConsumer._fetch_max_wait_ms is "
+                               "gone; omnijourney.runtime.faustguard needs a look")
+        client._fetch_max_wait_ms = round(fetch_wait * 1000)
+        return client
+
+    thread._create_worker_consumer = create_worker_consumer
