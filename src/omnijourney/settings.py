@@ -57,7 +57,7 @@ class Settings:
     clock: ClockMode = ClockMode.WALL
     tick_interval: float = 1.0
     batch_size: int = 500
-    batch_window: float = 0.01  # seconds a batch waits to fill before it is handled
+    batch_window: float = 0.05  # seconds a batch waits to fill before it is handled
     replication: int | None = None  # None: min(3, brokers)
     extra_event_types: tuple[str, ...] = ()
     # Kafka's own consumer defaults. A worker killed without leaving its group holds its

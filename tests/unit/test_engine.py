@@ -223,7 +223,7 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIJOURNEY_BATCH_SIZE", "1000")
     monkeypatch.setenv("OMNIJOURNEY_PRODUCER_LINGER", "0")
     assert (Settings.from_env().batch_size, Settings.from_env().producer_linger) == (1000, 0.0)
-    assert (s.batch_window, s.fetch_wait) == (0.01, 0.05)
+    assert (s.batch_window, s.fetch_wait) == (0.05, 0.05)
     monkeypatch.setenv("OMNIJOURNEY_BATCH_WINDOW", "0.2")
     monkeypatch.setenv("OMNIJOURNEY_FETCH_WAIT", "0")
     assert (Settings.from_env().batch_window, Settings.from_env().fetch_wait) == (0.2, 0.0)
