@@ -23,6 +23,8 @@ from fastavro.schema import to_parsing_canonical_form
 
 from omnijourney.core.commands import ChannelCommand, DeliveryReport
 from omnijourney.core.events import Event, InvalidEvent, parse_event, parse_json
+from omnijourney.core.identity import Resolution, message_from_dict, message_to_dict
+from omnijourney.core.merging import Identified, Linked, Message
 from omnijourney.core.state import CustomerState
 from omnijourney.core.timeutil import format_instant, parse_instant
 
@@ -133,6 +135,7 @@ def encode_event(ev: Event) -> bytes:
         "event_id": ev.event_id, "type": ev.type, "customer_id": ev.customer_id,
         "occurred_at": ev.occurred_at, "source": ev.source,
         "properties": json.dumps(dict(ev.properties), separators=(",", ":"), sort_keys=True),
+        "identifiers": dict(ev.identifiers),
     })
 
 
@@ -146,6 +149,8 @@ def decode_event(data: bytes) -> Event:
         text = rec["properties"]
         rec["properties"] = parse_json(text, "properties is not JSON") if text else {}
         rec["occurred_at"] = _aware(rec["occurred_at"])
+        if not rec.get("identifiers"):
+            rec.pop("identifiers", None)
         return parse_event(rec, text_bytes=len(text.encode()) if text else 0)
     text = data.lstrip()
     if text[:1] != b"{":
@@ -255,6 +260,57 @@ def read_clock_record(value: bytes) -> datetime | None:
         return parse_instant(body["watermark"]) if set(body) == {"watermark"} else None
     except (ValueError, KeyError, TypeError):
         return None
+
+
+# ------------------------------------------- identity: hops and merge messages
+
+def encode_resolution(res: Resolution) -> bytes:
+    """An event on its way through its identifiers (the identity topic)."""
+    return orjson.dumps({"resolve": res.to_dict()})
+
+
+def decode_resolution(raw: bytes) -> Resolution:
+    doc = json.loads(raw)
+    if not isinstance(doc, dict) or not isinstance(doc.get("resolve"), dict):
+        raise CodecError("not a resolution record")
+    try:
+        return Resolution.from_dict(doc["resolve"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"bad resolution record: {type(exc).__name__}: {exc}") from None
+
+
+def encode_message(msg: Message) -> bytes:
+    """What goes to a customer's partition on the identified topic: an identified event
+    (with the customers it links) or a merge message."""
+    if isinstance(msg, Identified):
+        doc: dict[str, Any] = {"event": msg.event.to_dict(), "links": list(msg.links),
+                               "refused": [list(r) for r in msg.refused]}
+    elif isinstance(msg, Linked):
+        doc = {"linked": {"customer": msg.customer, "event_id": msg.event_id,
+                          "at": format_instant(msg.at), "links": list(msg.links),
+                          "refused": [list(r) for r in msg.refused]}}
+    else:
+        doc = message_to_dict(msg)
+    return _state_json(doc)
+
+
+def decode_message(raw: bytes) -> Message:
+    doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise CodecError("not an identified record")
+    try:
+        if "event" in doc:
+            return Identified(parse_event(doc["event"], trusted=True),
+                              tuple(map(str, doc.get("links") or ())),
+                              tuple((str(k), str(o)) for k, o in doc.get("refused") or ()))
+        if "linked" in doc:
+            d = doc["linked"]
+            return Linked(str(d["customer"]), str(d["event_id"]), parse_instant(d["at"]),
+                          tuple(map(str, d.get("links") or ())),
+                          tuple((str(k), str(o)) for k, o in d.get("refused") or ()))
+        return message_from_dict(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"bad identified record: {type(exc).__name__}: {exc}") from None
 
 
 # ---------------------------------------------------------------- commands

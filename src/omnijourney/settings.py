@@ -18,6 +18,10 @@ class Topics:
     dlq: str = "dlq"
     command_prefix: str = "commands."
     delivered_prefix: str = "omnijourney-delivered."  # adapters' record of sent command ids
+    # internal: events on their way through their identifiers' partitions (keyed by
+    # identifier), then identified events and merge messages (keyed by customer)
+    identity: str = "omnijourney-identity"
+    identified: str = "omnijourney-identified"
 
     def command(self, channel: str) -> str:
         return f"{self.command_prefix}{channel}"

@@ -8,14 +8,17 @@ engine is tested against.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from omnijourney.core import TICK, ChannelCommand, CustomerState, Event, JourneySet, Tick, evaluate
+from omnijourney.core import TICK, ChannelCommand, CustomerState, Event, JourneySet, evaluate
+from omnijourney.core.evaluator import Input
 from omnijourney.core.events import InvalidEvent, parse_event, parse_json
+from omnijourney.core.identity import IdentityPolicy, Resolution, start, visit
+from omnijourney.core.merging import Identified, Linked, Message
 from omnijourney.core.trace import TraceEntry, TraceKind
 
 DEFAULT_HORIZON = timedelta(days=90)
@@ -56,41 +59,102 @@ def simulate(journeys: JourneySet, events: Iterable[Event], until: datetime | No
     """Run every customer's timeline through the evaluator in virtual time.
 
     Without ``until`` the run ends when no timer is pending within ``horizon`` of the last
-    event. Customers are independent, so each is run on its own, in customer-id order.
+    event. Events are taken in time order (file order breaks ties); an event with
+    identifiers is resolved first, as the live resolver does (core/identity.py), and the
+    merges it starts are played out before the next event. Then each customer's pending
+    timers fire, in customer-id order, up to the end of the run.
     """
-    per_customer: dict[str, list[Event]] = defaultdict(list)
-    last: datetime | None = None
-    for ev in sorted(events, key=lambda e: e.occurred_at):  # stable: file order breaks ties
-        per_customer[ev.customer_id].append(ev)
-        last = ev.occurred_at if last is None or ev.occurred_at > last else last
+    ordered = sorted(events, key=lambda e: e.occurred_at)  # stable: file order breaks ties
     result = SimulationResult()
-    if last is None:
+    if not ordered:
         return result
-    limit = until if until is not None else last + horizon
+    limit = until if until is not None else ordered[-1].occurred_at + horizon
     result.until = limit
-    for cid in sorted(per_customer):
-        state: CustomerState | None = None
-        for ev in per_customer[cid]:
-            if ev.occurred_at > limit:
-                break
-            state = _step(journeys, state, ev, ev.occurred_at, result)
+    run = _World(journeys, result)
+    for ev in ordered:
+        if ev.occurred_at > limit:
+            break
+        if ev.identifiers and not ev.customer_id:
+            run.deliver(run.identify(ev), ev.occurred_at)
+            continue
+        run.deliver(ev, ev.occurred_at)
+        if ev.identifiers:  # applied to the customer it names; then its identifiers link
+            run.deliver(run.link(ev), ev.occurred_at)
+    for cid in sorted(run.states):
+        state = run.states[cid]
         for _ in range(MAX_TICKS_PER_CUSTOMER):
-            due = state.next_due() if state else None
+            due = state.next_due()
             if due is None or due > limit:
                 break
-            state = _step(journeys, state, TICK, due, result)
-        if state is not None:
-            result.states[cid] = state
+            state = run.step(state, TICK, due)
+        run.states[cid] = state
+    result.states = dict(sorted(run.states.items()))
     result.commands.sort(key=lambda c: (c.send_at, c.customer_id, c.command_id))
     return result
 
 
-def _step(js: JourneySet, state: CustomerState | None, inp: Event | Tick, now: datetime,
-          result: SimulationResult) -> CustomerState:
-    out = evaluate(js, state, inp, now)
-    result.commands.extend(out.commands)
-    result.trace.extend(out.trace)
-    return out.state
+class _World:
+    """Every customer's state, and the identity table, as the live engine keeps them."""
+
+    def __init__(self, journeys: JourneySet, result: SimulationResult) -> None:
+        self.js = journeys
+        self.result = result
+        self.states: dict[str, CustomerState] = {}
+        self.identity: dict[str, str] = {}  # identifier key -> customer
+        self.policy: IdentityPolicy = journeys.policies.identity
+
+    def _resolve(self, ev: Event) -> Resolution:
+        res = start(ev.to_dict(), ev.identifiers)
+        while not res.done:
+            claim, res = visit(res, self.identity.get(res.key), self.policy)
+            if claim is not None:
+                self.identity[res.keys[res.hop - 1][1]] = claim
+        return res
+
+    def identify(self, ev: Event) -> Identified:
+        res = self._resolve(ev)
+        assert res.customer is not None
+        return Identified(replace(ev, customer_id=res.customer), res.links, res.refused)
+
+    def link(self, ev: Event) -> Linked:
+        res = self._resolve(ev)
+        return Linked(ev.customer_id, ev.event_id, ev.occurred_at, res.links, res.refused)
+
+    def deliver(self, first: Input, at: datetime) -> None:
+        """An input, then everything it sends to other customers, in the order sent."""
+        queue: deque[tuple[Message | Input, datetime]] = deque([(first, at)])
+        while queue:
+            inp, when = queue.popleft()
+            cid = inp.customer_id  # type: ignore[union-attr]
+            state = self.states.get(cid)
+            if not isinstance(inp, Event | Identified | Linked) and state is not None:
+                # A merge message: the customer's waits due before it fire first, as
+                # the live timer fires them while the message is on its way.
+                for _ in range(MAX_TICKS_PER_CUSTOMER):
+                    due = state.next_due()
+                    if due is None or due >= when:
+                        break
+                    state = self.step(state, TICK, due)
+            out = evaluate(self.js, state, inp, when)
+            self._record(out.commands, out.trace)
+            self.states[cid] = out.state
+            for msg in out.outbox:
+                queue.append((msg, _time_of(msg, when)))
+
+    def step(self, state: CustomerState, inp: Input, now: datetime) -> CustomerState:
+        out = evaluate(self.js, state, inp, now)
+        self._record(out.commands, out.trace)
+        return out.state
+
+    def _record(self, commands: list[ChannelCommand], trace: list[TraceEntry]) -> None:
+        self.result.commands.extend(commands)
+        self.result.trace.extend(trace)
+
+
+def _time_of(msg: Message, default: datetime) -> datetime:
+    if isinstance(msg, Identified):
+        return msg.event.occurred_at
+    return msg.at or default
 
 
 def explain(result: SimulationResult) -> Iterator[str]:
@@ -183,6 +247,21 @@ def describe(t: TraceEntry) -> str:  # over 60 lines: one phrase per TraceKind, 
         "trait_rejected": lambda: f"{d['trait']} refused ({d['reason']}); the last valid "
         "value stays",
         "erased": lambda: "customer erased: everything known of them is forgotten",
+        "forwarded": lambda: f"{d.get('event_id')} passed on to {d.get('to')} (merged there)",
+        "merge_offered": lambda: f"an identifier links this customer to {d.get('other')}: "
+        "merge offered",
+        "merge_accepted": lambda: f"merge with {d.get('other')} accepted: its state is asked for",
+        "merge_refused": lambda: f"NOT merged with {d.get('other')}: " + (
+            f"{d.get('kind')} identifiers do not merge customers"
+            if d.get("reason") == "kind_does_not_merge" else
+            f"together they would hold more than {d.get('limit')} {d.get('kind')} "
+            "identifiers"),
+        "merged_into": lambda: f"merged into {d.get('into')}: profile and {d.get('runs')} live "
+        "run(s) moved there",
+        "merged": lambda: f"took in {d.get('absorbed')}: {d.get('runs_moved')} run(s) moved, "
+        f"{d.get('runs_ended')} ended as duplicates",
+        "run_merged": lambda: f"ended: the same journey was live for the merged customer "
+        f"(run {d.get('kept')} goes on)",
     }
     fallback: Callable[[], str] = lambda: f"{k} {json.dumps(d, default=str)}" if d else k  # noqa: E731
     text = phrases.get(k, fallback)()

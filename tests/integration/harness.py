@@ -161,7 +161,10 @@ class LiveEngine:
                                     stdout=out, stderr=subprocess.STDOUT)
 
     def produce(self, events: list[Event], watermark: datetime | None = None) -> None:
-        produce_events(self.settings, events, watermark=watermark)
+        # A timeline with identifiers is replayed as it would happen: each resolved (and
+        # its merges settled) before the next (runtime/feed.py).
+        settle = 90.0 if any(e.identifiers for e in events) else None
+        produce_events(self.settings, events, watermark=watermark, settle=settle)
 
     def produce_with_cli(self, events: list[Event], watermark: datetime | None = None) -> None:
         """``omnijourney produce`` as its own process, as an operator feeds a cluster (and
@@ -170,6 +173,8 @@ class LiveEngine:
         path = self.log_dir / f"feed-{self.feeds}.jsonl"
         path.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))
         cmd = [sys.executable, "-m", "omnijourney", "produce", str(path)]
+        if any(e.identifiers for e in events):
+            cmd += ["--settle", "90"]
         if watermark is not None:
             cmd += ["--watermark", format_instant(watermark)]
         done = subprocess.run(cmd, env=self.env(), cwd=REPO, capture_output=True, text=True,

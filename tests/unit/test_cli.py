@@ -29,11 +29,11 @@ def test_simulate_prints_one_json_command_per_line_ordered_by_send_at(
     code, out, err = run(capsys, "simulate", "--journeys", JOURNEYS, "--events", EVENTS)
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
-    assert len(rows) == 21
+    assert len(rows) == 28
     assert all(set(r) >= FIELDS for r in rows)
     assert [r["send_at"] for r in rows] == sorted(r["send_at"] for r in rows)
     assert {r["channel"] for r in rows} == {"email", "sms", "push", "ads"}
-    assert "-> 21 commands" in err
+    assert "-> 28 commands" in err
     sms = next(r for r in rows if r["step"] == "welcome_sms" and r["customer_id"] == "c-ana")
     assert sms["content"]["text"].startswith("Willkommen bei Northwind, Ana!")  # de-DE -> de
     assert "WELCOME-" in sms["content"]["text"]

@@ -786,3 +786,18 @@ def test_explain_says_every_decision_in_words() -> None:
     assert long_error in lines[1] and "in score" in lines[1]
     assert "attributes.score, attributes.vip" in lines[2]
     assert "'cart-7'" in lines[5]
+
+
+def test_evaluating_leaves_the_state_it_was_given_as_it_was() -> None:
+    """The evaluator works on a copy: a batch that is retried starts again from the
+    state as it was (a bounce mark once leaked into it through a shared map)."""
+    js = build(journey())
+    st = evaluate(js, None, signup(), t("2026-03-02T10:00:00Z")).state
+    st = evaluate(js, st, ev("email.bounced", "2026-03-02T10:05:00Z"),
+                  t("2026-03-02T10:05:00Z")).state
+    before = json.dumps(st.to_dict(), sort_keys=True)
+    for later in (ev("email.bounced", "2026-03-02T11:00:00Z", address_digest="ab" * 32),
+                  ev("customer.updated", "2026-03-02T11:05:00Z", tier="gold"),
+                  ev("sms.bounced", "2026-03-02T11:10:00Z")):
+        evaluate(js, st, later, later.occurred_at)
+        assert json.dumps(st.to_dict(), sort_keys=True) == before

@@ -76,7 +76,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     elif args.watermark not in (None, "end"):
         from omnijourney.core.timeutil import parse_instant
         wm = parse_instant(args.watermark)
-    n = produce_events(settings, events, watermark=wm, as_json=args.json)
+    n = produce_events(settings, events, watermark=wm, as_json=args.json, settle=args.settle)
     print(f"sent {n} events to {settings.topics.touchpoints}"
           + (f"; event time moved to {format_instant(wm)}" if wm else ""), file=sys.stderr)
     return 1 if bad else 0
@@ -154,7 +154,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             print(f"invalid event not sent: {line}", file=sys.stderr)
         events.sort(key=lambda e: e.occurred_at)
         end = max(e.occurred_at for e in events) + HORIZON
-        produce_events(settings, events, watermark=end)
+        produce_events(settings, events, watermark=end, settle=60.0)
         print(f"broker {bootstrap}: sent {len(events)} events; worker log: {args.log}",
               file=sys.stderr)
         got = consume(settings, settings.topics.commands, idle=args.idle, max_records=None)
@@ -221,6 +221,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="send JSON instead of Avro")
     p.add_argument("--sort", action="store_true", help="send in occurred_at order")
     p.add_argument("--watermark", help="then move event time to this RFC 3339 time, or 'end'")
+    p.add_argument("--settle", type=float, metavar="SECONDS",
+                   help="a replay: after each event with identifiers (and before the "
+                   "watermark) wait up to SECONDS until the engine has resolved it and "
+                   "settled its merges, as if the next event came later")
     p.set_defaults(func=cmd_produce)
 
     er = sub.add_parser("erase", help="forget customers: their state is tombstoned and "

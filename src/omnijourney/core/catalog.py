@@ -8,6 +8,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from omnijourney.core import model as m
+from omnijourney.core.identity import DEFAULT_MAX_PER_CUSTOMER, IdentityPolicy
 from omnijourney.core.templates import HTML_PARTS, MessageTemplate, compile_text
 from omnijourney.core.timeutil import ContactWindow, parse_duration, zone
 
@@ -25,6 +26,7 @@ class Policies:
     deadlines: dict[str, timedelta]
     longest_cap_window: timedelta  # how long send history must be kept
     exit_grace: timedelta = timedelta(0)
+    identity: IdentityPolicy = field(default_factory=IdentityPolicy)
 
     @classmethod
     def build(cls, d: m.PoliciesDef) -> Policies:
@@ -44,6 +46,10 @@ class Policies:
             deadlines=deadlines,
             longest_cap_window=max((per for _, per in caps.values()), default=timedelta(0)),
             exit_grace=parse_duration(str(d.exit_grace)),
+            identity=IdentityPolicy(frozenset(d.identity.merge_on),
+                                    {**DEFAULT_MAX_PER_CUSTOMER,
+                                     **{str(k): v for k, v in
+                                        d.identity.max_per_customer.items()}}),
         )
 
 

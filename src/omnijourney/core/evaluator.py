@@ -1,14 +1,16 @@
 """The evaluator: ``evaluate(journeys, state, input, now) -> Evaluation(state, commands, trace)``.
 
-Pure and deterministic: no clock reads, no I/O, no randomness. The input is an Event or
-TICK. Time is event time: before an event is applied, waits that ended strictly before it
+Pure and deterministic: no clock reads, no I/O, no randomness. The input is an Event,
+TICK, an event the resolver identified (``Identified``) or a merge message (core/merging.py).
+Time is event time: before an event is applied, waits that ended strictly before it
 fire (at their due time), so an exit event at or before a wait's end always wins. A TICK
-fires every wait due at or before ``now``.
+fires every wait due at or before ``now``. ``Evaluation.outbox`` holds what goes to other
+customers' partitions (merge messages, events for a customer merged into another).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from omnijourney.core import model as m
@@ -16,6 +18,8 @@ from omnijourney.core import profile as prof
 from omnijourney.core.catalog import CompiledJourney, JourneySet
 from omnijourney.core.commands import ChannelCommand, command_id
 from omnijourney.core.events import ERASURE_EVENT, Event, fingerprint
+from omnijourney.core.identity import Absorbed, Handover, MergeOffer
+from omnijourney.core.merging import Identified, Linked, Message, forward, linked, offers, receive
 from omnijourney.core.state import CustomerState, GoalWatch, Instance
 from omnijourney.core.steps import Steps
 from omnijourney.core.timeutil import (
@@ -42,17 +46,38 @@ class Evaluation:
     state: CustomerState
     commands: list[ChannelCommand]
     trace: list[TraceEntry]
+    outbox: list[Message] = field(default_factory=list)
 
 
-def evaluate(journeys: JourneySet, state: CustomerState | None, input: Event | Tick,
+Input = Event | Tick | Identified | Linked | MergeOffer | Handover | Absorbed
+
+
+def evaluate(journeys: JourneySet, state: CustomerState | None, input: Input,
              now: datetime) -> Evaluation:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if isinstance(input, MergeOffer | Handover | Absorbed):
+        if state is not None and state.customer_id != input.customer_id:
+            raise ValueError("merge message for another customer")
+        out = receive(journeys, state, input)
+        return Evaluation(out.state, out.commands, out.trace, out.outbox)
+    if isinstance(input, Linked):
+        if state is not None and state.customer_id != input.customer_id:
+            raise ValueError("links for another customer")
+        out = linked(state, input)
+        return Evaluation(out.state, out.commands, out.trace, out.outbox)
+    links: tuple[str, ...] = ()
+    refused: tuple[tuple[str, str], ...] = ()
+    if isinstance(input, Identified):
+        links, refused, input = input.links, input.refused, input.event
     if isinstance(input, Event):
         if state is None:
             state = CustomerState(input.customer_id)
         elif state.customer_id != input.customer_id:
             raise ValueError("event belongs to another customer")
+        if state.merged_into is not None:
+            moved = forward(state, input, links, refused, now)
+            return Evaluation(moved.state, [], moved.trace, moved.outbox)
         if input.event_id in state.seen:
             before, after = state.seen[input.event_id], fingerprint(input)
             # Same id, other content: not a redelivery but two facts under one name; the
@@ -70,14 +95,20 @@ def evaluate(journeys: JourneySet, state: CustomerState | None, input: Event | T
             return Evaluation(CustomerState(state.customer_id), [], [entry])
     elif state is None:
         raise ValueError("a timer tick needs the customer's state")
+    elif state.merged_into is not None:
+        return Evaluation(state, [], [])  # its runs went with it
     run = _Run(journeys, state.clone(), now)
+    outbox: list[Message] = []
     if isinstance(input, Event):
         run.on_event(input)
+        if links or refused:
+            outbox, notes = offers(run.st, links, refused, run.st.clock or now)
+            run.trace.extend(notes)
     else:
         run.fire_due(now, inclusive=True)
     run.st.prune(journeys.policies.longest_cap_window,
                  journeys.re_entry if run.entered else None)
-    return Evaluation(run.st, run.commands, run.trace)
+    return Evaluation(run.st, run.commands, run.trace, outbox)
 
 
 def _without(ev: Event, keys: set[str]) -> Event:
@@ -101,7 +132,7 @@ class _Run(Steps):
         if st.clock is not None and at < st.clock:
             at = st.clock  # a late event cannot act before what already happened
         st.clock = at
-        for trait, why in prof.fold(st.profile, ev):
+        for trait, why in prof.fold(st.profile, ev, self.pol.identity):
             self.note(at, TraceKind.TRAIT_REJECTED, trait=trait, reason=why, event_id=ev.event_id)
         self.views.forget_profile()
         self.forget_cleared_traits(ev)

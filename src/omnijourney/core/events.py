@@ -1,8 +1,10 @@
 """Facts in: the touchpoint event envelope.
 
 Events are past-tense facts about a customer. The JSON form used in files is
-``{"event_id", "type", "customer_id", "occurred_at", "source"?, "properties"?}``;
-the Avro form (schemas/touchpoint_event.avsc) carries the same fields.
+``{"event_id", "type", "customer_id", "occurred_at", "source"?, "properties"?,
+"identifiers"?}``; the Avro form (schemas/touchpoint_event.avsc) carries the same fields.
+An event that carries ``identifiers`` may leave ``customer_id`` empty: the resolver
+finds (or makes) its customer (core/identity.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from omnijourney.core.channels import CHANNELS
 from omnijourney.core.commands import DELIVERY_STATUSES, DeliveryReport
+from omnijourney.core.identity import InvalidIdentifier, parse_identifiers
 from omnijourney.core.timeutil import format_instant, instant_text, parse_instant
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -168,9 +171,12 @@ def fingerprint(ev: Event) -> str:
         return ""
     props = ev.properties
     # The event's time uncached: each is formatted once, and would only churn the cache.
-    body = _FINGERPRINT_JSON.encode([
-        ev.type, ev.customer_id, instant_text(ev.occurred_at), ev.source,
-        props if type(props) is dict else dict(props)])
+    # Identifiers only when there are some: events without them keep their old digests.
+    fields: list[Any] = [ev.type, ev.customer_id, instant_text(ev.occurred_at), ev.source,
+                         props if type(props) is dict else dict(props)]
+    if ev.identifiers:
+        fields.append(dict(ev.identifiers))
+    body = _FINGERPRINT_JSON.encode(fields)
     return hashlib.blake2b(body.encode(), digest_size=5).hexdigest()
 
 
@@ -182,9 +188,11 @@ class Event:
     occurred_at: datetime
     source: str | None = None
     properties: Mapping[str, Any] = field(default_factory=dict)
+    # kind -> normalized value, strongest first (core/identity.py)
+    identifiers: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "event_id": self.event_id,
             "type": self.type,
             "customer_id": self.customer_id,
@@ -192,6 +200,9 @@ class Event:
             "source": self.source,
             "properties": dict(self.properties),
         }
+        if self.identifiers:  # only then: states written before identifiers stay the same
+            d["identifiers"] = dict(self.identifiers)
+        return d
 
     def expr_view(self) -> dict[str, Any]:
         """The event as conditions and templates see it (``event.*``)."""
@@ -202,10 +213,12 @@ class Event:
             "occurred_at": self.occurred_at,
             "source": self.source,
             "properties": dict(self.properties),
+            "identifiers": dict(self.identifiers),
         }
 
 
-_ALLOWED_KEYS = {"event_id", "type", "customer_id", "occurred_at", "source", "properties"}
+_ALLOWED_KEYS = {"event_id", "type", "customer_id", "occurred_at", "source", "properties",
+                 "identifiers"}
 
 
 def delivery_event(report: DeliveryReport, correlate_by: str | None = None) -> Event:
@@ -246,10 +259,17 @@ def parse_event(data: Any, *, trusted: bool = False, text_bytes: int | None = No
     unknown = sorted(set(data) - _ALLOWED_KEYS)
     if unknown:
         raise InvalidEvent(f"unknown envelope field(s): {', '.join(unknown)}")
+    try:
+        identifiers = parse_identifiers(data.get("identifiers"))
+    except InvalidIdentifier as exc:
+        raise InvalidEvent(str(exc)) from None
     for key in ("event_id", "type", "customer_id"):
         value = data.get(key)
+        if key == "customer_id" and identifiers and value in (None, ""):
+            continue  # the resolver finds the customer
         if not isinstance(value, str) or not value.strip():
-            raise InvalidEvent(f"missing or empty '{key}'")
+            raise InvalidEvent(f"missing or empty '{key}'" + (
+                " (or give 'identifiers')" if key == "customer_id" else ""))
         if not trusted:
             check_text(key, value, MAX_NAME_CHARS if key == "type" else MAX_ID_CHARS)
     etype = data["type"]
@@ -278,8 +298,9 @@ def parse_event(data: Any, *, trusted: bool = False, text_bytes: int | None = No
     return Event(
         event_id=data["event_id"],
         type=etype,
-        customer_id=data["customer_id"],
+        customer_id=data.get("customer_id") or "",
         occurred_at=occurred_at,
         source=source,
         properties=dict(props),
+        identifiers=identifiers,
     )

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from omnijourney.core.channels import Channel, TemplateChannel
+from omnijourney.core.identity import DEFAULT_MAX_PER_CUSTOMER, DEFAULT_MERGE_ON
 from omnijourney.core.timeutil import ContactWindow, parse_duration, parse_time_of_day
 
 ID_PATTERN = r"^[a-z][a-z0-9_\-]*$"
@@ -246,8 +247,25 @@ def _default_deadlines() -> dict[Channel, str | int]:
     return {"email": "24h", "sms": "4h", "push": "4h", "ads": "72h", "webhook": "24h"}
 
 
+IdentifierFamily = Literal["loyalty_id", "email", "phone", "marketplace", "device_id",
+                           "anonymous_id"]
+
+
+class IdentityDef(_Strict):
+    merge_on: list[IdentifierFamily] = Field(
+        default_factory=lambda: list(DEFAULT_MERGE_ON),  # type: ignore[arg-type]
+        description="identifier kinds that may show two customers to be one and merge "
+        "them; a kind left out (device_id: a shared tablet, a family's computer) never does")
+    max_per_customer: dict[IdentifierFamily, Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=dict,
+        description="at most this many identifiers of a kind per customer: a merge that "
+        "would make more is refused (a store's generic email cannot glue its shoppers "
+        f"into one); defaults {DEFAULT_MAX_PER_CUSTOMER}")
+
+
 class PoliciesDef(_Strict):
     defaults: Defaults = Defaults()
+    identity: IdentityDef = IdentityDef()
     exit_grace: Duration = Field(
         default="0s", description="how late (arriving after the wait ended) an exit or "
         "awaited event may be and still win: waits fire this long after they end")

@@ -8,6 +8,7 @@ from typing import Any
 from omnijourney.core.catalog import Policies
 from omnijourney.core.channels import CHANNELS, PERSONAL_CHANNELS
 from omnijourney.core.events import Event
+from omnijourney.core.identity import ADDRESS_KINDS, IdentityPolicy, profile_value
 from omnijourney.core.timeutil import ContactWindow, format_instant, is_known_zone
 
 TRAITS = ("email", "phone", "push_token", "first_name", "last_name", "locale", "timezone",
@@ -39,7 +40,11 @@ def _bad_window(value: object) -> str | None:
 CHECKED_TRAITS = {"timezone": _bad_zone, "contact_window": _bad_window}
 
 
-def fold(profile: dict[str, Any], event: Event) -> list[tuple[str, str]]:
+MAX_CHANNELS = 32  # sources remembered per customer (web, app, store, marketplace ...)
+
+
+def fold(profile: dict[str, Any], event: Event,
+         identity: IdentityPolicy | None = None) -> list[tuple[str, str]]:
     """Apply one event to a profile in place (the caller owns a fresh copy). Returns the
     traits refused, each with the reason (the value itself is not repeated)."""
     refused: list[tuple[str, str]] = []
@@ -50,6 +55,10 @@ def fold(profile: dict[str, Any], event: Event) -> list[tuple[str, str]]:
     profile["last_seen_at"] = format_instant(event.occurred_at)
     counts = profile["counts"]
     counts[event.type] = counts.get(event.type, 0) + 1
+    if event.identifiers:
+        learn_identifiers(profile, event.identifiers, identity or IdentityPolicy())
+    if event.source and not event.event_id.startswith("delivery:"):
+        seen_on(profile, event.source, format_instant(event.occurred_at))
     if event.type in TRAIT_EVENTS:
         for key, value in props.items():
             if key in TRAITS:
@@ -98,6 +107,35 @@ def fold(profile: dict[str, Any], event: Event) -> list[tuple[str, str]]:
 
 
 BOUNCED_KEPT = 8  # bounced addresses remembered per channel
+
+
+def learn_identifiers(profile: dict[str, Any], identifiers: dict[str, str] | Any,
+                      policy: IdentityPolicy) -> None:
+    """``profile.identifiers``: kind -> the values seen, latest last, at most the policy's
+    limit per kind (the oldest go first); an address as its digest, and an email or
+    phone identifier fills that trait when the profile has none."""
+    held = profile.setdefault("identifiers", {})
+    for kind, value in identifiers.items():
+        if kind in ADDRESS_KINDS and not _nonblank(profile.get(kind)):
+            profile[kind] = value
+        mine = profile_value(kind, value)
+        kept = [v for v in held.get(kind, ()) if v != mine]
+        held[kind] = [*kept, mine][-policy.limit(kind):]
+
+
+def seen_on(profile: dict[str, Any], source: str, at: str) -> None:
+    """``profile.channels``: each source a customer has been seen on (web, app, store,
+    marketplace ...) with the first and last time; at most MAX_CHANNELS, the least
+    recent go first."""
+    channels = profile.setdefault("channels", {})
+    entry = channels.get(source)
+    if entry is None:
+        if len(channels) >= MAX_CHANNELS:
+            del channels[min(channels, key=lambda c: channels[c]["last_seen_at"])]
+        channels[source] = {"first_seen_at": at, "last_seen_at": at}
+    else:
+        channels[source] = {"first_seen_at": min(entry["first_seen_at"], at),
+                            "last_seen_at": max(entry["last_seen_at"], at)}
 
 
 def bounced(profile: dict[str, Any], channel: str) -> bool:
@@ -164,4 +202,6 @@ def view(profile: dict[str, Any], policies: Policies) -> dict[str, Any]:
                       for ch, ok in consent.items()}
     v.setdefault("attributes", {})
     v.setdefault("counts", {})
+    v.setdefault("identifiers", {})
+    v.setdefault("channels", {})
     return v

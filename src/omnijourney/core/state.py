@@ -105,6 +105,9 @@ class CustomerState:
     sent: dict[str, list[datetime]] = field(default_factory=dict)  # marketing sends per channel
     seen: dict[str, str] = field(default_factory=dict)  # recent event id -> fingerprint
     clock: datetime | None = None  # latest moment this customer's state has reached
+    # Merged into another customer (core/identity.py): nothing else is kept; what still
+    # arrives for this one goes on to that one.
+    merged_into: str | None = None
 
     def prune(self, horizon: timedelta,
               re_entry: Callable[[str], str | timedelta | None] | None) -> None:
@@ -151,6 +154,7 @@ class CustomerState:
             sent={k: list(v) for k, v in self.sent.items()},
             seen=dict(self.seen),
             clock=self.clock,
+            merged_into=self.merged_into,
         )
 
     def next_due(self) -> datetime | None:
@@ -177,6 +181,7 @@ class CustomerState:
             "sent": {k: [format_instant(t) for t in v] for k, v in self.sent.items()},
             "seen": self.seen,
             "clock": format_instant(self.clock) if self.clock else None,
+            **({"merged_into": self.merged_into} if self.merged_into else {}),
         }
 
     @classmethod
@@ -190,6 +195,7 @@ class CustomerState:
             sent={k: [parse_instant(t) for t in v] for k, v in (d.get("sent") or {}).items()},
             seen=_seen(d.get("seen")),
             clock=parse_instant(d["clock"]) if d.get("clock") else None,
+            merged_into=d.get("merged_into") or None,
         )
 
 
@@ -201,10 +207,11 @@ def _seen(value: Any) -> dict[str, str]:
 
 
 def _copy_profile(p: dict[str, Any]) -> dict[str, Any]:
-    # Profile values are JSON scalars except these three maps; copying them is enough
-    # and several times cheaper than deepcopy on the hot path.
+    # Profile values are JSON scalars except these maps, whose own values the fold
+    # replaces rather than changes (attributes are replaced whole); copying them is
+    # enough and several times cheaper than deepcopy on the hot path.
     c = dict(p)
-    for key in ("consent", "attributes", "counts"):
+    for key in ("consent", "attributes", "counts", "channels", "identifiers", "bounced"):
         if key in c:
             c[key] = dict(c[key])
     return c

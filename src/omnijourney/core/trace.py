@@ -23,6 +23,14 @@ class TraceKind(StrEnum):
     CLAMPED_FUTURE_EVENT = "clamped_future_event"
     TRAIT_REJECTED = "trait_rejected"  # a profile trait with an unusable value
     PROFILE_UPDATED = "profile_updated"
+    # identity (core/identity.py, core/merging.py)
+    FORWARDED = "forwarded"  # for a customer merged into another: sent on to that one
+    MERGE_OFFERED = "merge_offered"  # an event linked this customer to another
+    MERGE_ACCEPTED = "merge_accepted"  # the survivor asks the other for its state
+    MERGE_REFUSED = "merge_refused"  # the guard: a kind that may not merge, or too many
+    MERGED_INTO = "merged_into"  # this customer's state went to the survivor
+    MERGED = "merged"  # the survivor took in another customer's state
+    RUN_MERGED = "run_merged"  # two live runs of one journey: this one ended
     # entering and running a journey
     ENTERED = "entered"
     NOT_ENTERED = "not_entered"

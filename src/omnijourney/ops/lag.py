@@ -39,7 +39,8 @@ class PartitionLag:
 def known_groups(settings: Settings) -> dict[str, list[str]]:
     """Our consumer groups and the topics each consumes."""
     t = settings.topics
-    groups = {settings.app_id: [t.touchpoints, t.ticks, t.deliveries]}
+    groups = {settings.app_id: [t.touchpoints, t.ticks, t.deliveries, t.identity,
+                                t.identified]}
     for ch in CHANNELS:
         groups[adapter_group(settings, ch)] = [t.command(ch)]
     return groups

@@ -77,6 +77,10 @@ class WorkerMetrics(ProcessMetrics):
                                registry=r)
         self.rejected = Counter(f"{NS}_traits_rejected", "Profile traits refused as invalid "
                                 "(the last valid value stays)", ["trait"], registry=r)
+        self.merges = Counter(f"{NS}_identity_merges", "Customers found to be one person, by "
+                              "outcome: merged, or refused by the guard "
+                              "(kind_does_not_merge, too_many_identifiers)", ["outcome"],
+                              registry=r)
         self.rebalances = Counter(f"{NS}_rebalances", "Partition assignments received",
                                   registry=r)
         self.assigned = Gauge(f"{NS}_assigned_partitions", "Source partitions this worker "
@@ -101,6 +105,10 @@ class WorkerMetrics(ProcessMetrics):
                 self.runaway.labels(entry.journey or "").inc()
             elif entry.kind == TraceKind.TRAIT_REJECTED:
                 self.rejected.labels(str(entry.detail.get("trait", ""))).inc()
+            elif entry.kind == TraceKind.MERGED:
+                self.merges.labels("merged").inc()
+            elif entry.kind == TraceKind.MERGE_REFUSED:
+                self.merges.labels(str(entry.detail.get("reason", ""))).inc()
         for seconds in evaluation_seconds:
             self.evaluation.observe(seconds)
         self.batch.observe(batch_seconds)

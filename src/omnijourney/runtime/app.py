@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -42,10 +42,11 @@ from omnijourney.runtime.supervision import (
     cluster_error,
 )
 from omnijourney.runtime.timers import Clock, DueIndex
-from omnijourney.runtime.topics import changelog_topic
+from omnijourney.runtime.topics import changelog_topic, identity_changelog_topic
 from omnijourney.settings import Settings
 
 log = structlog.get_logger("omnijourney.worker")
+Handler = Callable[[Sequence[EventT[Any]]], Awaitable[None]]
 
 
 class Worker:
@@ -70,20 +71,33 @@ class Worker:
         self.app = faust_app(settings)
         self.supervisor = Supervisor(self)
         t = settings.topics
-        # All three are co-partitioned and keyed by customer_id.
-        self.source = self.app.topic(t.touchpoints, t.ticks, t.deliveries,
+        # All four are co-partitioned and keyed by customer_id.
+        self.source = self.app.topic(t.touchpoints, t.ticks, t.deliveries, t.identified,
                                      key_serializer="raw", value_serializer="raw")
         self.table = self.app.Table("customer-state", partitions=settings.partitions,
                                     key_type=bytes, value_type=bytes)
-        self.changelog = self.table.changelog_topic.get_topic_name()
-        if self.changelog != changelog_topic(settings):  # ensure_topics created that one
-            raise RuntimeError(f"Faust names the changelog {self.changelog!r}, not "
-                               f"{changelog_topic(settings)!r}")
+        self.changelog = self._changelog_of(self.table, changelog_topic(settings))
+        # The resolver: events hop through their identifiers' partitions (keyed by
+        # identifier key); the identity table says which customer holds each.
+        self.identity_source = self.app.topic(t.identity, key_serializer="raw",
+                                              value_serializer="raw")
+        self.identity = self.app.Table("identity", partitions=settings.partitions,
+                                       key_type=bytes, value_type=bytes)
+        self.identity_changelog = self._changelog_of(self.identity,
+                                                     identity_changelog_topic(settings))
         self.app.agent(self.source, name="evaluate")(self.run_stream)
+        self.app.agent(self.identity_source, name="resolve")(self.run_identity_stream)
         self.app.timer(interval=settings.tick_interval)(self.drive_waits)
         self.app.on_partitions_assigned.connect(self.on_assigned)
-        guard_handover(self.app, {t.touchpoints, t.ticks, t.deliveries},
-                       fetch_wait=settings.fetch_wait)
+        guard_handover(self.app, {t.touchpoints, t.ticks, t.deliveries, t.identified,
+                                  t.identity}, fetch_wait=settings.fetch_wait)
+
+    @staticmethod
+    def _changelog_of(table: Any, created: str) -> str:
+        name = str(table.changelog_topic.get_topic_name())
+        if name != created:  # ensure_topics created that one
+            raise RuntimeError(f"Faust names the changelog {name!r}, not {created!r}")
+        return name
 
     # -------------------------------------------------------------------- ops
     def ready(self) -> bool:
@@ -139,6 +153,12 @@ class Worker:
 
     # ----------------------------------------------------------------- stream
     async def run_stream(self, stream: StreamT[Any]) -> None:
+        await self._run(stream, self.handle)
+
+    async def run_identity_stream(self, stream: StreamT[Any]) -> None:
+        await self._run(stream, self.handle_identity)
+
+    async def _run(self, stream: StreamT[Any], handle: Handler) -> None:
         # Batches keep each event (and so its partition); the StreamT interface does not
         # declare take_events, the concrete Stream agents receive does.
         batches = cast("faust.Stream[Any]", stream).take_events(
@@ -152,7 +172,7 @@ class Worker:
                 held = [e.message for e in events]
                 for message in held:
                     message.incref()
-                await self.handle_safely(events)
+                await self.handle_safely(events, handle)
                 for message in held:
                     message.decref()
         except asyncio.CancelledError:
@@ -161,27 +181,29 @@ class Worker:
             self.fail(exc)
             raise
 
-    async def handle_safely(self, events: Sequence[EventT[Any]]) -> None:
+    async def handle_safely(self, events: Sequence[EventT[Any]],
+                            handle: Handler | None = None) -> None:
         """``handle``, and when it raises: a Kafka error is retried for a while and then
         fails the worker (the batch is not acked, so a restart repeats it); anything else
         is one record's doing, found by handling each alone, and that record is
         dead-lettered. So a record that gets
         past the Engine's own guards still cannot stop the agent, now or after a restart.
         """
-        error = await self._handle_riding_out_the_cluster(events)
+        handle = handle or self.handle
+        error = await self._handle_riding_out_the_cluster(events, handle)
         if error is None:
             return
         log.error("batch_failed", records=len(events), error=brief(error))
         for e in events:
             try:
-                await self.handle([e])
+                await handle([e])
             except Exception as exc:
                 if cluster_error(exc):
                     raise
                 await self.dead_letter(e, exc)
 
-    async def _handle_riding_out_the_cluster(self, events: Sequence[EventT[Any]]
-                                             ) -> Exception | None:
+    async def _handle_riding_out_the_cluster(self, events: Sequence[EventT[Any]],
+                                             handle: Handler) -> Exception | None:
         """``handle``, again (with backoff) while the cluster's errors last, up to
         ``settings.cluster_patience`` seconds: a broker restarting makes sends fail for a while.
         Safe to repeat: nothing of a failed attempt was stored (states are written only
@@ -191,7 +213,7 @@ class Worker:
         waited, delay = 0.0, 0.5
         while True:
             try:
-                await self.handle(events)
+                await handle(events)
                 return None
             except Exception as exc:
                 if not cluster_error(exc):
@@ -252,6 +274,34 @@ class Worker:
                   send_ms=round((sent - processed) * 1000, 2),
                   store_ms=round((done - sent) * 1000, 2))
         log_batch(result)
+
+    async def handle_identity(self, events: Sequence[EventT[Any]]) -> None:
+        """One batch of resolution hops: the next hops and the identified events are sent
+        and acked, then the identifiers claimed are written to the identity changelog and
+        acked, before the batch's offsets can commit. A replay after a crash visits the
+        same identifiers with the same table and decides the same."""
+        started = time.perf_counter()
+        records = [Record(e.message.topic, e.message.partition, e.message.offset,
+                          e.message.key, e.message.value or b"") for e in events]
+        result = self.engine.resolve(records, self._holder)
+        await self.send_all(result.other)
+        await self.send_all([Outgoing(self.identity_changelog, key.encode(), cid.encode(),
+                                      partition)
+                             for key, (partition, cid) in result.claims.items()])
+        data = self.identity.data
+        for key, (_, cid) in result.claims.items():
+            data[key.encode()] = cid.encode()
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(inputs=["identity_hop"] * len(records), dead=result.dead_kinds,
+                             trace=(), evaluation_seconds=(), batch_seconds=elapsed)
+        log.debug("resolve_batch", records=len(records), claims=len(result.claims),
+                  dead=len(result.dead_reasons), ms=round(elapsed * 1000, 2))
+        for reason in result.dead_reasons:
+            log.warning("dead_letter", reason=reason)
+
+    def _holder(self, key: str) -> str | None:
+        raw = self.identity.data.get(key.encode())
+        return raw.decode() if raw is not None else None
 
     async def send_all(self, outgoing: list[Outgoing]) -> None:
         producer = self.app.producer

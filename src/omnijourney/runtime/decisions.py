@@ -19,7 +19,8 @@ log = structlog.get_logger("omnijourney.worker")
 
 LOGGED_DECISIONS = frozenset({TraceKind.SENT, TraceKind.SUPPRESSED, TraceKind.DEFERRED,
                               TraceKind.EXITED, TraceKind.GOAL, TraceKind.ERROR,
-                              TraceKind.ERASED, TraceKind.RUNAWAY})
+                              TraceKind.ERASED, TraceKind.RUNAWAY, TraceKind.MERGED,
+                              TraceKind.MERGED_INTO, TraceKind.MERGE_REFUSED})
 
 
 def _decision(x: TraceEntry) -> str:

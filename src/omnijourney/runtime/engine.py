@@ -17,14 +17,22 @@ from omnijourney.codecs import (
     CodecError,
     decode_delivery,
     decode_event,
+    decode_message,
+    decode_resolution,
     encode_command,
     encode_dead_letter,
+    encode_message,
+    encode_resolution,
     encode_state,
     read_clock_record,
     read_tick_record,
 )
 from omnijourney.core import TICK, CustomerState, Event, InvalidEvent, JourneySet, Tick, evaluate
-from omnijourney.core.events import KNOWN_EVENT_TYPES, delivery_event
+from omnijourney.core.evaluator import Input
+from omnijourney.core.events import KNOWN_EVENT_TYPES, delivery_event, parse_event
+from omnijourney.core.identity import start, visit
+from omnijourney.core.merging import Identified, Linked, Message
+from omnijourney.core.timeutil import parse_instant
 from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.runtime.timers import Clock
 from omnijourney.settings import ClockMode, Topics
@@ -74,6 +82,8 @@ class BatchResult:
     watermarks: dict[int, datetime] = field(default_factory=dict)
     # customers whose tick was handled, changed state or not: the timer may tick them again
     ticked: list[str] = field(default_factory=list)
+    # the resolver's batches: identifier key -> (partition, the customer now holding it)
+    claims: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def evaluations(self) -> int:
@@ -130,6 +140,8 @@ class Engine:
                     self._tick(rec, load, result)
                 elif rec.topic == self.topics.deliveries:
                     self._delivery(rec, load, result)
+                elif rec.topic == self.topics.identified:
+                    self._identified(rec, load, result)
                 else:
                     self._event(rec, load, result)
             except Exception as exc:
@@ -164,6 +176,11 @@ class Engine:
                             "it; list it in OMNIJOURNEY_EXTRA_EVENT_TYPES to accept it)", result,
                        "unknown_type")
             return
+        if ev.identifiers and not ev.customer_id:
+            # Who it is about is the resolver's to say: off to its first identifier's
+            # partition (the strongest; core/identity.py), whatever the key.
+            self._resolve(ev, result)
+            return
         key = ev.customer_id.encode()
         if rec.key != key:
             # State is partitioned by customer: an event keyed otherwise (or not at all)
@@ -171,8 +188,79 @@ class Engine:
             # partition. Dedup by event_id makes a repeat harmless.
             result.other.append(Outgoing(rec.topic, key, rec.value))
             return
-        self._evaluate(rec, ev.customer_id, ev, self._now_for(rec, ev), load=load,
-                       result=result)
+        applied = self._evaluate(rec, ev.customer_id, ev, self._now_for(rec, ev), load=load,
+                                 result=result)
+        if applied and ev.identifiers:
+            # It named its customer and is applied: its identifiers are claimed and
+            # linked behind it, never ahead of it.
+            self._resolve(ev, result)
+
+    def _resolve(self, ev: Event, result: BatchResult) -> None:
+        res = start(ev.to_dict(), ev.identifiers)
+        result.other.append(Outgoing(self.topics.identity, res.key.encode(),
+                                     encode_resolution(res)))
+
+    def resolve(self, records: Iterable[Record], owner: Callable[[str], str | None]
+                ) -> BatchResult:
+        """A batch of the identity topic: each record one hop of an event's resolution,
+        on the partition of the identifier it is at. ``owner``: who the identity table
+        says holds an identifier key. Claims made earlier in the batch count."""
+        result = BatchResult()
+        for rec in records:
+            try:
+                self._hop(rec, owner, result)
+            except Exception as exc:
+                self._dead(rec, f"could not be resolved: {type(exc).__name__}: "
+                                f"{str(exc)[:300]}", result, "invalid_resolution")
+        return result
+
+    def _hop(self, rec: Record, owner: Callable[[str], str | None], result: BatchResult) -> None:
+        try:
+            res = decode_resolution(rec.value)
+        except (CodecError, ValueError) as exc:
+            self._dead(rec, str(exc), result, "invalid_resolution")
+            return
+        if res.done:
+            self._dead(rec, "a resolution with no identifier left", result,
+                       "invalid_resolution")
+            return
+        if rec.key != res.key.encode():  # on another partition than its identifier's
+            result.other.append(Outgoing(self.topics.identity, res.key.encode(), rec.value))
+            return
+        held = result.claims.get(res.key)
+        claim, res = visit(res, held[1] if held else owner(res.key),
+                           self.journeys.policies.identity)
+        if claim is not None:
+            result.claims[res.keys[res.hop - 1][1]] = (rec.partition, claim)
+        if not res.done:
+            result.other.append(Outgoing(self.topics.identity, res.key.encode(),
+                                         encode_resolution(res)))
+            return
+        assert res.customer is not None
+        msg: Message
+        if res.link_only:
+            msg = Linked(res.customer, str(res.event["event_id"]),
+                         parse_instant(res.event["occurred_at"]), res.links, res.refused)
+        else:
+            ev = parse_event({**res.event, "customer_id": res.customer}, trusted=True)
+            msg = Identified(ev, res.links, res.refused)
+        result.other.append(Outgoing(self.topics.identified, res.customer.encode(),
+                                     encode_message(msg)))
+
+    def _identified(self, rec: Record, load: Callable[[str], CustomerState | None],
+                    result: BatchResult) -> None:
+        try:
+            msg = decode_message(rec.value)
+        except (CodecError, ValueError) as exc:
+            self._dead(rec, str(exc), result, "invalid_identified")
+            return
+        cid = msg.customer_id
+        if rec.key != cid.encode():
+            result.other.append(Outgoing(rec.topic, cid.encode(), rec.value))
+            return
+        # A merge message acts at the moment of the event that began it.
+        now = self._now_for(rec, msg.event) if isinstance(msg, Identified) else msg.at
+        self._evaluate(rec, cid, msg, now, load=load, result=result)
 
     def _delivery(self, rec: Record, load: Callable[[str], CustomerState | None],
                   result: BatchResult) -> None:
@@ -221,9 +309,10 @@ class Engine:
             # alone (rather than dead-letter it again every second) until its next event.
             result.ticked.append(cid)
 
-    def _evaluate(self, rec: Record, cid: str, inp: Event | Tick, now: datetime, *,
+    def _evaluate(self, rec: Record, cid: str, inp: Input, now: datetime, *,
                   load: Callable[[str], CustomerState | None], result: BatchResult,
-                  state: CustomerState | None = None) -> None:
+                  state: CustomerState | None = None) -> bool:
+        """False when the record was dead-lettered instead."""
         if state is None:
             state = self._state(cid, load, result)
         started = time.perf_counter()
@@ -232,12 +321,12 @@ class Engine:
         if any(x.kind == TraceKind.EVENT_CONFLICT for x in out.trace):
             self._dead(rec, f"event_id {out.trace[0].detail['event_id']!r} was seen before "
                             "with other content; a producer reused an id", result, "conflict")
-            return
+            return False
         if any(x.kind == TraceKind.ERASED for x in out.trace):
             result.states.pop(cid, None)
             result.erased[cid] = rec.partition
             self._count(result, cid, out.trace, inp, took)
-            return
+            return True
         stored: tuple[int, CustomerState, bytes] | None = None
         if out.state is not state:  # a duplicate event returns the state untouched
             doc = encode_state(rec.partition, out.state)
@@ -245,28 +334,40 @@ class Engine:
                 self._dead(rec, f"the customer's state would be {len(doc)} bytes, over the "
                                 f"limit of {self.limits.max_state_bytes}; nothing of this "
                                 "record was applied", result, "state_too_large")
-                return
+                return False
             stored = (rec.partition, out.state, doc)
         key = cid.encode()
         commands = [Outgoing(self.topics.command(cmd.channel), key, encode_command(cmd),
                              headers=(("command_id", cmd.command_id.encode()),
                                       ("journey", cmd.journey.encode())))
                     for cmd in out.commands]
+        onward = [self._onward(msg) for msg in out.outbox]
         # Nothing above raised: only now does this record's outcome join the batch.
         if stored is not None:
             result.erased.pop(cid, None)  # a new profile after an erasure in this batch
             result.states[cid] = stored
         result.commands.extend(commands)
+        result.other.extend(onward)
         self._count(result, cid, out.trace, inp, took)
+        return True
+
+    def _onward(self, msg: Message) -> Outgoing:
+        return Outgoing(self.topics.identified, msg.customer_id.encode(), encode_message(msg))
 
     @staticmethod
-    def _count(result: BatchResult, cid: str, trace: list[TraceEntry], inp: Event | Tick,
+    def _count(result: BatchResult, cid: str, trace: list[TraceEntry], inp: Input,
                took: float) -> None:
         result.trace.extend(trace)
-        event = inp if isinstance(inp, Event) else None
-        result.evaluated.append(Evaluated(cid, event.type if event else "tick",
-                                          event.event_id if event else None, tuple(trace),
-                                          took))
+        event = inp.event if isinstance(inp, Identified) else inp
+        if isinstance(event, Event):
+            what, event_id = event.type, event.event_id
+        elif isinstance(event, Tick):
+            what, event_id = "tick", None
+        elif isinstance(event, Linked):
+            what, event_id = "linked", event.event_id
+        else:  # a merge message
+            what, event_id = type(event).__name__.lower(), event.id
+        result.evaluated.append(Evaluated(cid, what, event_id, tuple(trace), took))
 
     def _dead(self, rec: Record, reason: str, result: BatchResult, kind: str) -> None:
         # A reason may quote the record (an exception's message): keep it encodable.

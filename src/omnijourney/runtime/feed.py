@@ -5,27 +5,69 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
 from omnijourney import kafkaclients
 from omnijourney.codecs import CodecError, clock_record, decode_any, encode_event
 from omnijourney.core.events import Event
-from omnijourney.kafkaclients import KafkaProducer
+from omnijourney.core.identity import identifier_key
+from omnijourney.kafkaclients import KafkaProducer, TopicPartition
 from omnijourney.settings import Settings
 
 
 def produce_events(settings: Settings, events: list[Event], *, watermark: datetime | None,
-                   as_json: bool = False) -> int:
+                   as_json: bool = False, settle: float | None = None) -> int:
+    """``settle``: a replay of a timeline whose events carry identifiers. Each such event
+    is resolved, and merges settled, between partitions, which takes a few round trips;
+    in real time the next event comes minutes later, in a replay at once, and could
+    overtake it (a store order read before the sign-up that linked its loyalty id). So
+    after each one, and before the final watermark, wait (up to ``settle`` seconds) until
+    the engine has committed everything on its topics."""
     producer = kafkaclients.producer(settings, acks="all", linger_ms=5)
     for ev in events:
         value = json.dumps(ev.to_dict()).encode() if as_json else encode_event(ev)
-        producer.send(settings.topics.touchpoints, key=ev.customer_id.encode(), value=value)
+        # Keyed by customer; without one by its strongest identifier's key (a digest:
+        # no address in a Kafka key). The engine routes it either way.
+        first = next(iter(ev.identifiers.items()), None)
+        key = (ev.customer_id or (identifier_key(*first) if first else "")).encode()
+        producer.send(settings.topics.touchpoints, key=key, value=value)
+        if settle is not None and ev.identifiers:
+            producer.flush()
+            wait_settled(settings, settle)
     producer.flush()
     if watermark is not None:
+        if settle is not None:
+            wait_settled(settings, settle)
         send_watermark(producer, settings, watermark)
     producer.close()
     return len(events)
+
+
+def wait_settled(settings: Settings, timeout: float) -> bool:
+    """Until the engine's group has committed every record on its topics (True), or
+    ``timeout`` passed (False). Committed offsets are read before end offsets: a record is
+    committed only after what it sent on is acked, so a step still in flight always
+    shows as a record not yet committed."""
+    t = settings.topics
+    topics = [t.touchpoints, t.ticks, t.deliveries, t.identity, t.identified]
+    group = kafkaclients.consumer(settings, group_id=settings.app_id, enable_auto_commit=False)
+    probe = kafkaclients.consumer(settings, enable_auto_commit=False)
+    deadline = time.monotonic() + timeout
+    try:
+        tps = [TopicPartition(topic, p) for topic in topics
+               for p in sorted(probe.partitions_for_topic(topic) or ())]
+        while time.monotonic() < deadline:
+            committed = {tp: group.committed(tp) or 0 for tp in tps}
+            ends = probe.end_offsets(tps)
+            if all(committed[tp] >= ends[tp] for tp in tps):
+                return True
+            time.sleep(0.2)
+        return False
+    finally:
+        group.close()
+        probe.close()
 
 
 def send_watermark(producer: KafkaProducer, settings: Settings, at: datetime) -> None:

@@ -21,18 +21,26 @@ def wanted(settings: Settings, *, worker: bool = True) -> dict[str, int]:
     engine's (not an adapter's group name)."""
     t = settings.topics
     p = settings.partitions
-    # ticks and deliveries are co-partitioned with touchpoints: same count, same keys.
-    out = {t.touchpoints: p, t.ticks: p, t.deliveries: p, t.dlq: 1}
+    # ticks, deliveries and identified are co-partitioned with touchpoints: same count,
+    # same keys (customer ids); identity is keyed by identifier, with its own table.
+    out = {t.touchpoints: p, t.ticks: p, t.deliveries: p, t.identified: p, t.identity: p,
+           t.dlq: 1}
     out.update(dict.fromkeys(t.commands, p))
     out.update({t.delivered(ch): p for ch in CHANNELS})
     if worker:
         out[changelog_topic(settings)] = p  # the worker's table: co-partitioned too
+        out[identity_changelog_topic(settings)] = p
     return out
 
 
 def changelog_topic(settings: Settings) -> str:
     """The customer-state table's changelog, named as Faust names a table's changelog."""
     return f"{settings.app_id}-customer-state-changelog"
+
+
+def identity_changelog_topic(settings: Settings) -> str:
+    """The identity table's changelog (identifier key -> customer)."""
+    return f"{settings.app_id}-identity-changelog"
 
 
 DAY_MS = 24 * 3600 * 1000
@@ -44,6 +52,8 @@ RETENTION_DAYS = {
     "deliveries": 30,  # reports: ids, statuses, digests; the engine folds them at once
     "dlq": 14,  # raw records that failed, personal data included: two weeks to look
     "commands": 7,  # rendered messages with their addresses, for adapters and audits
+    # events in transit (identifiers, traits) and merge messages (a customer's state)
+    "identity": 7,
 }
 
 
@@ -52,11 +62,12 @@ def _configs(settings: Settings, name: str) -> dict[str, str]:
     # Only the latest record per key matters in the adapters' delivered logs (per command
     # id) and in the state changelog (per customer). An erasure is a tombstone there,
     # removed by the cleaner after delete.retention.ms (a day).
-    if name.startswith(t.delivered_prefix) or name == changelog_topic(settings):
+    if name.startswith(t.delivered_prefix) or name in (changelog_topic(settings),
+                                                       identity_changelog_topic(settings)):
         return {"cleanup.policy": "compact", "delete.retention.ms": str(DAY_MS)}
     kind = ("commands" if name.startswith(t.command_prefix) else
             {t.touchpoints: "touchpoints", t.ticks: "ticks", t.deliveries: "deliveries",
-             t.dlq: "dlq"}.get(name))
+             t.dlq: "dlq", t.identity: "identity", t.identified: "identity"}.get(name))
     if kind is None:
         return {}
     return {"retention.ms": str(RETENTION_DAYS[kind] * DAY_MS)}
