@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka kafka-up demo validate simulate graphs stats test unit faults lint types bench bench-live bench-scale clean
+.PHONY: help install kafka browser kafka-up demo validate simulate graphs stats test unit faults lint types bench bench-live bench-scale clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,6 +20,13 @@ install: $(STAMP) ## Create .venv and install omnijourney with dev tools
 
 kafka: install ## Fetch the pinned Apache Kafka's jars (Maven Central) into ~/.cache/omnijourney
 	$(BIN)/python -c "from omnijourney.runtime.kafkadist import ensure_jars, find_java; find_java(); print(ensure_jars())"
+
+browser: ## Debian's Chromium and ChromeDriver for the browser tests (apt, once)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+	@chromium --version && chromedriver --version
 
 kafka-up: install ## Run a real Kafka node here until Ctrl-C (NODES=3 for a cluster)
 	$(BIN)/omnijourney kafka up --nodes $(or $(NODES),1)
@@ -42,7 +49,7 @@ stats: install ## Funnel of every example journey over the sample timeline (simu
 	@for f in journeys/*.yaml; do case $$f in *policies.yaml) continue;; esac; \
 	  $(BIN)/omnijourney stats $$(basename $$f .yaml) --events examples/events.jsonl; echo; done
 
-test: install lint types kafka ## Lint, type-check and run the whole suite on real Kafka (CI runs this)
+test: install lint types kafka browser ## Lint, type-check and run the whole suite on real Kafka and Chromium (CI runs this)
 	$(BIN)/python -m pytest
 
 unit: install ## Run only the fast pure-core tests

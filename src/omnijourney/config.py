@@ -64,6 +64,7 @@ def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
     _load_templates(root / TEMPLATES_DIR, out)
     _load_policies(root / POLICIES_FILE, out)
     wanted = {p.resolve() for p in only} if only else None
+    topics = out.policies.topics if out.policies else {}
     seen: dict[tuple[str, int], str] = {}
     for path in _yaml_files(root):
         if path.name == POLICIES_FILE:
@@ -76,12 +77,13 @@ def load(root: Path | str, only: list[Path] | None = None) -> Loaded:
         j, src = parsed_j.model, parsed_j.source
         if j is None and parsed_j.stand_in is not None and src is not None and report:
             out.violations += validate_journey(parsed_j.stand_in, src, out.templates,
-                                               out.template_files, graph=False)
+                                               out.template_files, graph=False,
+                                               topics=topics)
         if j is None or src is None:
             if not report:  # still refuse to build a set that silently lacks this journey
                 out.skipped.append(_rel(path))
             continue
-        problems = validate_journey(j, src, out.templates, out.template_files)
+        problems = validate_journey(j, src, out.templates, out.template_files, topics=topics)
         if report:
             out.violations += problems
         key = (j.id, j.version)

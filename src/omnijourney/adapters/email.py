@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 from omnijourney.adapters.addresses import InvalidAddress, email_address, header_text, scrub
 from omnijourney.adapters.protocols import Outcome, TransientError, Unconfirmed
+from omnijourney.tracking.preferences import preferences_link, with_preferences
 from omnijourney.tracking.tokens import REPORT, REPORT_HEADER, UNSUBSCRIBE, make_token, track
 
 # A signed List-Unsubscribe URL is one long word: at the default 78 columns the policy
@@ -76,6 +77,11 @@ class EmailChannel:
             text = track(text, cmd, self.tracking_url, self.tracking_secret, html=False)
             html = track(html, cmd, self.tracking_url, self.tracking_secret, html=True) \
                 if html else html
+            # Every marketing email carries the customer's preference page (not a
+            # tracked click); signed as of the send time, so a repeat is the same mail.
+            text, html = with_preferences(text, html, preferences_link(
+                self.tracking_url, self.tracking_secret, cmd.customer_id, cmd.locale,
+                cmd.send_at), cmd.locale)
         msg.set_content(text)
         if html:
             msg.add_alternative(html, subtype="html")

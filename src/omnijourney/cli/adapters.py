@@ -22,6 +22,7 @@ from omnijourney.cli.common import (
 )
 from omnijourney.core.channels import CHANNELS
 from omnijourney.core.commands import DeliveryReport
+from omnijourney.core.events import Event
 from omnijourney.kafkaclients import KafkaProducer
 from omnijourney.settings import ClockMode
 
@@ -89,6 +90,31 @@ def _expiry(args: argparse.Namespace) -> wallclock.WallClock | None:
     return wallclock.now if settings_from(args).clock == ClockMode.WALL else None
 
 
+def _preference_pages(args: argparse.Namespace, secret: str,
+                      producer: KafkaProducer) -> Any:
+    """The preference page, under the journeys' policies (its topics, default window and
+    zone); what it saves goes to ``touchpoints`` as a ``preferences.updated`` event."""
+    from omnijourney.codecs import encode_event
+    from omnijourney.config import load
+    from omnijourney.tracking.preferences import PreferencePages
+
+    settings = settings_from(args)
+    loaded = load(settings.journeys)
+    if loaded.journey_set is None:
+        print("omnijourney clicks: no preference page (the journeys do not load: run "
+              "omnijourney validate)", file=sys.stderr)
+        return None
+    log = structlog.get_logger("omnijourney.preferences")
+
+    def emit(ev: Event) -> None:
+        producer.send(settings.topics.touchpoints, key=ev.customer_id.encode(),
+                      value=encode_event(ev)).get(10)
+        log.info("preferences_saved", event_id=ev.event_id)
+
+    return PreferencePages(secret, loaded.journey_set.policies, emit, wall=wallclock.now,
+                           check_expiry=_expiry(args) is not None)
+
+
 def cmd_clicks(args: argparse.Namespace) -> int:
     """Serve tracked-link redirects and report each click to ``deliveries``."""
     from omnijourney.tracking.clicks import ClickServer
@@ -99,8 +125,10 @@ def cmd_clicks(args: argparse.Namespace) -> int:
     secret, producer, report = given
     server = ClickServer(secret, report, host=args.host, port=args.port, now=_expiry(args),
                          provider_token=os.environ.get("SMS_AUTH_TOKEN"),
-                         public_url=os.environ.get("SMS_STATUS_CALLBACK_URL"))
+                         public_url=os.environ.get("SMS_STATUS_CALLBACK_URL"),
+                         preferences=_preference_pages(args, secret, producer))
     print(f"tracking on http://{args.host}:{server.port}: GET /c/<token> (clicks), "
+          "GET/POST /p/<token> (preference page), "
           "POST /u/<token> (one-click unsubscribe), POST /s/<token> (provider status "
           "callbacks)", file=sys.stderr)
     try:

@@ -27,6 +27,8 @@ class Policies:
     longest_cap_window: timedelta  # how long send history must be kept
     exit_grace: timedelta = timedelta(0)
     identity: IdentityPolicy = field(default_factory=IdentityPolicy)
+    # topic -> (its channels, opt_in | opt_out)
+    topics: dict[str, tuple[frozenset[str], str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, d: m.PoliciesDef) -> Policies:
@@ -46,6 +48,7 @@ class Policies:
             deadlines=deadlines,
             longest_cap_window=max((per for _, per in caps.values()), default=timedelta(0)),
             exit_grace=parse_duration(str(d.exit_grace)),
+            topics={name: (frozenset(t.channels), t.default) for name, t in d.topics.items()},
             identity=IdentityPolicy(frozenset(d.identity.merge_on),
                                     {**DEFAULT_MAX_PER_CUSTOMER,
                                      **{str(k): v for k, v in

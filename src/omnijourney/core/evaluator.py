@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from omnijourney.core import gate
 from omnijourney.core import model as m
 from omnijourney.core import profile as prof
 from omnijourney.core.catalog import CompiledJourney, JourneySet
+from omnijourney.core.channels import QUIET_HOURS_CHANNELS
 from omnijourney.core.commands import ChannelCommand, command_id
 from omnijourney.core.events import ERASURE_EVENT, Event, fingerprint
 from omnijourney.core.identity import Absorbed, Handover, MergeOffer
@@ -132,9 +134,12 @@ class _Run(Steps):
         if st.clock is not None and at < st.clock:
             at = st.clock  # a late event cannot act before what already happened
         st.clock = at
+        window = (st.profile.get("contact_window"), st.profile.get("timezone"))
         for trait, why in prof.fold(st.profile, ev, self.pol.identity):
             self.note(at, TraceKind.TRAIT_REJECTED, trait=trait, reason=why, event_id=ev.event_id)
         self.views.forget_profile()
+        if window != (st.profile.get("contact_window"), st.profile.get("timezone")):
+            self.move_deferred(at)
         self.forget_cleared_traits(ev)
         self.check_goals(ev, at)
         for slot in sorted(st.instances):
@@ -147,6 +152,24 @@ class _Run(Steps):
                 self.check_wait_for(inst, ev, at)
         for cj in self.js.by_trigger.get(ev.type, ()):
             self.try_enter(cj, ev, at)
+
+    def move_deferred(self, at: datetime) -> None:
+        """The customer chose another contact window or time zone: sends waiting for the
+        old window's opening wait for the new one's instead (or go now, if it is open)."""
+        for slot in sorted(self.st.instances):
+            inst = self.st.instances[slot]
+            cj = self.journey_of(inst)
+            step = cj.steps.get(inst.step) if cj is not None else None
+            if (inst.status != "deferred" or not isinstance(step, m.SendStep)
+                    or step.channel not in QUIET_HOURS_CHANNELS):
+                continue
+            opens, window, tz = gate.window_opening(self.st, self.pol, at)
+            due = opens or at
+            if due != inst.due_at:
+                inst.due_at = due
+                self.note(at, TraceKind.DEFERRED, inst, step.id, channel=step.channel,
+                          reason="preferences_changed", until=due, window=str(window),
+                          timezone=tz.key)
 
     def forget_cleared_traits(self, ev: Event) -> None:
         """A trait set to null leaves no copy behind in the events live runs keep (their

@@ -40,6 +40,7 @@ KNOWN_EVENT_TYPES = frozenset(
         "customer.updated",
         ERASURE_EVENT,
         "consent.updated",
+        "preferences.updated",
         "product.viewed",
         "cart.item_added",
         "cart.item_removed",

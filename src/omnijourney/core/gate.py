@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from omnijourney.core import profile as prof
 from omnijourney.core.catalog import Policies
@@ -34,7 +35,7 @@ class Deferred:
 
 @dataclass(frozen=True, slots=True)
 class Suppressed:
-    reason: str  # no_address | address_bounced | no_consent | frequency_cap
+    reason: str  # no_address | address_bounced | no_consent | no_topic_consent | frequency_cap
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -42,9 +43,11 @@ Decision = Allowed | Deferred | Suppressed
 
 
 def decide(st: CustomerState, pol: Policies, channel: str, at: datetime, *,
-           transactional: bool, quiet_hours: bool = True, on_cap: str = "skip") -> Decision:
+           transactional: bool, quiet_hours: bool = True, on_cap: str = "skip",
+           topic: str | None = None) -> Decision:
     """``quiet_hours=False`` for a send already deferred to its window's opening (it goes
-    then, even if the window shrank meanwhile); ``on_cap``: ``skip`` or ``defer``."""
+    then, even if the window shrank meanwhile); ``on_cap``: ``skip`` or ``defer``;
+    ``topic``: the subscription topic the message belongs to (consent to it too)."""
     to = prof.address(st.profile, channel)
     if to is None:
         return Suppressed("no_address")
@@ -54,13 +57,10 @@ def decide(st: CustomerState, pol: Policies, channel: str, at: datetime, *,
         return Allowed(to)
     if not prof.consent_ok(st.profile, channel, pol):
         return Suppressed("no_consent")
+    if topic is not None and not prof.subscribed(st.profile, topic, pol):
+        return Suppressed("no_topic_consent", {"topic": topic})
     if quiet_hours and channel in QUIET_HOURS_CHANNELS:
-        tz = zone(st.profile.get("timezone"), pol.timezone)
-        window = pol.contact_window
-        custom = st.profile.get("contact_window")
-        if custom:
-            window = _window_or(custom, window)
-        opens = window.next_open(at, tz)
+        opens, window, tz = window_opening(st, pol, at)
         if opens is not None:
             return Deferred(opens, "quiet_hours", {"window": str(window), "timezone": tz.key})
     cap = pol.caps.get(channel)
@@ -74,6 +74,18 @@ def decide(st: CustomerState, pol: Policies, channel: str, at: datetime, *,
                 return Deferred(recent[len(recent) - limit] + per, "frequency_cap", words)
             return Suppressed("frequency_cap", words)
     return Allowed(to)
+
+
+def window_opening(st: CustomerState, pol: Policies, at: datetime
+                   ) -> tuple[datetime | None, ContactWindow, ZoneInfo]:
+    """When the customer's own contact window (in their zone) next opens after ``at``;
+    None when it is open at ``at``."""
+    tz = zone(st.profile.get("timezone"), pol.timezone)
+    window = pol.contact_window
+    custom = st.profile.get("contact_window")
+    if custom:
+        window = _window_or(custom, window)
+    return window.next_open(at, tz), window, tz
 
 
 def _window_or(text: str, default: ContactWindow) -> ContactWindow:

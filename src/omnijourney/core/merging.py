@@ -8,8 +8,8 @@ deduplicated by their ids, so a replay sends nothing twice.
 The rules of a merge (``merge_states``), the survivor keeping its own where both have one:
 - traits and attributes: the survivor's value, the absorbed one's where the survivor
   has none; counts add up; first seen is the earlier, last seen the later;
-- consent per channel: refused if either refused (a revocation is never undone by a
-  merge), else granted if either granted;
+- consent per channel and topic: refused if either refused (a revocation is never
+  undone by a merge), else granted if either granted;
 - identifiers, channels seen on, bounced addresses, marketing sends (so frequency caps
   hold across both) and recent event ids: the union;
 - live runs: each moves over with its id, position and timers, so its messages keep
@@ -250,6 +250,13 @@ def merge_profiles(mine: dict[str, Any], theirs: dict[str, Any],
         said = [d[ch] for d in (mine.get("consent", {}), theirs.get("consent", {})) if ch in d]
         consent[ch] = all(said)  # refused by either: refused
     out["consent"] = consent
+    subs: dict[str, bool] = {}
+    for topic in set(mine.get("subscriptions", {})) | set(theirs.get("subscriptions", {})):
+        said = [d[topic] for d in (mine.get("subscriptions", {}),
+                                   theirs.get("subscriptions", {})) if topic in d]
+        subs[topic] = all(said)
+    if subs:
+        out["subscriptions"] = subs
     for key, pick in (("first_seen_at", min), ("signed_up_at", min), ("last_seen_at", max)):
         values = [d[key] for d in (mine, theirs) if d.get(key)]
         if values:

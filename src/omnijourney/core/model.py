@@ -170,6 +170,10 @@ class SendStep(_Flow):
     on_cap: Literal["skip", "defer"] = Field(
         default="skip", description="over the frequency cap: skip this send (default) or "
         "defer it until the cap allows one")
+    topic: str | None = Field(
+        default=None, description="the subscription topic this message belongs to (one "
+        "of policies.yaml's topics): a marketing send needs the customer's consent to "
+        "the channel and to the topic")
 
 
 class UpdateProfileStep(_Flow):
@@ -263,9 +267,21 @@ class IdentityDef(_Strict):
         f"into one); defaults {DEFAULT_MAX_PER_CUSTOMER}")
 
 
+class TopicDef(_Strict):
+    description: str | None = None
+    channels: list[Channel] = Field(min_length=1, description="channels it may be sent on")
+    default: Literal["opt_in", "opt_out"] = Field(
+        default="opt_in", description="opt_in: only for customers who subscribed; opt_out: "
+        "for everyone who has not unsubscribed from it")
+
+
 class PoliciesDef(_Strict):
     defaults: Defaults = Defaults()
     identity: IdentityDef = IdentityDef()
+    topics: dict[Annotated[str, Field(pattern=ID_PATTERN)], TopicDef] = Field(
+        default_factory=dict, description="subscription topics (promotions, newsletter, "
+        "order_updates ...): a send names one, and the customer chooses each on their "
+        "preference page")
     exit_grace: Duration = Field(
         default="0s", description="how late (arriving after the wait ended) an exit or "
         "awaited event may be and still win: waits fire this long after they end")

@@ -16,6 +16,9 @@ TRAITS = ("email", "phone", "push_token", "first_name", "last_name", "locale", "
 OPT_INS = {"email_opt_in": "email", "sms_opt_in": "sms", "push_opt_in": "push",
            "ads_opt_in": "ads"}
 TRAIT_EVENTS = frozenset({"customer.signed_up", "customer.updated"})
+# What the preference page saves (tracking/preferences.py): channels and topics chosen,
+# the contact window and time zone, or everything unsubscribed.
+PREFERENCES_EVENT = "preferences.updated"
 # The profile trait each personal channel delivers to; ``<channel>.bounced`` (a hard
 # bounce, a dead push token, a number that cannot take messages) marks that address.
 ADDRESS_TRAITS = {"email": "email", "sms": "phone", "push": "push_token"}
@@ -74,6 +77,8 @@ def fold(profile: dict[str, Any], event: Event,
                 profile["attributes"][key] = value
         if event.type == "customer.signed_up":
             profile["signed_up_at"] = format_instant(event.occurred_at)
+    elif event.type == PREFERENCES_EVENT:
+        refused += _preferences(profile, props)
     elif event.type == "consent.updated":
         channel = props.get("channel")
         if channel in CHANNELS and isinstance(props.get("granted"), bool):
@@ -107,6 +112,47 @@ def fold(profile: dict[str, Any], event: Event,
 
 
 BOUNCED_KEPT = 8  # bounced addresses remembered per channel
+MAX_TOPICS = 64  # subscription choices kept per customer
+
+
+def _preferences(profile: dict[str, Any], props: Any) -> list[tuple[str, str]]:
+    refused: list[tuple[str, str]] = []
+    channels = props.get("channels")
+    if isinstance(channels, dict):
+        for ch, granted in channels.items():
+            if ch in CHANNELS and isinstance(granted, bool):
+                profile["consent"][ch] = granted
+    topics = props.get("topics")
+    if isinstance(topics, dict):
+        subs = profile.setdefault("subscriptions", {})
+        for topic, chosen in list(topics.items())[:MAX_TOPICS]:
+            if isinstance(topic, str) and len(topic) <= 64 and isinstance(chosen, bool):
+                subs[topic] = chosen
+        profile["subscriptions"] = dict(list(subs.items())[-MAX_TOPICS:])
+    if props.get("unsubscribe_all") is True:
+        for ch in CHANNELS:
+            profile["consent"][ch] = False
+        profile["subscriptions"] = dict.fromkeys(profile.get("subscriptions", {}), False)
+    for key in ("contact_window", "timezone"):
+        if key not in props:
+            continue
+        value = props[key]
+        if value is None or value == "":
+            profile.pop(key, None)
+        elif (why := CHECKED_TRAITS[key](value)):
+            refused.append((key, why))
+        else:
+            profile[key] = value
+    return refused
+
+
+def subscribed(profile: dict[str, Any], topic: str, policies: Policies) -> bool:
+    """Whether a marketing message of ``topic`` may go: opt_in topics need the customer
+    to have subscribed, opt_out topics only that they did not unsubscribe. A topic the
+    policies do not name is treated as opt_in (validation refuses such sends)."""
+    chosen = profile.get("subscriptions", {}).get(topic)
+    default = policies.topics.get(topic, (frozenset(), "opt_in"))[1]
+    return chosen is True if default == "opt_in" else chosen is not False
 
 
 def learn_identifiers(profile: dict[str, Any], identifiers: dict[str, str] | Any,
@@ -204,4 +250,6 @@ def view(profile: dict[str, Any], policies: Policies) -> dict[str, Any]:
     v.setdefault("counts", {})
     v.setdefault("identifiers", {})
     v.setdefault("channels", {})
+    v["subscriptions"] = {topic: subscribed(profile, topic, policies)
+                          for topic in policies.topics}
     return v

@@ -211,7 +211,8 @@ def _copy_profile(p: dict[str, Any]) -> dict[str, Any]:
     # replaces rather than changes (attributes are replaced whole); copying them is
     # enough and several times cheaper than deepcopy on the hot path.
     c = dict(p)
-    for key in ("consent", "attributes", "counts", "channels", "identifiers", "bounced"):
+    for key in ("consent", "attributes", "counts", "channels", "identifiers", "bounced",
+                "subscriptions"):
         if key in c:
             c[key] = dict(c[key])
     return c

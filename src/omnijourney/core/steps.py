@@ -276,7 +276,8 @@ class Steps:
         ch = step.channel
         transactional = step.template in self.pol.transactional
         decision = gate.decide(self.st, self.pol, ch, at, transactional=transactional,
-                               quiet_hours=not deferred, on_cap=step.on_cap)
+                               quiet_hours=not deferred, on_cap=step.on_cap,
+                               topic=step.topic)
         if isinstance(decision, gate.Suppressed):
             self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel=ch,
                       reason=decision.reason, **decision.detail)

@@ -73,10 +73,13 @@ def validate_journey(
     template_files: dict[str, str] | None = None,
     *,
     graph: bool = True,
+    topics: dict[str, m.TopicDef] | None = None,
 ) -> list[Violation]:
     """Every rule beyond shape. With ``graph=False`` (a stand-in for a file whose shape is
-    invalid) reachability and loop analysis wait until the shape is fixed."""
+    invalid) reachability and loop analysis wait until the shape is fixed. ``topics``:
+    the policies' subscription topics, which sends name."""
     check = _JourneyCheck(journey, src, templates, template_files)
+    check.topics = topics or {}
     check.head()
     ids = check.step_ids()
     for step in journey.steps:
@@ -96,6 +99,7 @@ class _JourneyCheck:
         self.add = _Report(src.file, journey.id)
         self.out = self.add.out
         self.index = {id(s): i for i, s in enumerate(journey.steps)}
+        self.topics: dict[str, m.TopicDef] = {}
 
     def cond(self, source: str | None, line: int | None, step: str | None, what: str) -> None:
         if source is None:
@@ -194,6 +198,7 @@ class _JourneyCheck:
                     add("variant names must be unique", line("variants"), sid)
             case m.SendStep():
                 _check_send(step, self.templates, add, line, self.template_files)
+                _check_topic(step, self.topics, add, line)
                 for key, value in step.data.items():
                     text(value, line("data", key), sid, f"data.{key}")
             case m.UpdateProfileStep():
@@ -309,6 +314,23 @@ def _check_send(step: m.SendStep, templates: dict[str, m.TemplateDef], report: _
         where = (template_files or {}).get(step.template, "its file")
         report(f"template '{step.template}' is for {tmpl.channel}, not {step.channel}",
                at("template"), sid, f"see {where}")
+
+
+def _check_topic(step: m.SendStep, topics: dict[str, m.TopicDef], report: _Report,
+                 at: LineFn) -> None:
+    if step.topic is None:
+        return
+    topic = topics.get(step.topic)
+    if topic is None:
+        report(f"unknown topic '{step.topic}'", at("topic"), step.id,
+               did_you_mean(step.topic, topics)
+               or (f"topics in policies.yaml are: {', '.join(sorted(topics))}" if topics
+                   else "define it under 'topics:' in policies.yaml"))
+    elif step.channel not in topic.channels:
+        report(f"topic '{step.topic}' is not sent on {step.channel} (its channels: "
+               f"{', '.join(topic.channels)})", at("topic"), step.id,
+               f"add {step.channel} to the topic's channels in policies.yaml, or send on "
+               "one of those")
 
 
 def _reachable(start: str, graph: dict[str, list[tuple[str, str | None]]]) -> set[str]:

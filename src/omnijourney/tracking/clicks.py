@@ -5,6 +5,9 @@ instance key, channel and the target URL, signed with HMAC-SHA256 so nobody can 
 clicks or turn the endpoint into an open redirect. A click publishes a DeliveryReport with
 status ``clicked``; the engine folds it into e.g. an ``email.clicked`` event.
 
+``<base>/p/<token>`` is the customer's preference page (tracking/preferences.py), when
+the server is given one.
+
 ``<base>/u/<token>`` is the one-click unsubscribe (RFC 8058) in marketing mail: a POST
 reports ``unsubscribed``, which the engine folds into ``email.unsubscribed`` (consent
 revoked); a GET only shows the button.
@@ -26,6 +29,7 @@ from typing import Any
 from omnijourney import wallclock
 from omnijourney.core.commands import DeliveryReport, DeliveryStatus
 from omnijourney.serving import BackgroundServer, QuietHandler
+from omnijourney.tracking.preferences import HEADERS, PreferencePages, Reply
 from omnijourney.tracking.tokens import (
     CLICK,
     STATUS,
@@ -70,9 +74,11 @@ class ClickServer(BackgroundServer):
                  now: Callable[[], datetime] | None = None,
                  wall: Callable[[], datetime] = wallclock.now,
                  provider_token: str | None = None, public_url: str | None = None,
-                 max_form: int = 16 * 1024) -> None:
+                 max_form: int = 16 * 1024,
+                 preferences: PreferencePages | None = None) -> None:
         self.secret = secret
         self.report = report
+        self.preferences = preferences
         self.now, self.wall = now, wall  # expiry (None: none), report stamps
         self.counts: dict[str, int] = {}
         self.provider_token, self.public_url, self.max_form = provider_token, public_url, max_form
@@ -105,11 +111,29 @@ class _Handler(QuietHandler):
         self.end_headers()
         self.wfile.write(html)
 
+    def _reply(self, reply: Reply) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        for name, value in HEADERS.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.html)))
+        self.end_headers()
+        self.wfile.write(reply.html)
+
+    def _preference_token(self) -> str | None:
+        if self.tracker.preferences is None or not self.path.startswith("/p/"):
+            return None
+        return self.path.removeprefix("/p/").split("?")[0]
+
     def _refuse(self, why: str, code: int = 400) -> None:
         self.tracker.counts[why] = self.tracker.counts.get(why, 0) + 1
         self.send_error(code, "unknown, expired or forged link")
 
     def do_GET(self) -> None:
+        token = self._preference_token()
+        if token is not None and self.tracker.preferences is not None:
+            self._reply(self.tracker.preferences.show(token))
+            return
         if self.path.startswith("/u/"):
             if self._token("/u/", UNSUBSCRIBE) is None:
                 self._refuse("refused_unsubscribe")
@@ -135,6 +159,14 @@ class _Handler(QuietHandler):
         form = self._form()
         if form is None:
             self._refuse("refused_form", 413)
+            return
+        token = self._preference_token()
+        if token is not None and self.tracker.preferences is not None:
+            reply = self.tracker.preferences.save(token, form)
+            if reply.status != 200:
+                self.tracker.counts["refused_preferences"] = \
+                    self.tracker.counts.get("refused_preferences", 0) + 1
+            self._reply(reply)
             return
         if self.path.startswith("/u/"):
             data = self._token("/u/", UNSUBSCRIBE)

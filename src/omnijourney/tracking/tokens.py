@@ -36,12 +36,30 @@ def _unb64(text: str) -> bytes:
 
 # What a token may be used for, and for how long after its message's send time.
 CLICK, UNSUBSCRIBE, STATUS, REPORT = "c", "u", "s", "r"
+PREFERENCES, FORM = "m", "f"  # a preference page link; one form served on that page
 
 
 TOKEN_TTL = {CLICK: timedelta(days=90),  # a link in a newsletter still read weeks later
              UNSUBSCRIBE: timedelta(days=365),  # one-click unsubscribe must keep working
              STATUS: timedelta(days=7),  # providers report a message's fate within hours
-             REPORT: timedelta(days=30)}  # DSNs come back within days
+             REPORT: timedelta(days=30),  # DSNs come back within days
+             PREFERENCES: timedelta(days=365),  # "manage your preferences" in any message
+             FORM: timedelta(hours=1)}  # a page's form, filled in and posted
+
+
+def make_signed(secret: str, purpose: str, issued: datetime, *, ttl: float | None = None,
+                **fields: Any) -> str:
+    """A signed token for ``purpose`` carrying ``fields``, valid from ``issued`` for
+    ``ttl`` seconds (default TOKEN_TTL[purpose])."""
+    span = timedelta(seconds=ttl) if ttl is not None else TOKEN_TTL[purpose]
+    body = {"p": purpose, "x": int((issued + span).timestamp()), **fields}
+    return _sign(secret, body)
+
+
+def _sign(secret: str, body: dict[str, Any]) -> str:
+    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+    sig = _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()[:16])
+    return f"{payload}.{sig}"
 
 
 def make_token(secret: str, cmd: ChannelCommand, url: str, purpose: str = CLICK) -> str:
@@ -56,9 +74,7 @@ def make_token(secret: str, cmd: ChannelCommand, url: str, purpose: str = CLICK)
         body["u"] = url
     if purpose in (STATUS, REPORT) and cmd.to:
         body["a"] = address_digest(str(cmd.to))
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-    sig = _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()[:16])
-    return f"{payload}.{sig}"
+    return _sign(secret, body)
 
 
 def read_token(secret: str, token: str, purpose: str,
