@@ -23,11 +23,15 @@ from tests.integration.test_live_engine import as_rows
 
 pytestmark = pytest.mark.integration
 SCENARIOS = ("identity_two_live_customers", "identity_merge_guard")
+# Every scenario written as data with its own events (the sample timeline has its own
+# test): identity, topics and preferences, the hand-off, quiet hours across DST.
+EVERY_SCENARIO = tuple(sorted(p.stem for p in (REPO / "tests" / "scenarios").glob("*.yaml")
+                              if "events:" in p.read_text(encoding="utf-8")))
 
 
-def timelines() -> tuple[list[Event], list[ChannelCommand]]:
+def timelines(names: tuple[str, ...] = SCENARIOS) -> tuple[list[Event], list[ChannelCommand]]:
     events: list[Event] = []
-    for name in SCENARIOS:
+    for name in names:
         sc: dict[str, Any] = YAML(typ="safe").load(
             (REPO / "tests" / "scenarios" / f"{name}.yaml").read_text(encoding="utf-8"))
         events += [parse_event(e) for e in sc["events"]]
@@ -41,9 +45,12 @@ def expected_rows(expected: list[ChannelCommand]) -> set[str]:
     return {json.dumps(c.to_dict(), sort_keys=True) for c in expected}
 
 
-def test_identity_timelines_give_the_simulators_commands_and_states(
+def test_every_scenario_timeline_gives_the_simulators_commands_live(
         engine: LiveEngine) -> None:
-    events, expected = timelines()
+    """The scenario tests' timelines (tests/scenarios/*.yaml) through the live engine on
+    a real broker: the same commands, ids and all, as the simulator's."""
+    assert {"support_callback", "preferences_and_topics", *SCENARIOS} <= set(EVERY_SCENARIO)
+    events, expected = timelines(EVERY_SCENARIO)
     engine.start()
     engine.produce(events, watermark=events[-1].occurred_at + timedelta(days=90))
     got = engine.read(engine.settings.topics.commands, until=len(expected))

@@ -38,7 +38,8 @@ def test_the_shipped_journeys_are_valid() -> None:
     assert [v.format() for v in loaded.violations] == []
     assert loaded.journey_set is not None
     assert sorted(loaded.journey_set.current) == [
-        "browse_abandonment", "cart_abandonment", "order_updates", "welcome", "winback"]
+        "browse_abandonment", "cart_abandonment", "order_updates", "support_callback", "welcome",
+        "winback"]
 
 
 BROKEN = """

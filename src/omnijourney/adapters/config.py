@@ -43,7 +43,11 @@ def channel_from_env(name: str) -> Any:
     if name == "push":
         return FcmStylePush(need("PUSH_API_BASE"), need("PUSH_PROJECT"), need("PUSH_TOKEN"))
     if name == "webhook":
-        return SignedWebhook(need("WEBHOOK_SECRET"))
+        # Hand-offs to a helpdesk carry a signed URL for its answers when the tracking
+        # server runs (CLICK_TRACKING_URL, signed with CLICK_SECRET).
+        return SignedWebhook(need("WEBHOOK_SECRET"), tracking_url=env.get("CLICK_TRACKING_URL"),
+                             tracking_secret=(need("CLICK_SECRET")
+                                              if env.get("CLICK_TRACKING_URL") else ""))
     if name == "ads":
         if not env.get("ADS_ENDPOINT") and not env.get("ADS_SINK"):
             raise SystemExit("omnijourney adapter ads: set ADS_ENDPOINT or ADS_SINK (a file)")

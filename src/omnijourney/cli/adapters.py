@@ -90,27 +90,34 @@ def _expiry(args: argparse.Namespace) -> wallclock.WallClock | None:
     return wallclock.now if settings_from(args).clock == ClockMode.WALL else None
 
 
-def _preference_pages(args: argparse.Namespace, secret: str,
-                      producer: KafkaProducer) -> Any:
-    """The preference page, under the journeys' policies (its topics, default window and
-    zone); what it saves goes to ``touchpoints`` as a ``preferences.updated`` event."""
+def _event_sink(args: argparse.Namespace, producer: KafkaProducer) -> Callable[[Event], None]:
+    """Publish an event the tracking server made (a preference saved, a helpdesk's
+    answer) to ``touchpoints``, keyed by its customer, and wait for the ack."""
     from omnijourney.codecs import encode_event
-    from omnijourney.config import load
-    from omnijourney.tracking.preferences import PreferencePages
 
     settings = settings_from(args)
-    loaded = load(settings.journeys)
-    if loaded.journey_set is None:
-        print("omnijourney clicks: no preference page (the journeys do not load: run "
-              "omnijourney validate)", file=sys.stderr)
-        return None
-    log = structlog.get_logger("omnijourney.preferences")
+    log = structlog.get_logger("omnijourney.tracking")
 
     def emit(ev: Event) -> None:
         producer.send(settings.topics.touchpoints, key=ev.customer_id.encode(),
                       value=encode_event(ev)).get(10)
-        log.info("preferences_saved", event_id=ev.event_id)
+        log.info("event_published", type=ev.type, event_id=ev.event_id)
 
+    return emit
+
+
+def _preference_pages(args: argparse.Namespace, secret: str,
+                      emit: Callable[[Event], None]) -> Any:
+    """The preference page, under the journeys' policies (its topics, default window and
+    zone); what it saves goes to ``touchpoints`` as a ``preferences.updated`` event."""
+    from omnijourney.config import load
+    from omnijourney.tracking.preferences import PreferencePages
+
+    loaded = load(settings_from(args).journeys)
+    if loaded.journey_set is None:
+        print("omnijourney clicks: no preference page (the journeys do not load: run "
+              "omnijourney validate)", file=sys.stderr)
+        return None
     return PreferencePages(secret, loaded.journey_set.policies, emit, wall=wallclock.now,
                            check_expiry=_expiry(args) is not None)
 
@@ -123,12 +130,13 @@ def cmd_clicks(args: argparse.Namespace) -> int:
     if given is None:
         return 2
     secret, producer, report = given
+    emit = _event_sink(args, producer)
     server = ClickServer(secret, report, host=args.host, port=args.port, now=_expiry(args),
                          provider_token=os.environ.get("SMS_AUTH_TOKEN"),
                          public_url=os.environ.get("SMS_STATUS_CALLBACK_URL"),
-                         preferences=_preference_pages(args, secret, producer))
+                         preferences=_preference_pages(args, secret, emit), events=emit)
     print(f"tracking on http://{args.host}:{server.port}: GET /c/<token> (clicks), "
-          "GET/POST /p/<token> (preference page), "
+          "GET/POST /p/<token> (preference page), POST /h/<token> (helpdesk answers), "
           "POST /u/<token> (one-click unsubscribe), POST /s/<token> (provider status "
           "callbacks)", file=sys.stderr)
     try:

@@ -41,6 +41,9 @@ KNOWN_EVENT_TYPES = frozenset(
         ERASURE_EVENT,
         "consent.updated",
         "preferences.updated",
+        "handoff.accepted",  # what a helpdesk reports back (tracking/clicks.py, /h/)
+        "handoff.resolved",
+        "callback.completed",
         "product.viewed",
         "cart.item_added",
         "cart.item_removed",

@@ -10,7 +10,7 @@ message may go, a command.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -93,3 +93,31 @@ def _window_or(text: str, default: ContactWindow) -> ContactWindow:
         return ContactWindow.parse(text)
     except ValueError:
         return default
+
+
+SLOT_STEP = timedelta(minutes=15)
+
+
+def callback_slot(st: CustomerState, pol: Policies, at: datetime, lead: timedelta,
+                  duration: timedelta) -> tuple[datetime, datetime, str] | None:
+    """The first slot of ``duration``, starting on a quarter hour at least ``lead`` after
+    ``at``, that lies wholly inside the customer's contact window in their zone; None if
+    none within two weeks (a window shorter than the slot)."""
+    start = _ceil(at + lead, SLOT_STEP)
+    limit = at + timedelta(days=14)
+    while start < limit:
+        opens, window, tz = window_opening(st, pol, start)
+        if opens is not None:
+            start = _ceil(opens, SLOT_STEP)
+            continue
+        last = (start + duration - timedelta(seconds=1)).astimezone(tz)
+        if window.contains(last.time().replace(tzinfo=None)):
+            return start, start + duration, tz.key
+        start += SLOT_STEP
+    return None
+
+
+def _ceil(t: datetime, step: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=t.tzinfo)
+    n = -((epoch - t) // step)  # ceil division
+    return epoch + n * step

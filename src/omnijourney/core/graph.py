@@ -31,6 +31,8 @@ def _label(step: m.Step) -> str:
             return f"{step.id}<br/>update profile: {', '.join(step.set)}"
         case m.WebhookStep():
             return f"{step.id}<br/>webhook {step.method}"
+        case m.HandoffStep():
+            return f"{step.id}<br/>hand off to a person ({step.kind})"
         case _:
             return step.id
 

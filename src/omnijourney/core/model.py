@@ -202,13 +202,31 @@ class EndStep(_Step):
     type: Literal["end"]
 
 
+class HandoffStep(_Flow):
+    type: Literal["handoff"]
+    url: str = Field(description="the helpdesk's endpoint (Liquid); the request is signed "
+                     "like a webhook's and carries a callback URL for its answers")
+    kind: Literal["conversation", "callback"] = Field(
+        default="conversation", description="open a conversation with a person, or book a "
+        "call-back slot inside the customer's contact window")
+    lead: Duration = Field(default="1h", description="callback: the earliest a slot starts")
+    duration: Duration = Field(default="30m", description="callback: the slot's length")
+    context: list[str] = Field(
+        default_factory=list, description="profile fields the person needs (first_name, "
+        "phone, attributes.tier ...); only these leave with the request")
+    save_slot_as: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9_]*$", description="callback: keep the slot's "
+        "start as this profile attribute, for later steps (a reminder before it)")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
 Step = Annotated[
     WaitStep | WaitForStep | BranchStep | SplitStep | SendStep | UpdateProfileStep
-    | WebhookStep | GotoStep | EndStep,
+    | WebhookStep | HandoffStep | GotoStep | EndStep,
     Field(discriminator="type"),
 ]
 STEP_TYPES = ("wait", "wait_for", "branch", "split", "send", "update_profile", "webhook",
-              "goto", "end")
+              "handoff", "goto", "end")
 WAITING_STEP_TYPES = frozenset({"wait", "wait_for"})
 
 

@@ -23,7 +23,8 @@ T = TypeVar("T", bound=BaseModel)
 _STEP_MODELS: dict[str, type[BaseModel]] = {
     "wait": m.WaitStep, "wait_for": m.WaitForStep, "branch": m.BranchStep,
     "split": m.SplitStep, "send": m.SendStep, "update_profile": m.UpdateProfileStep,
-    "webhook": m.WebhookStep, "goto": m.GotoStep, "end": m.EndStep,
+    "webhook": m.WebhookStep, "handoff": m.HandoffStep, "goto": m.GotoStep,
+    "end": m.EndStep,
 }
 _NESTED: dict[str, type[BaseModel]] = {
     "trigger": m.Trigger, "entry": m.Entry, "exit_on": m.EventRule, "goal": m.Goal,

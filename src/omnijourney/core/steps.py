@@ -21,6 +21,7 @@ from omnijourney.core.expressions import compile_condition
 from omnijourney.core.state import CustomerState, Instance
 from omnijourney.core.templates import TemplateError, compile_text
 from omnijourney.core.timeutil import (
+    format_instant,
     next_local_time,
     parse_duration,
     parse_instant,
@@ -189,6 +190,9 @@ class Steps:
             case m.WebhookStep():
                 self.webhook(cj, inst, step, at)
                 return cj.next_of(step)
+            case m.HandoffStep():
+                self.handoff(cj, inst, step, at)
+                return cj.next_of(step)
             case m.GotoStep():
                 return step.next
             case m.EndStep():
@@ -332,6 +336,53 @@ class Steps:
         self.emit(cj, inst, step.id, at, channel="webhook", to=url, content=content,
                   template=None, transactional=False, locale=None)
 
+    def handoff(self, cj: CompiledJourney, inst: Instance, step: m.HandoffStep,
+                at: datetime) -> None:
+        """A request to the helpdesk, on the webhook channel (signed there): who, why
+        (the journey, the run's trigger and latest event), the profile fields the journey
+        names and nothing else, and for a call-back a slot inside the customer's own
+        contact window."""
+        ctx = self.ctx(inst, at)
+        try:
+            url = compile_text(step.url).render(ctx)
+            headers = {k: compile_text(v).render(ctx) for k, v in step.headers.items()}
+        except TemplateError as exc:
+            self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel="webhook",
+                      reason="template_error", error=str(exc))
+            return
+        request: dict[str, Any] = {
+            "handoff": step.kind, "customer_id": self.st.customer_id, "journey": cj.id,
+            "step": step.id, "instance_key": inst.key or None,
+            "context": {name: _field(self.st.profile, name) for name in step.context},
+            "events": [_brief(e) for e in ((inst.trigger,) if inst.last_event.event_id
+                                            == inst.trigger.event_id
+                                            else (inst.trigger, inst.last_event))]}
+        if step.kind == "callback":
+            slot = gate.callback_slot(self.st, self.pol, at, parse_duration(str(step.lead)),
+                                      parse_duration(str(step.duration)))
+            if slot is None:
+                self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel="webhook",
+                          reason="no_callback_slot")
+                return
+            start, end, tz = slot
+            request["slot"] = {"start": format_instant(start), "end": format_instant(end),
+                               "timezone": tz}
+            if step.save_slot_as:
+                self.st.profile.setdefault("attributes", {})[step.save_slot_as] = \
+                    format_instant(start)
+                self.views.forget_profile()
+            self.note(at, TraceKind.HANDOFF, inst, step.id, mode=step.kind, slot=start)
+        else:
+            self.note(at, TraceKind.HANDOFF, inst, step.id, mode=step.kind)
+        content = {"method": "POST", "url": url, "headers": json.dumps(headers, sort_keys=True),
+                   # Keys sorted: the same request whatever order the event's
+                   # properties came in (Avro carries them sorted, a file as written).
+                   "body": json.dumps(request, ensure_ascii=False, separators=(",", ":"),
+                                      sort_keys=True, default=str),
+                   "callback": "handoff"}  # the adapter adds the signed callback URL
+        self.emit(cj, inst, step.id, at, channel="webhook", to=url, content=content,
+                  template=None, transactional=True, locale=None)
+
     def emit(self, cj: CompiledJourney, inst: Instance, step_id: str, at: datetime, *,
              channel: str, to: str, content: dict[str, Any], template: str | None,
              transactional: bool, locale: str | None) -> None:
@@ -360,6 +411,19 @@ class Steps:
         if inst.cohort:
             detail["cohort"] = inst.cohort
         self.note(at, reason, inst, inst.step, **detail)
+
+
+def _field(profile: dict[str, Any], name: str) -> Any:
+    """A profile field by dotted name (``attributes.tier``); None when missing."""
+    value: Any = profile
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _brief(ev: Any) -> dict[str, Any]:
+    return {"type": ev.type, "occurred_at": format_instant(ev.occurred_at),
+            "source": ev.source, "properties": dict(ev.properties)}
 
 
 def _instant_or_date(raw: str, tz: ZoneInfo) -> datetime:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from liquid import Environment, FalsyStrictUndefined
 from liquid.builtin.content import ContentNode
@@ -16,6 +18,7 @@ from liquid.filter import with_context
 from markupsafe import escape as _escape
 
 from omnijourney.core.diagnostics import did_you_mean
+from omnijourney.core.timeutil import parse_instant, zone
 
 _LIQUID_DATE = Environment().filters["date"]  # the standard filter, for everything else
 
@@ -50,6 +53,16 @@ def _date(value: Any, fmt: Any, *, context: Any) -> str:
     return str(_LIQUID_DATE(value, fmt, environment=context.env))
 
 
+@with_context
+def _local_time(value: Any, fmt: Any = "%H:%M", *, context: Any) -> str:
+    """``{{ t | local_time: '%H:%M' }}``: an instant (RFC 3339 text or a time) on the
+    customer's own clock (``profile.timezone``; UTC without one)."""
+    when = value if isinstance(value, datetime) else parse_instant(str(value))
+    profile = context.resolve("profile")
+    name = profile.get("timezone") if isinstance(profile, dict) else None
+    return when.astimezone(zone(name, ZoneInfo("UTC"))).strftime(str(fmt))
+
+
 def _json(value: Any) -> str:
     """``{{ x | json }}``: the value as a JSON literal (quotes and all), for text bodies."""
     return json.dumps(value, ensure_ascii=False, default=str)
@@ -64,6 +77,7 @@ def _make_env(*, html: bool = False) -> Environment:
     env.filters["short_hash"] = _short_hash
     env.filters["date"] = _date
     env.filters["json"] = _json
+    env.filters["local_time"] = _local_time
     return env
 
 
@@ -183,7 +197,8 @@ TEMPLATE_NAMES = frozenset({"profile", "event", "last_event", "journey", "now", 
 PROFILE_FIELDS = frozenset({
     "customer_id", "email", "phone", "push_token", "first_name", "last_name", "locale",
     "timezone", "contact_window", "country", "consent", "reachable", "bounced",
-    "attributes", "counts", "first_seen_at", "last_seen_at", "signed_up_at"})
+    "attributes", "counts", "first_seen_at", "last_seen_at", "signed_up_at", "identifiers",
+    "channels", "subscriptions"})
 
 
 Severity = Literal["error", "warning"]

@@ -52,6 +52,7 @@ class TraceKind(StrEnum):
     SUPPRESSED = "suppressed"
     DEFERRED = "deferred"
     RUNAWAY = "runaway"  # a run that would send more than one evaluation may
+    HANDOFF = "handoff"  # handed to a person: a conversation, or a call-back slot
     # endings
     COMPLETED = "completed"
     EXITED = "exited"

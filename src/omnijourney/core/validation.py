@@ -205,6 +205,13 @@ class _JourneyCheck:
                 for key, given in step.set.items():
                     if isinstance(given, str):
                         text(given, line("set", key), sid, f"set.{key}")
+            case m.HandoffStep():
+                text(step.url, line("url"), sid, "url")
+                for key, value in step.headers.items():
+                    text(value, line("headers", key), sid, f"headers.{key}")
+                if step.kind == "conversation" and step.save_slot_as:
+                    add("save_slot_as is for call-backs (kind: callback)",
+                        line("save_slot_as"), sid)
             case m.WebhookStep():
                 text(step.url, line("url"), sid, "url")
                 for path, leaf in _texts(step.body, ()):

@@ -8,6 +8,11 @@ status ``clicked``; the engine folds it into e.g. an ``email.clicked`` event.
 ``<base>/p/<token>`` is the customer's preference page (tracking/preferences.py), when
 the server is given one.
 
+``<base>/h/<token>`` takes a helpdesk's answers to a hand-off (the webhook adapter sends
+the URL with the request): a JSON body ``{"event": "handoff.accepted" |
+"handoff.resolved" | "callback.completed", "agent"?, "outcome"?}`` becomes that event for
+the customer, with the command and journey it answers.
+
 ``<base>/u/<token>`` is the one-click unsubscribe (RFC 8058) in marketing mail: a POST
 reports ``unsubscribed``, which the engine folds into ``email.unsubscribed`` (consent
 revoked); a GET only shows the button.
@@ -20,6 +25,7 @@ Providers that report a message's fate later (Twilio-style ``StatusCallback``) a
 from __future__ import annotations
 
 import hmac
+import json
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -28,10 +34,12 @@ from typing import Any
 
 from omnijourney import wallclock
 from omnijourney.core.commands import DeliveryReport, DeliveryStatus
+from omnijourney.core.events import Event
 from omnijourney.serving import BackgroundServer, QuietHandler
 from omnijourney.tracking.preferences import HEADERS, PreferencePages, Reply
 from omnijourney.tracking.tokens import (
     CLICK,
+    HANDOFF,
     STATUS,
     UNSUBSCRIBE,
     read_token,
@@ -41,6 +49,8 @@ from omnijourney.tracking.tokens import (
 # A redirect target: one line of an http(s) URL, nothing that could end the header.
 _TARGET = re.compile(r"^https?://[^\x00-\x20\x7f]+$", re.IGNORECASE)
 
+
+HANDOFF_EVENTS = frozenset({"handoff.accepted", "handoff.resolved", "callback.completed"})
 
 # Provider callback status -> our DeliveryReport status; the rest (queued, sending,
 # sent: already reported by the adapter) are acknowledged and dropped.
@@ -75,10 +85,12 @@ class ClickServer(BackgroundServer):
                  wall: Callable[[], datetime] = wallclock.now,
                  provider_token: str | None = None, public_url: str | None = None,
                  max_form: int = 16 * 1024,
-                 preferences: PreferencePages | None = None) -> None:
+                 preferences: PreferencePages | None = None,
+                 events: Callable[[Event], None] | None = None) -> None:
         self.secret = secret
         self.report = report
         self.preferences = preferences
+        self.events = events  # where a helpdesk's answers go (touchpoints)
         self.now, self.wall = now, wall  # expiry (None: none), report stamps
         self.counts: dict[str, int] = {}
         self.provider_token, self.public_url, self.max_form = provider_token, public_url, max_form
@@ -94,6 +106,29 @@ class _Handler(QuietHandler):
             return None
         return read_token(self.tracker.secret, self.path.removeprefix(prefix).split("?")[0],
                           purpose, self.tracker.now() if self.tracker.now else None)
+
+    def _handoff_answer(self) -> None:
+        data = self._token("/h/", HANDOFF) if self.tracker.events is not None else None
+        if data is None:
+            self._refuse("refused_handoff", 403)
+            return
+        answer = self._json_body
+        if not isinstance(answer, dict) or answer.get("event") not in HANDOFF_EVENTS:
+            self._refuse("refused_handoff", 400)
+            return
+        props: dict[str, Any] = {"command_id": data["c"], "journey": data["j"]}
+        if data.get("k"):
+            props["instance_key"] = data["k"]
+        for key in ("agent", "outcome"):
+            value = answer.get(key)
+            if isinstance(value, str) and value:
+                props[key] = value[:200]
+        etype = answer["event"]
+        assert self.tracker.events is not None
+        self.tracker.events(Event(f"handoff:{data['c']}:{etype}", etype, data["cu"],
+                                  self.tracker.wall(), "helpdesk", props))
+        self.send_response(204)
+        self.end_headers()
 
     def _form(self) -> dict[str, list[str]] | None:
         try:
@@ -156,6 +191,18 @@ class _Handler(QuietHandler):
         self.end_headers()
 
     def do_POST(self) -> None:
+        self._json_body: Any = None
+        if self.path.startswith("/h/"):
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > self.tracker.max_form:
+                    raise ValueError("too long")
+                self._json_body = json.loads(self.rfile.read(length) or b"null")
+            except ValueError:  # also not UTF-8, not JSON
+                self._refuse("refused_handoff", 400)
+                return
+            self._handoff_answer()
+            return
         form = self._form()
         if form is None:
             self._refuse("refused_form", 413)

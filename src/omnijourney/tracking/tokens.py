@@ -37,6 +37,7 @@ def _unb64(text: str) -> bytes:
 # What a token may be used for, and for how long after its message's send time.
 CLICK, UNSUBSCRIBE, STATUS, REPORT = "c", "u", "s", "r"
 PREFERENCES, FORM = "m", "f"  # a preference page link; one form served on that page
+HANDOFF = "h"  # where a helpdesk reports on a hand-off
 
 
 TOKEN_TTL = {CLICK: timedelta(days=90),  # a link in a newsletter still read weeks later
@@ -44,7 +45,8 @@ TOKEN_TTL = {CLICK: timedelta(days=90),  # a link in a newsletter still read wee
              STATUS: timedelta(days=7),  # providers report a message's fate within hours
              REPORT: timedelta(days=30),  # DSNs come back within days
              PREFERENCES: timedelta(days=365),  # "manage your preferences" in any message
-             FORM: timedelta(hours=1)}  # a page's form, filled in and posted
+             FORM: timedelta(hours=1),  # a page's form, filled in and posted
+             HANDOFF: timedelta(days=30)}  # a conversation or call-back, and its outcome
 
 
 def make_signed(secret: str, purpose: str, issued: datetime, *, ttl: float | None = None,
