@@ -101,3 +101,72 @@ def test_a_tracked_click_ends_the_wait_for(kafka: Kafka, tmp_path: Path) -> None
         clicks.stop()
         producer.close()
         engine.stop()
+
+
+def test_the_preference_link_in_a_real_email_changes_the_profile(kafka: Kafka,
+                                                                  tmp_path: Path) -> None:
+    """The cart reminder goes out over SMTP with its "Manage your preferences" link; the
+    customer opens it, unsubscribes from promotions and picks another window; the saved
+    event reaches the engine through Kafka and the profile says so."""
+    from omnijourney.codecs import encode_event
+    from omnijourney.config import load
+    from omnijourney.tracking.preferences import PreferencePages
+
+    engine = LiveEngine(kafka.bootstrap, tmp_path, clock="wall")
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = [
+        Event("p-1", "customer.signed_up", "c-click", now - timedelta(hours=3), "web",
+              {"email": "prefs@example.com", "email_opt_in": True, "first_name": "Pat",
+               "contact_window": "00:00-23:59"}),
+        Event("p-2", "cart.item_added", "c-click", now - timedelta(hours=2), "web",
+              {"cart_id": "cart-z", "product_name": "Lamp"}),
+    ]
+    producer = KafkaProducer(**engine.settings.kafka_python())
+    js = load(engine.settings.journeys).journey_set
+    assert js is not None
+    pages = PreferencePages("s3cret", js.policies, lambda ev: producer.send(
+        engine.settings.topics.touchpoints, key=ev.customer_id.encode(),
+        value=encode_event(ev)).get(10), wall=lambda: datetime.now(UTC))
+    server = ClickServer("s3cret", lambda rep: None, preferences=pages).start()
+    try:
+        engine.start()
+        engine.produce(events)
+        wait_for_state(engine, lambda s: s["instances"].get(SLOT, {}).get("status")
+                       == "wait_for")
+        channel = EmailChannel(tracking_url=f"http://127.0.0.1:{server.port}",
+                               tracking_secret="s3cret")
+        with SmtpServer() as smtp:
+            channel.port = smtp.port
+            runner = Runner(dataclasses.replace(engine.settings, app_id="prefs-adapter"),
+                            channel)
+            try:
+                runner.run(idle_exit=3.0)
+            finally:
+                runner.close()
+        (mail,) = [m for m in smtp.messages if "cart" in m["X-Omnijourney-Journey"]]
+        text = next(p for p in mail.walk() if p.get_content_type() == "text/plain")
+        link = re.search(r"Manage your preferences: (http://\S+)",
+                         text.get_payload(decode=True).decode())
+        assert link, "the reminder links to the preference page"
+        url = urllib.parse.urlsplit(link.group(1))
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+        conn.request("GET", url.path)
+        page = conn.getresponse().read().decode()
+        form = re.search(r'name="form" value="([^"]+)"', page)
+        assert form, page
+        body = urllib.parse.urlencode([
+            ("form", form.group(1)), ("channel", "email"), ("topic", "order_updates"),
+            ("window_from", "08:00"), ("window_to", "20:00"), ("timezone", "Europe/Berlin"),
+            ("action", "save")])
+        conn.request("POST", url.path, body=body,
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        state = wait_for_state(engine, lambda s: s["profile"].get("subscriptions", {})
+                               .get("promotions") is False)
+        assert (state["profile"]["contact_window"], state["profile"]["timezone"]) == (
+            "08:00-20:00", "Europe/Berlin")
+    finally:
+        server.stop()
+        producer.close()
+        engine.stop()
