@@ -40,48 +40,68 @@ def wait_for_state(engine: LiveEngine, predicate: Callable[[dict[str, Any]], boo
     raise AssertionError(f"state never matched: {engine.state_of('c-click')}\n{engine.log()}")
 
 
-def test_a_tracked_click_ends_the_wait_for(kafka: Kafka, tmp_path: Path) -> None:
-    engine = LiveEngine(kafka.bootstrap, tmp_path, clock="wall")
+def cart_timeline(email: str, name: str) -> list[Event]:
+    """A sign-up three hours ago and a cart two hours ago: its reminder is due."""
     now = datetime.now(UTC).replace(microsecond=0)
-    events = [
-        Event("k-1", "customer.signed_up", "c-click", now - timedelta(hours=3), "web",
-              {"email": "click@example.com", "email_opt_in": True, "first_name": "Kim",
+    return [
+        Event(f"{name}-1", "customer.signed_up", "c-click", now - timedelta(hours=3), "web",
+              {"email": email, "email_opt_in": True, "first_name": name,
                # Open all day: the test must not depend on the hour it runs at.
                "contact_window": "00:00-23:59"}),
-        Event("k-2", "cart.item_added", "c-click", now - timedelta(hours=2), "web",
+        Event(f"{name}-2", "cart.item_added", "c-click", now - timedelta(hours=2), "web",
               {"cart_id": "cart-z", "product_name": "Lamp"}),
     ]
+
+
+def follow(mail: Any, content_type: str, pattern: str, what: str
+           ) -> tuple[http.client.HTTPConnection, urllib.parse.SplitResult,
+                      http.client.HTTPResponse]:
+    """GET the link ``pattern`` finds in the mail's ``content_type`` part, as a reader's
+    click does: the connection (to go on with), the URL and the response."""
+    part = next(p for p in mail.walk() if p.get_content_type() == content_type)
+    link = re.search(pattern, part.get_payload(decode=True).decode())
+    assert link, what
+    url = urllib.parse.urlsplit(link.group(1))
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+    conn.request("GET", url.path)
+    return conn, url, conn.getresponse()
+
+
+def mail_the_reminder(engine: LiveEngine, events: list[Event], channel: EmailChannel,
+                      adapter: str) -> list[Any]:
+    """Feed the timeline, wait until the cart run waits for a click (its reminder is
+    due), and deliver the commands over SMTP to a local server: the mails sent."""
+    engine.start()
+    engine.produce(events)
+    # The 1h wait is long over: the reminder goes out, then the run waits for a click.
+    state = wait_for_state(engine, lambda s: s["instances"].get(SLOT, {}).get("status")
+                           == "wait_for")
+    assert state["instances"][SLOT]["step"] == "wait_for_click"
+    with SmtpServer() as smtp:
+        channel.port = smtp.port
+        runner = Runner(dataclasses.replace(engine.settings, app_id=adapter), channel)
+        try:
+            runner.run(idle_exit=3.0)
+        finally:
+            runner.close()
+    return list(smtp.messages)
+
+
+def test_a_tracked_click_ends_the_wait_for(kafka: Kafka, tmp_path: Path) -> None:
+    engine = LiveEngine(kafka.bootstrap, tmp_path, clock="wall")
+    events = cart_timeline("click@example.com", "Kim")
     producer = KafkaProducer(**engine.settings.kafka_python())
     clicks = ClickServer("s3cret", lambda rep: producer.send(
         engine.settings.topics.deliveries, key=rep.customer_id.encode(),
         value=encode_delivery(rep)).get(10)).start()
     try:
-        engine.start()
-        engine.produce(events)
-        # The 1h wait is long over: the reminder goes out, then the run waits for a click.
-        state = wait_for_state(engine, lambda s: s["instances"].get(SLOT, {}).get("status")
-                               == "wait_for")
-        assert state["instances"][SLOT]["step"] == "wait_for_click"
         channel = EmailChannel(tracking_url=f"http://127.0.0.1:{clicks.port}",
                                tracking_secret="s3cret")
-        with SmtpServer() as smtp:
-            channel.port = smtp.port
-            runner = Runner(dataclasses.replace(engine.settings, app_id="click-adapter"),
-                            channel)
-            try:
-                runner.run(idle_exit=3.0)
-            finally:
-                runner.close()
-        (mail,) = [m for m in smtp.messages if m["To"] == "click@example.com"
+        mails = mail_the_reminder(engine, events, channel, "click-adapter")
+        (mail,) = [m for m in mails if m["To"] == "click@example.com"
                    and "cart" in m["X-Omnijourney-Journey"]]
-        html = next(p for p in mail.walk() if p.get_content_type() == "text/html")
-        link = re.search(r'href="(http://127\.0\.0\.1:\d+/c/[^"]+)"',
-                         html.get_payload(decode=True).decode())
-        assert link, "the reminder has a tracked link"
-        url = urllib.parse.urlsplit(link.group(1))
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
-        conn.request("GET", url.path)
-        resp = conn.getresponse()
+        conn, _, resp = follow(mail, "text/html", r'href="(http://127\.0\.0\.1:\d+/c/[^"]+)"',
+                               "the reminder has a tracked link")
         assert resp.status == 302
         assert resp.getheader("Location") == "https://shop.example/cart/cart-z"
         conn.close()
@@ -113,14 +133,7 @@ def test_the_preference_link_in_a_real_email_changes_the_profile(kafka: Kafka,
     from omnijourney.tracking.preferences import PreferencePages
 
     engine = LiveEngine(kafka.bootstrap, tmp_path, clock="wall")
-    now = datetime.now(UTC).replace(microsecond=0)
-    events = [
-        Event("p-1", "customer.signed_up", "c-click", now - timedelta(hours=3), "web",
-              {"email": "prefs@example.com", "email_opt_in": True, "first_name": "Pat",
-               "contact_window": "00:00-23:59"}),
-        Event("p-2", "cart.item_added", "c-click", now - timedelta(hours=2), "web",
-              {"cart_id": "cart-z", "product_name": "Lamp"}),
-    ]
+    events = cart_timeline("prefs@example.com", "Pat")
     producer = KafkaProducer(**engine.settings.kafka_python())
     js = load(engine.settings.journeys).journey_set
     assert js is not None
@@ -129,29 +142,13 @@ def test_the_preference_link_in_a_real_email_changes_the_profile(kafka: Kafka,
         value=encode_event(ev)).get(10), wall=lambda: datetime.now(UTC))
     server = ClickServer("s3cret", lambda rep: None, preferences=pages).start()
     try:
-        engine.start()
-        engine.produce(events)
-        wait_for_state(engine, lambda s: s["instances"].get(SLOT, {}).get("status")
-                       == "wait_for")
         channel = EmailChannel(tracking_url=f"http://127.0.0.1:{server.port}",
                                tracking_secret="s3cret")
-        with SmtpServer() as smtp:
-            channel.port = smtp.port
-            runner = Runner(dataclasses.replace(engine.settings, app_id="prefs-adapter"),
-                            channel)
-            try:
-                runner.run(idle_exit=3.0)
-            finally:
-                runner.close()
-        (mail,) = [m for m in smtp.messages if "cart" in m["X-Omnijourney-Journey"]]
-        text = next(p for p in mail.walk() if p.get_content_type() == "text/plain")
-        link = re.search(r"Manage your preferences: (http://\S+)",
-                         text.get_payload(decode=True).decode())
-        assert link, "the reminder links to the preference page"
-        url = urllib.parse.urlsplit(link.group(1))
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
-        conn.request("GET", url.path)
-        page = conn.getresponse().read().decode()
+        mails = mail_the_reminder(engine, events, channel, "prefs-adapter")
+        (mail,) = [m for m in mails if "cart" in m["X-Omnijourney-Journey"]]
+        conn, url, resp = follow(mail, "text/plain", r"Manage your preferences: (http://\S+)",
+                                 "the reminder links to the preference page")
+        page = resp.read().decode()
         form = re.search(r'name="form" value="([^"]+)"', page)
         assert form, page
         body = urllib.parse.urlencode([
