@@ -162,8 +162,10 @@ class LiveEngine:
 
     def produce(self, events: list[Event], watermark: datetime | None = None) -> None:
         # A timeline with identifiers is replayed as it would happen: each resolved (and
-        # its merges settled) before the next (runtime/feed.py).
-        settle = 90.0 if any(e.identifiers for e in events) else None
+        # its merges settled) before the next (runtime/feed.py), when a worker runs to
+        # resolve them (a test that produces while it is stopped wants the backlog).
+        running = self.proc is not None and self.proc.poll() is None
+        settle = 90.0 if running and any(e.identifiers for e in events) else None
         produce_events(self.settings, events, watermark=watermark, settle=settle)
 
     def produce_with_cli(self, events: list[Event], watermark: datetime | None = None) -> None:

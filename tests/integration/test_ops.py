@@ -172,7 +172,8 @@ def test_worker_and_adapter_metrics_health_and_live_stats(engine: LiveEngine,
         lag = samples(scrape(port)[1])
     assert {dict(ls)["topic"] for n, ls in lag if n == "omnijourney_consumer_lag"} == {
         engine.settings.topics.touchpoints, engine.settings.topics.ticks,
-        engine.settings.topics.deliveries}
+        engine.settings.topics.deliveries, engine.settings.topics.identity,
+        engine.settings.topics.identified}
 
     # The funnel `omnijourney stats` reads from the live counters is the simulator's.
     for journey in sorted({c.journey for c in expected} | {"winback"}):

@@ -77,6 +77,8 @@ class WorkerMetrics(ProcessMetrics):
                                registry=r)
         self.rejected = Counter(f"{NS}_traits_rejected", "Profile traits refused as invalid "
                                 "(the last valid value stays)", ["trait"], registry=r)
+        self.hops = Counter(f"{NS}_identity_hops", "Resolution hops: an event visiting one "
+                            "of its identifiers' partitions", registry=r)
         self.merges = Counter(f"{NS}_identity_merges", "Customers found to be one person, by "
                               "outcome: merged, or refused by the guard "
                               "(kind_does_not_merge, too_many_identifiers)", ["outcome"],

@@ -292,8 +292,9 @@ class Worker:
         for key, (_, cid) in result.claims.items():
             data[key.encode()] = cid.encode()
         elapsed = time.perf_counter() - started
-        self.metrics.observe(inputs=["identity_hop"] * len(records), dead=result.dead_kinds,
-                             trace=(), evaluation_seconds=(), batch_seconds=elapsed)
+        self.metrics.hops.inc(len(records))
+        self.metrics.observe(inputs=(), dead=result.dead_kinds, trace=(), evaluation_seconds=(),
+                             batch_seconds=elapsed)
         log.debug("resolve_batch", records=len(records), claims=len(result.claims),
                   dead=len(result.dead_reasons), ms=round(elapsed * 1000, 2))
         for reason in result.dead_reasons:
