@@ -41,7 +41,7 @@ def test_dev_shows_every_command_and_the_live_journey_funnel(tmp_path: Path,
     funnel = {line.split()[0]: line.split() for line in proc.stderr.splitlines()
               if line.startswith("  ") and "entered" in line}
     assert set(funnel) == {"browse_abandonment", "cart_abandonment", "order_updates",
-                           "welcome", "winback"}
+                           "support_callback", "welcome", "winback"}
     for journey, words in funnel.items():
         sent = int(words[words.index("sent") + 1])
         assert sent == sum(c.journey == journey for c in expected), journey

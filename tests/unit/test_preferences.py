@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.error
 import urllib.parse
@@ -214,3 +215,41 @@ def test_every_marketing_email_links_to_the_customers_own_page(page: Page) -> No
     # Not in service mail (transactional): nothing to choose there.
     service = channel.build(command(transactional=True))
     assert "/p/" not in service.get_body(("plain",)).get_content()
+
+
+def test_links_preferences_becomes_the_signed_link_on_every_channel(page: Page) -> None:
+    """A template's ``{{ links.preferences }}``: the core writes a mark (it has no secret
+    to sign with), each adapter puts the customer's signed link there; without the
+    tracking server, the shop's own page. The mark itself is never sent."""
+    from omnijourney.adapters.email import EmailChannel
+    from omnijourney.adapters.push import FcmStylePush
+    from omnijourney.adapters.sms import TwilioStyleSms
+    from omnijourney.core.templates import PREFERENCES_MARK, compile_text
+    from omnijourney.tracking.preferences import PreferenceLinks
+    from tests.provider import Provider
+    from tests.unit.test_email_channel import command
+
+    assert compile_text("Choose: {{ links.preferences }}").render(
+        {"links": {"preferences": PREFERENCES_MARK}}) == f"Choose: {PREFERENCES_MARK}"
+    links = PreferenceLinks(page.base, SECRET)
+    sms_cmd = command(channel="sms", to="+4915112345678",
+                      content={"text": f"Your code. Preferences: {PREFERENCES_MARK}"})
+    with Provider() as provider:
+        sms = TwilioStyleSms(provider.url, "AC1", "tok", "+15550000", links=links)
+        assert sms.deliver(sms_cmd).status == "sent"
+        push = FcmStylePush(provider.url, "proj", "tok", links=links)
+        assert push.deliver(command(channel="push", to="fcm:1", content={
+            "title": "Hi", "text": "x", "url": PREFERENCES_MARK})).status == "sent"
+        bodies = [r.body.decode() for r in provider.requests]
+    body = urllib.parse.parse_qs(bodies[0])["Body"][0]
+    assert PREFERENCES_MARK not in body and f"{page.base}/p/" in body
+    assert page.get(body.split("Preferences: ")[1])[0] == 200  # the customer's page
+    assert f"{page.base}/p/" in json.loads(bodies[1])["message"]["data"]["url"]
+    # Email: in the template's own place, then no footer; without tracking, the shop's.
+    placed = command(content={"subject": "s", "text": f"See {PREFERENCES_MARK}",
+                              "html": f'<a href="{PREFERENCES_MARK}">prefs</a>'})
+    mail = EmailChannel(tracking_url=page.base, tracking_secret=SECRET).build(placed)
+    text = mail.get_body(("plain",)).get_content()
+    assert text.count("/p/") == 1 and "Manage your preferences" not in text
+    plain = EmailChannel().build(placed).get_body(("plain",)).get_content()
+    assert "https://shop.example/preferences" in plain and PREFERENCES_MARK not in plain

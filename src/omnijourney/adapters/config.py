@@ -11,6 +11,7 @@ from omnijourney.adapters.email import EmailChannel
 from omnijourney.adapters.push import FcmStylePush
 from omnijourney.adapters.sms import TwilioStyleSms
 from omnijourney.adapters.webhook import SignedWebhook
+from omnijourney.tracking.preferences import PreferenceLinks
 
 
 def channel_from_env(name: str) -> Any:
@@ -22,6 +23,11 @@ def channel_from_env(name: str) -> Any:
             raise SystemExit(f"omnijourney adapter {name}: set {key}")
         return env[key]
 
+    # ``{{ links.preferences }}``: signed links to the tracking server's page when it
+    # runs, else the shop's own preference page.
+    links = PreferenceLinks(env.get("CLICK_TRACKING_URL"),
+                            need("CLICK_SECRET") if env.get("CLICK_TRACKING_URL") else "",
+                            env.get("OMNIJOURNEY_PREFERENCES_URL", PreferenceLinks.fallback))
     if name == "email":
         return EmailChannel(
             host=env.get("SMTP_HOST", "localhost"), port=int(env.get("SMTP_PORT", "25")),
@@ -29,6 +35,7 @@ def channel_from_env(name: str) -> Any:
             starttls=env.get("SMTP_STARTTLS", "").lower() in ("1", "true", "yes"),
             username=env.get("SMTP_USERNAME"), password=env.get("SMTP_PASSWORD"),
             unsubscribe_url=env.get("OMNIJOURNEY_UNSUBSCRIBE_URL", EmailChannel.unsubscribe_url),
+            preferences_url=links.fallback,
             tracking_url=env.get("CLICK_TRACKING_URL"),
             # Signs tracked links and the header that lets bounces be attributed.
             tracking_secret=(need("CLICK_SECRET") if env.get("CLICK_TRACKING_URL")
@@ -39,9 +46,11 @@ def channel_from_env(name: str) -> Any:
         return TwilioStyleSms(need("SMS_API_BASE"), need("SMS_ACCOUNT_SID"),
                               need("SMS_AUTH_TOKEN"), need("SMS_FROM"),
                               status_callback=callback,
-                              callback_secret=need("CLICK_SECRET") if callback else "")
+                              callback_secret=need("CLICK_SECRET") if callback else "",
+                              links=links)
     if name == "push":
-        return FcmStylePush(need("PUSH_API_BASE"), need("PUSH_PROJECT"), need("PUSH_TOKEN"))
+        return FcmStylePush(need("PUSH_API_BASE"), need("PUSH_PROJECT"), need("PUSH_TOKEN"),
+                            links=links)
     if name == "webhook":
         # Hand-offs to a helpdesk carry a signed URL for its answers when the tracking
         # server runs (CLICK_TRACKING_URL, signed with CLICK_SECRET).

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 from omnijourney.adapters.addresses import InvalidAddress, email_address, header_text, scrub
 from omnijourney.adapters.protocols import Outcome, TransientError, Unconfirmed
-from omnijourney.tracking.preferences import preferences_link, with_preferences
+from omnijourney.tracking.preferences import PreferenceLinks, preferences_link, with_preferences
 from omnijourney.tracking.tokens import REPORT, REPORT_HEADER, UNSUBSCRIBE, make_token, track
 
 # A signed List-Unsubscribe URL is one long word: at the default 78 columns the policy
@@ -36,6 +36,7 @@ class EmailChannel:
     username: str | None = None
     password: str | None = None
     unsubscribe_url: str = "https://shop.example/unsubscribe"
+    preferences_url: str = "https://shop.example/preferences"  # without the tracking server
     domain: str = "omnijourney.local"
     timeout: float = 10.0
     tracking_url: str | None = None  # base of the click redirect (omnijourney clicks)
@@ -73,6 +74,11 @@ class EmailChannel:
         if content.get("preheader"):
             msg["X-Preheader"] = header_text(content["preheader"])
         text, html = content.get("text", ""), content.get("html")
+        if not self.tracking_url or cmd.transactional:  # a template's own link, no footer
+            links = PreferenceLinks(self.tracking_url, self.tracking_secret,
+                                    self.preferences_url)
+            text = links.fill(text, cmd)
+            html = links.fill(html, cmd) if html else html
         if self.tracking_url and not cmd.transactional:
             text = track(text, cmd, self.tracking_url, self.tracking_secret, html=False)
             html = track(html, cmd, self.tracking_url, self.tracking_secret, html=True) \

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omnijourney.adapters.http import call
 from omnijourney.adapters.protocols import Outcome
 from omnijourney.core.commands import ChannelCommand
+from omnijourney.tracking.preferences import PreferenceLinks
 
 
 @dataclass
@@ -17,6 +18,7 @@ class FcmStylePush:
     access_token: str
     timeout: float = 10.0
     name: str = "push"
+    links: PreferenceLinks = field(default_factory=PreferenceLinks)  # links.preferences
 
     def deliver(self, cmd: ChannelCommand) -> Outcome:
         token = cmd.to
@@ -27,8 +29,10 @@ class FcmStylePush:
         url = f"{self.base_url.rstrip('/')}/v1/projects/{self.project}/messages:send"
         message = {"message": {
             "token": cmd.to,
-            "notification": {"title": content.get("title", ""), "body": content.get("text", "")},
-            "data": {"command_id": cmd.command_id, "url": content.get("url", "")},
+            "notification": {"title": content.get("title", ""),
+                             "body": self.links.fill(content.get("text", ""), cmd)},
+            "data": {"command_id": cmd.command_id,
+                     "url": self.links.fill(content.get("url", ""), cmd)},
         }}
         headers = {"Authorization": f"Bearer {self.access_token}",
                    "Content-Type": "application/json", "Idempotency-Key": cmd.command_id}

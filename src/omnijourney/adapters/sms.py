@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omnijourney.adapters.addresses import InvalidAddress, phone_number
 from omnijourney.adapters.http import call
 from omnijourney.adapters.protocols import Outcome
 from omnijourney.core.commands import ChannelCommand
+from omnijourney.tracking.preferences import PreferenceLinks
 from omnijourney.tracking.tokens import status_callback_url
 
 
@@ -26,6 +27,7 @@ class TwilioStyleSms:
     # message's fate (delivered, undelivered) there, and the engine sees sms.delivered.
     status_callback: str | None = None
     callback_secret: str = ""
+    links: PreferenceLinks = field(default_factory=PreferenceLinks)  # links.preferences
 
     def deliver(self, cmd: ChannelCommand) -> Outcome:
         try:
@@ -33,7 +35,8 @@ class TwilioStyleSms:
         except InvalidAddress as exc:
             return Outcome("failed", reason=f"invalid address: {exc}")
         url = f"{self.base_url.rstrip('/')}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
-        fields = {"To": to, "From": self.sender, "Body": cmd.content.get("text", "")}
+        fields = {"To": to, "From": self.sender,
+                  "Body": self.links.fill(cmd.content.get("text", ""), cmd)}
         if self.status_callback:
             fields["StatusCallback"] = status_callback_url(self.status_callback,
                                                            self.callback_secret, cmd)

@@ -12,7 +12,7 @@ from omnijourney.core import profile as prof
 from omnijourney.core.catalog import CompiledJourney, Policies
 from omnijourney.core.events import Event
 from omnijourney.core.state import CustomerState, Instance
-from omnijourney.core.templates import compile_text
+from omnijourney.core.templates import LINKS, compile_text
 
 _SINGLE_OUTPUT = re.compile(r"^\s*\{\{(?:(?!\}\}).)*\}\}\s*$", re.DOTALL)
 _NUMBER = re.compile(r"^-?(?:0|[1-9]\d{0,17})(?:\.\d+)?(?:[eE][+-]?\d{1,3})?$")
@@ -75,7 +75,7 @@ class Views:
               cj: CompiledJourney | None = None) -> dict[str, Any]:
         """Names visible to conditions and templates. ``event`` is the event under test
         (trigger, exit, goal, wait_for conditions) or, inside steps, the trigger."""
-        c: dict[str, Any] = {"profile": self.profile(), "now": at}
+        c: dict[str, Any] = {"profile": self.profile(), "now": at, "links": LINKS}
         if inst is not None:
             c["event"] = self.event(event or inst.trigger)
             c["last_event"] = self.event(inst.last_event)

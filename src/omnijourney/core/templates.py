@@ -193,7 +193,13 @@ def compile_text(source: str, *, html: bool = False) -> Text:
 
 
 # What templates can see (the evaluator's context), and what a profile holds.
-TEMPLATE_NAMES = frozenset({"profile", "event", "last_event", "journey", "now", "data"})
+TEMPLATE_NAMES = frozenset({"profile", "event", "last_event", "journey", "now", "data",
+                            "links"})
+# ``{{ links.preferences }}`` in a message: the customer's own preference page. The core
+# cannot sign a link (no secrets in it), so it writes this mark, and the channel's adapter
+# puts the signed link in its place when it sends (tracking/preferences.py).
+PREFERENCES_MARK = "%%preferences%%"
+LINKS = {"preferences": PREFERENCES_MARK}
 PROFILE_FIELDS = frozenset({
     "customer_id", "email", "phone", "push_token", "first_name", "last_name", "locale",
     "timezone", "contact_window", "country", "consent", "reachable", "bounced",

@@ -31,6 +31,7 @@ from liquid import Environment
 from omnijourney.core.catalog import Policies
 from omnijourney.core.events import Event
 from omnijourney.core.profile import PREFERENCES_EVENT
+from omnijourney.core.templates import PREFERENCES_MARK
 from omnijourney.core.timeutil import ContactWindow, is_known_zone
 from omnijourney.tracking.tokens import FORM, PREFERENCES, make_signed, read_token
 
@@ -56,9 +57,38 @@ def preferences_link(base: str, secret: str, customer_id: str, locale: str | Non
     return f"{base.rstrip('/')}/p/{token}"
 
 
+def fill_link(text: str, link: str) -> str:
+    """``{{ links.preferences }}`` as rendered (PREFERENCES_MARK), made the real link."""
+    return text.replace(PREFERENCES_MARK, link)
+
+
+@dataclass(frozen=True)
+class PreferenceLinks:
+    """How an adapter makes the preference page's link: signed for the customer when the
+    tracking server runs (``base`` and its ``secret``), else the shop's own page."""
+
+    base: str | None = None
+    secret: str = ""
+    fallback: str = "https://shop.example/preferences"
+
+    def link(self, customer_id: str, locale: str | None, issued: datetime) -> str:
+        if self.base:
+            return preferences_link(self.base, self.secret, customer_id, locale, issued)
+        return self.fallback
+
+    def fill(self, text: str, cmd: Any) -> str:
+        """``text`` with every mark replaced: never sent with the mark in it."""
+        if PREFERENCES_MARK not in text:
+            return text
+        return fill_link(text, self.link(cmd.customer_id, cmd.locale, cmd.send_at))
+
+
 def with_preferences(text: str, html: str | None, link: str,
                      locale: str | None) -> tuple[str, str | None]:
-    """A message's text and HTML with the preference page's link as a last line."""
+    """A message's text and HTML with the preference page's link: where the template
+    placed it (``{{ links.preferences }}``), else as a last line."""
+    if PREFERENCES_MARK in text or (html and PREFERENCES_MARK in html):
+        return fill_link(text, link), fill_link(html, escape(link)) if html else html
     lang = (locale or "en").split("-")[0].lower()
     words = _strings().get(lang, _strings()["en"])["manage"]
     text = f"{text.rstrip()}\n\n{words}: {link}\n"
