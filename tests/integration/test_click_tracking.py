@@ -167,3 +167,70 @@ def test_the_preference_link_in_a_real_email_changes_the_profile(kafka: Kafka,
         server.stop()
         producer.close()
         engine.stop()
+
+
+def test_the_tracking_server_process_publishes_preferences_and_helpdesk_answers(
+        kafka: Kafka, tmp_path: Path) -> None:
+    """``omnijourney clicks`` as an operator runs it: a preference saved on its page and a
+    helpdesk's answer to a hand-off land on ``touchpoints`` as Avro events."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from omnijourney.core.commands import ChannelCommand
+    from omnijourney.tracking.preferences import preferences_link
+    from omnijourney.tracking.tokens import HANDOFF, make_token
+    from tests.integration.harness import REPO
+
+    engine = LiveEngine(kafka.bootstrap, tmp_path, clock="wall")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**engine.env(), "CLICK_SECRET": "s3cret"}
+    log = (tmp_path / "clicks.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "omnijourney", "clicks", "--port",
+                               str(port)], env=env, cwd=REPO, stdout=log,
+                              stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, \
+                    (tmp_path / "clicks.log").read_text()
+                time.sleep(0.2)
+        link = urllib.parse.urlsplit(preferences_link(base, "s3cret", "c-pat", "en",
+                                                      datetime.now(UTC)))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", link.path)
+        page = conn.getresponse().read().decode()
+        form = re.search(r'name="form" value="([^"]+)"', page)
+        assert form, page
+        conn.request("POST", link.path, body=urllib.parse.urlencode(
+            [("form", form.group(1)), ("action", "unsubscribe_all")]),
+            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        saved = conn.getresponse()
+        assert saved.status == 200 and b"unsubscribed" in saved.read()
+        now = datetime.now(UTC)
+        cmd = ChannelCommand("cmd-1", "support_callback", "1", "book_callback", "webhook",
+                             "c-pat", now, now + timedelta(hours=1), None,
+                             "https://helpdesk.example", {}, True, "e-1", "", None)
+        conn.request("POST", f"/h/{make_token('s3cret', cmd, '', HANDOFF)}",
+                     body=json.dumps({"event": "callback.completed", "agent": "Sam"}),
+                     headers={"Content-Type": "application/json"})
+        assert conn.getresponse().status == 204
+        conn.close()
+        got = engine.read([engine.settings.topics.touchpoints], until=2)
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+    events = sorted(got, key=lambda e: e["type"])  # Avro records, as decoded
+    assert [(e["type"], e["customer_id"]) for e in events] == [
+        ("callback.completed", "c-pat"), ("preferences.updated", "c-pat")]
+    assert json.loads(events[1]["properties"]) == {"unsubscribe_all": True}
+    assert json.loads(events[0]["properties"])["agent"] == "Sam"

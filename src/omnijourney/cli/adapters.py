@@ -188,8 +188,10 @@ def add_parsers(sub: Any) -> None:
               "(email.bounced, email.unsubscribed)", 2525,
               "where to listen (0.0.0.0 where the return path's MX must reach it)",
               func=cmd_bounces)
-    _receiver(sub, "clicks", "serve tracked links, one-click unsubscribe and provider status "
-              "callbacks (email.clicked, email.unsubscribed, sms.delivered)", 8080,
+    _receiver(sub, "clicks", "the tracking server: tracked links, one-click unsubscribe, "
+              "provider status callbacks, the preference page and helpdesk answers "
+              "(email.clicked, email.unsubscribed, sms.delivered, preferences.updated, "
+              "handoff.*)", 8080,
               "where to listen (0.0.0.0 behind a public endpoint)", func=cmd_clicks)
 
     a = sub.add_parser("adapter", help="deliver one channel's commands (email: SMTP)")
