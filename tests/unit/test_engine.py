@@ -347,3 +347,42 @@ def test_state_values_keep_every_value_exactly_whichever_json_writer_wrote_them(
     before = (b'{"p":2,"d":null,"s":' + _json.dumps(st_.to_dict(), separators=(",", ":"))
               .encode() + b"}")  # what the previous release wrote (ASCII, \\u escapes)
     assert decode_state(before)[1].to_dict() == st_.to_dict()
+
+
+def test_identity_runs_through_the_engine_topic_by_topic() -> None:
+    """An anonymous event goes to its identifier's partition; the hop there names its
+    customer and publishes it on identified; a merge's absorbed state, larger than any
+    event may be, is taken in rather than dead-lettered as too large."""
+    from omnijourney.codecs import encode_message
+    from omnijourney.core.identity import Absorbed, generated_id, identifier_key
+
+    engine, store = Engine(JS, TOPICS, Clock("event")), Store()
+    anon = json.dumps({"event_id": "a1", "type": "product.viewed", "customer_id": "",
+                       "occurred_at": "2026-03-02T10:00:00Z",
+                       "identifiers": {"anonymous_id": "a-1"}}).encode()
+    (hop,) = engine.process([rec(anon, key=None)], store.load).other
+    key = identifier_key("anonymous_id", "a-1")
+    assert (hop.topic, hop.key) == (TOPICS.identity, key.encode())
+    claims: dict[str, str] = {}
+    out = engine.resolve([Record(TOPICS.identity, 1, 0, hop.key, hop.value or b"")],
+                         claims.get)
+    cid = generated_id(key)
+    assert out.claims == {key: (1, cid)}
+    (identified,) = out.other
+    assert (identified.topic, identified.key) == (TOPICS.identified, cid.encode())
+    done = engine.process([rec(identified.value or b"", key=cid.encode(),
+                               topic=TOPICS.identified)], store.load)
+    store.apply(done)
+    assert "browse_abandonment#" in store.states[cid].instances
+    # An absorbed customer with a lot of history: well over the 64 KiB an event may be.
+    big = CustomerState("cus_old", profile={"customer_id": "cus_old", "consent": {},
+                                            "attributes": {f"a{i}": "x" * 100
+                                                           for i in range(900)},
+                                            "counts": {}})
+    msg = Absorbed("cus_old", cid, big.to_dict(), datetime(2026, 3, 2, 11, tzinfo=UTC))
+    value = encode_message(msg)
+    assert len(value) > engine.limits.max_record_bytes
+    merged = engine.process([rec(value, key=cid.encode(), topic=TOPICS.identified)],
+                            store.load)
+    assert merged.dead_reasons == []
+    assert len(merged.states[cid][1].profile["attributes"]) == 900

@@ -133,9 +133,13 @@ class Engine:
             if self.clock.mode is ClockMode.EVENT and rec.partition not in before:
                 before[rec.partition] = self.clock.now(rec.partition)
             try:
-                if len(rec.value) > self.limits.max_record_bytes:
+                # The identified topic is the engine's own (an absorbed customer's whole
+                # state travels there): bounded by the state limit, not the event one.
+                limit = (2 * self.limits.max_state_bytes if rec.topic == self.topics.identified
+                         else self.limits.max_record_bytes)
+                if len(rec.value) > limit:
                     self._dead(rec, f"record of {len(rec.value)} bytes is over the limit of "
-                                    f"{self.limits.max_record_bytes}", result, "too_large")
+                                    f"{limit}", result, "too_large")
                 elif rec.topic == self.topics.ticks:
                     self._tick(rec, load, result)
                 elif rec.topic == self.topics.deliveries:
