@@ -17,7 +17,8 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support import expected_conditions as seen
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from omnijourney.config import load
 from omnijourney.core.events import Event
@@ -58,6 +59,14 @@ def server() -> Iterator[tuple[ClickServer, list[Event]]]:
     srv.stop()
 
 
+def after_submit(browser: webdriver.Chrome, by: str, value: str, text: str) -> str:
+    """The text of an element of the page a form post led to, once it shows ``text``: a
+    click on a submit button returns before the next page has loaded (a busy machine
+    made that a flake)."""
+    WebDriverWait(browser, 30).until(seen.text_to_be_present_in_element((by, value), text))
+    return str(browser.find_element(by, value).text)
+
+
 def test_a_customer_changes_their_choices_in_a_real_browser(
         browser: webdriver.Chrome, server: tuple[ClickServer, list[Event]],
         tmp_path: Path) -> None:
@@ -77,7 +86,7 @@ def test_a_customer_changes_their_choices_in_a_real_browser(
     shot = tmp_path / "preference-page.png"
     browser.save_screenshot(str(shot))
     browser.find_element(By.CSS_SELECTOR, "button[value=save]").click()
-    assert "Saved." in browser.find_element(By.ID, "saved").text
+    assert "Saved." in after_submit(browser, By.ID, "saved", "Saved.")
     (event,) = saved
     assert event.customer_id == "c-ana" and event.type == "preferences.updated"
     assert event.properties == {
@@ -100,7 +109,7 @@ def test_the_browser_is_refused_a_forged_link_and_a_second_post(
     browser.get(link)
     used = browser.find_element(By.NAME, "form").get_attribute("value")
     browser.find_element(By.CSS_SELECTOR, "button[value=unsubscribe_all]").click()
-    assert "abgemeldet" in browser.find_element(By.ID, "saved").text
+    assert "abgemeldet" in after_submit(browser, By.ID, "saved", "abgemeldet")
     # The same form posted again (a replay, as an attacker or a resubmitting browser
     # would): built here by script, the page itself has none.
     browser.execute_script(
@@ -108,5 +117,6 @@ def test_the_browser_is_refused_a_forged_link_and_a_second_post(
         "for (const [k, v] of [['form', arguments[1]], ['action', 'unsubscribe_all']]) {"
         " const i = document.createElement('input'); i.name = k; i.value = v; f.append(i); }"
         "document.body.append(f); f.submit();", link.removeprefix(base), used)
-    assert "bereits gespeichert" in browser.find_element(By.TAG_NAME, "p").text
+    assert "bereits gespeichert" in after_submit(browser, By.TAG_NAME, "p",
+                                                 "bereits gespeichert")
     assert [e.properties for e in saved] == [{"unsubscribe_all": True}]
