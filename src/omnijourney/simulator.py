@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from omnijourney.core import TICK, ChannelCommand, CustomerState, Event, Journey
 from omnijourney.core.evaluator import Input
 from omnijourney.core.events import InvalidEvent, parse_event, parse_json
 from omnijourney.core.identity import IdentityPolicy, Resolution, start, visit
-from omnijourney.core.merging import Identified, Linked, Message
+from omnijourney.core.merging import Identified, Linked, Message, resolved, resolves_first
 from omnijourney.core.trace import TraceEntry, TraceKind
 
 DEFAULT_HORIZON = timedelta(days=90)
@@ -74,12 +74,12 @@ def simulate(journeys: JourneySet, events: Iterable[Event], until: datetime | No
     for ev in ordered:
         if ev.occurred_at > limit:
             break
-        if ev.identifiers and not ev.customer_id:
-            run.deliver(run.identify(ev), ev.occurred_at)
+        if resolves_first(ev):
+            run.deliver(resolved(run.resolve(ev)), ev.occurred_at)
             continue
         run.deliver(ev, ev.occurred_at)
         if ev.identifiers:  # applied to the customer it names; then its identifiers link
-            run.deliver(run.link(ev), ev.occurred_at)
+            run.deliver(resolved(run.resolve(ev)), ev.occurred_at)
     for cid in sorted(run.states):
         state = run.states[cid]
         for _ in range(MAX_TICKS_PER_CUSTOMER):
@@ -103,22 +103,16 @@ class _World:
         self.identity: dict[str, str] = {}  # identifier key -> customer
         self.policy: IdentityPolicy = journeys.policies.identity
 
-    def _resolve(self, ev: Event) -> Resolution:
+    def resolve(self, ev: Event) -> Resolution:
+        """Every hop of the event's resolution, one after the other, as the live resolver
+        makes them on its identifiers' partitions."""
         res = start(ev.to_dict(), ev.identifiers)
         while not res.done:
-            claim, res = visit(res, self.identity.get(res.key), self.policy)
+            key = res.key
+            claim, res = visit(res, self.identity.get(key), self.policy)
             if claim is not None:
-                self.identity[res.keys[res.hop - 1][1]] = claim
+                self.identity[key] = claim
         return res
-
-    def identify(self, ev: Event) -> Identified:
-        res = self._resolve(ev)
-        assert res.customer is not None
-        return Identified(replace(ev, customer_id=res.customer), res.links, res.refused)
-
-    def link(self, ev: Event) -> Linked:
-        res = self._resolve(ev)
-        return Linked(ev.customer_id, ev.event_id, ev.occurred_at, res.links, res.refused)
 
     def deliver(self, first: Input, at: datetime) -> None:
         """An input, then everything it sends to other customers, in the order sent."""

@@ -112,6 +112,9 @@ def test_the_helpdesks_answers_come_back_as_events_and_forgeries_do_not() -> Non
         assert post(path[:-3] + "abc", b'{"event": "handoff.resolved"}') == 403  # tampered
         assert post(path, b'{"event": "order.placed"}') == 400  # not an answer
         assert post(path, b"not json") == 400
+        for agent in ("Sam\u0000", "\ud800", 7, "x" * 201):  # control, surrogate, type, size
+            assert post(path, json.dumps({"event": "handoff.resolved", "agent": agent})
+                        .encode()) == 400, agent
         assert post(path, b'{"event": "handoff.resolved", "agent": "' + b"x" * 20000
                     + b'"}') == 400  # over the size limit
     finally:

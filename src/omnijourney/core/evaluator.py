@@ -62,12 +62,12 @@ def evaluate(journeys: JourneySet, state: CustomerState | None, input: Input,
         if state is not None and state.customer_id != input.customer_id:
             raise ValueError("merge message for another customer")
         out = receive(journeys, state, input)
-        return Evaluation(out.state, out.commands, out.trace, out.outbox)
+        return Evaluation(out.state, [], out.trace, out.outbox)
     if isinstance(input, Linked):
         if state is not None and state.customer_id != input.customer_id:
             raise ValueError("links for another customer")
         out = linked(state, input)
-        return Evaluation(out.state, out.commands, out.trace, out.outbox)
+        return Evaluation(out.state, [], out.trace, out.outbox)
     links: tuple[str, ...] = ()
     refused: tuple[tuple[str, str], ...] = ()
     if isinstance(input, Identified):

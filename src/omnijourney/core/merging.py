@@ -27,18 +27,19 @@ from typing import Any
 
 from omnijourney.core import profile as prof
 from omnijourney.core.catalog import JourneySet
-from omnijourney.core.commands import ChannelCommand
-from omnijourney.core.events import Event
+from omnijourney.core.events import Event, parse_event
 from omnijourney.core.identity import (
     Absorbed,
     Handover,
     IdentityPolicy,
     MergeMessage,
     MergeOffer,
+    Resolution,
     survivor,
     too_many,
 )
 from omnijourney.core.state import SEEN_EVENT_IDS, CustomerState
+from omnijourney.core.timeutil import parse_instant
 from omnijourney.core.trace import TraceEntry, TraceKind
 
 
@@ -78,10 +79,29 @@ Message = Identified | Linked | MergeOffer | Handover | Absorbed
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """A merge message's evaluation: no message to the customer ever comes of one."""
+
     state: CustomerState
     trace: list[TraceEntry]
     outbox: list[Message]
-    commands: list[ChannelCommand]
+
+
+def resolves_first(ev: Event) -> bool:
+    """Whether the resolver must find the event's customer before it is applied: it
+    names none. An event that names its customer is applied at once and, when it carries
+    identifiers, linked behind it (``Linked``), never held up by them."""
+    return bool(ev.identifiers) and not ev.customer_id
+
+
+def resolved(res: Resolution) -> Identified | Linked:
+    """What a finished resolution sends to its customer's partition, live or simulated."""
+    assert res.done
+    assert res.customer is not None
+    if res.link_only:
+        return Linked(res.customer, str(res.event["event_id"]),
+                      parse_instant(res.event["occurred_at"]), res.links, res.refused)
+    ev = parse_event({**res.event, "customer_id": res.customer}, trusted=True)
+    return Identified(ev, res.links, res.refused)
 
 
 def identifiers_of(st: CustomerState) -> dict[str, list[str]]:
@@ -117,9 +137,9 @@ def linked(state: CustomerState | None, msg: Linked) -> Outcome:
                        msg.refused)
         return Outcome(st, [TraceEntry(msg.at, st.customer_id, TraceKind.FORWARDED,
                                        detail={"event_id": msg.event_id, "to": to})],
-                       [moved], [])
+                       [moved])
     out, trace = offers(st, msg.links, msg.refused, msg.at)
-    return Outcome(st, trace, out, [])
+    return Outcome(st, trace, out)
 
 
 def forward(st: CustomerState, ev: Event, links: tuple[str, ...],
@@ -130,7 +150,7 @@ def forward(st: CustomerState, ev: Event, links: tuple[str, ...],
     moved = Identified(replace(ev, customer_id=to), tuple(c for c in links if c != to), refused)
     entry = TraceEntry(now, st.customer_id, TraceKind.FORWARDED,
                        detail={"event_id": ev.event_id, "to": to})
-    return Outcome(st, [entry], [moved], [])
+    return Outcome(st, [entry], [moved])
 
 
 def receive(js: JourneySet, state: CustomerState | None, msg: MergeMessage) -> Outcome:
@@ -140,7 +160,7 @@ def receive(js: JourneySet, state: CustomerState | None, msg: MergeMessage) -> O
     st = state if state is not None else CustomerState(me)
     if msg.id in st.seen:
         return Outcome(st, [TraceEntry(at, me, TraceKind.DUPLICATE_EVENT,
-                                       detail={"event_id": msg.id})], [], [])
+                                       detail={"event_id": msg.id})], [])
     if st.merged_into is not None:
         return _onward(st, msg)
     new = st.clone()
@@ -148,22 +168,22 @@ def receive(js: JourneySet, state: CustomerState | None, msg: MergeMessage) -> O
     if isinstance(msg, MergeOffer):
         other = msg.sender
         if other == me:
-            return Outcome(new, [], [], [])
+            return Outcome(new, [], [])
         bad = too_many(identifiers_of(st), msg.identifiers, js.policies.identity)
         if bad is not None:
             return Outcome(new, [TraceEntry(at, me, TraceKind.MERGE_REFUSED, detail={
                 "other": other, "reason": "too_many_identifiers", "kind": bad[0],
-                "limit": bad[1]})], [], [])
+                "limit": bad[1]})], [])
         if survivor(me, other) == other:
             return _hand_over(new, other, at)
         return Outcome(new, [TraceEntry(at, me, TraceKind.MERGE_ACCEPTED,
                                         detail={"other": other})],
-                       [Handover(other, me, identifiers_of(st), at)], [])
+                       [Handover(other, me, identifiers_of(st), at)])
     if isinstance(msg, Handover):
         return _hand_over(new, msg.survivor, at)
     absorbed = CustomerState.from_dict(msg.state)
     merged, trace = merge_states(new, absorbed, js, at)
-    return Outcome(merged, trace, [], [])
+    return Outcome(merged, trace, [])
 
 
 def _hand_over(st: CustomerState, to: str, at: datetime) -> Outcome:
@@ -172,7 +192,7 @@ def _hand_over(st: CustomerState, to: str, at: datetime) -> Outcome:
                              merged_into=to)
     entry = TraceEntry(at, st.customer_id, TraceKind.MERGED_INTO,
                        detail={"into": to, "runs": len(st.instances)})
-    return Outcome(redirect, [entry], [Absorbed(st.customer_id, to, st.to_dict(), at)], [])
+    return Outcome(redirect, [entry], [Absorbed(st.customer_id, to, st.to_dict(), at)])
 
 
 def _onward(st: CustomerState, msg: MergeMessage) -> Outcome:
@@ -189,7 +209,7 @@ def _onward(st: CustomerState, msg: MergeMessage) -> Outcome:
         out.append(Absorbed(msg.absorbed, to, msg.state, msg.at))
     trace = [TraceEntry(msg.at, st.customer_id, TraceKind.FORWARDED,
                         detail={"event_id": msg.id, "to": to})] if out else []
-    return Outcome(st, trace, out, [])
+    return Outcome(st, trace, out)
 
 
 # ------------------------------------------------------------------- rules

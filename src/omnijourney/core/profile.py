@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from omnijourney.core.catalog import Policies
@@ -155,7 +156,7 @@ def subscribed(profile: dict[str, Any], topic: str, policies: Policies) -> bool:
     return chosen is True if default == "opt_in" else chosen is not False
 
 
-def learn_identifiers(profile: dict[str, Any], identifiers: dict[str, str] | Any,
+def learn_identifiers(profile: dict[str, Any], identifiers: Mapping[str, str],
                       policy: IdentityPolicy) -> None:
     """``profile.identifiers``: kind -> the values seen, latest last, at most the policy's
     limit per kind (the oldest go first); an address as its digest, and an email or

@@ -29,10 +29,9 @@ from omnijourney.codecs import (
 )
 from omnijourney.core import TICK, CustomerState, Event, InvalidEvent, JourneySet, Tick, evaluate
 from omnijourney.core.evaluator import Input
-from omnijourney.core.events import KNOWN_EVENT_TYPES, delivery_event, parse_event
+from omnijourney.core.events import KNOWN_EVENT_TYPES, delivery_event
 from omnijourney.core.identity import start, visit
-from omnijourney.core.merging import Identified, Linked, Message
-from omnijourney.core.timeutil import parse_instant
+from omnijourney.core.merging import Identified, Linked, Message, resolved, resolves_first
 from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.runtime.timers import Clock
 from omnijourney.settings import ClockMode, Topics
@@ -107,6 +106,12 @@ class Limits:
 
     max_record_bytes: int = 64 * 1024  # one incoming event, as produced
     max_state_bytes: int = 512 * 1024  # one customer's encoded state
+    # one record on the engine's own identified topic: a merge message carries the
+    # absorbed customer's whole state, so it is bounded by the state limit
+    max_message_bytes: int = 2 * 512 * 1024
+
+    def for_topic(self, topic: str, topics: Topics) -> int:
+        return self.max_message_bytes if topic == topics.identified else self.max_record_bytes
 
 
 class Engine:
@@ -133,10 +138,7 @@ class Engine:
             if self.clock.mode is ClockMode.EVENT and rec.partition not in before:
                 before[rec.partition] = self.clock.now(rec.partition)
             try:
-                # The identified topic is the engine's own (an absorbed customer's whole
-                # state travels there): bounded by the state limit, not the event one.
-                limit = (2 * self.limits.max_state_bytes if rec.topic == self.topics.identified
-                         else self.limits.max_record_bytes)
+                limit = self.limits.for_topic(rec.topic, self.topics)
                 if len(rec.value) > limit:
                     self._dead(rec, f"record of {len(rec.value)} bytes is over the limit of "
                                     f"{limit}", result, "too_large")
@@ -180,7 +182,7 @@ class Engine:
                             "it; list it in OMNIJOURNEY_EXTRA_EVENT_TYPES to accept it)", result,
                        "unknown_type")
             return
-        if ev.identifiers and not ev.customer_id:
+        if resolves_first(ev):
             # Who it is about is the resolver's to say: off to its first identifier's
             # partition (the strongest; core/identity.py), whatever the key.
             self._resolve(ev, result)
@@ -231,25 +233,17 @@ class Engine:
         if rec.key != res.key.encode():  # on another partition than its identifier's
             result.other.append(Outgoing(self.topics.identity, res.key.encode(), rec.value))
             return
-        held = result.claims.get(res.key)
-        claim, res = visit(res, held[1] if held else owner(res.key),
+        key = res.key
+        held = result.claims.get(key)
+        claim, res = visit(res, held[1] if held else owner(key),
                            self.journeys.policies.identity)
         if claim is not None:
-            result.claims[res.keys[res.hop - 1][1]] = (rec.partition, claim)
-        if not res.done:
+            result.claims[key] = (rec.partition, claim)
+        if res.done:
+            result.other.append(self._onward(resolved(res)))
+        else:
             result.other.append(Outgoing(self.topics.identity, res.key.encode(),
                                          encode_resolution(res)))
-            return
-        assert res.customer is not None
-        msg: Message
-        if res.link_only:
-            msg = Linked(res.customer, str(res.event["event_id"]),
-                         parse_instant(res.event["occurred_at"]), res.links, res.refused)
-        else:
-            ev = parse_event({**res.event, "customer_id": res.customer}, trusted=True)
-            msg = Identified(ev, res.links, res.refused)
-        result.other.append(Outgoing(self.topics.identified, res.customer.encode(),
-                                     encode_message(msg)))
 
     def _identified(self, rec: Record, load: Callable[[str], CustomerState | None],
                     result: BatchResult) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 from omnijourney import wallclock
 from omnijourney.core.commands import DeliveryReport, DeliveryStatus
-from omnijourney.core.events import Event
+from omnijourney.core.events import Event, InvalidEvent, check_text
 from omnijourney.serving import BackgroundServer, QuietHandler
 from omnijourney.tracking.preferences import HEADERS, PreferencePages, Reply
 from omnijourney.tracking.tokens import (
@@ -107,12 +107,11 @@ class _Handler(QuietHandler):
         return read_token(self.tracker.secret, self.path.removeprefix(prefix).split("?")[0],
                           purpose, self.tracker.now() if self.tracker.now else None)
 
-    def _handoff_answer(self) -> None:
+    def _handoff_answer(self, answer: Any) -> None:
         data = self._token("/h/", HANDOFF) if self.tracker.events is not None else None
         if data is None:
             self._refuse("refused_handoff", 403)
             return
-        answer = self._json_body
         if not isinstance(answer, dict) or answer.get("event") not in HANDOFF_EVENTS:
             self._refuse("refused_handoff", 400)
             return
@@ -121,8 +120,16 @@ class _Handler(QuietHandler):
             props["instance_key"] = data["k"]
         for key in ("agent", "outcome"):
             value = answer.get(key)
-            if isinstance(value, str) and value:
-                props[key] = value[:200]
+            if value is None or value == "":
+                continue
+            try:  # a short line of text, or the answer is refused
+                if not isinstance(value, str):
+                    raise InvalidEvent(f"'{key}' must be a string")
+                check_text(key, value, 200)
+            except InvalidEvent:
+                self._refuse("refused_handoff", 400)
+                return
+            props[key] = value
         etype = answer["event"]
         assert self.tracker.events is not None
         self.tracker.events(Event(f"handoff:{data['c']}:{etype}", etype, data["cu"],
@@ -191,17 +198,16 @@ class _Handler(QuietHandler):
         self.end_headers()
 
     def do_POST(self) -> None:
-        self._json_body: Any = None
         if self.path.startswith("/h/"):
             try:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > self.tracker.max_form:
                     raise ValueError("too long")
-                self._json_body = json.loads(self.rfile.read(length) or b"null")
+                answer = json.loads(self.rfile.read(length) or b"null")
             except ValueError:  # also not UTF-8, not JSON
                 self._refuse("refused_handoff", 400)
                 return
-            self._handoff_answer()
+            self._handoff_answer(answer)
             return
         form = self._form()
         if form is None:

@@ -113,6 +113,13 @@ def _template() -> Any:
 
 
 @cache
+def _message_page() -> Any:
+    return Environment(autoescape=True).from_string(
+        '<!doctype html><html lang="{{ lang }}"><meta charset="utf-8">'
+        "<title>{{ text }}</title><p>{{ text }}</p></html>")
+
+
+@cache
 def _strings() -> dict[str, dict[str, str]]:
     data: dict[str, dict[str, str]] = json.loads(
         (PAGES / "strings.json").read_text(encoding="utf-8"))
@@ -223,8 +230,4 @@ class PreferencePages:
 
     @staticmethod
     def _message(lang: str, key: str) -> bytes:
-        text = _strings()[lang][key]
-        env = Environment(autoescape=True)
-        page = env.from_string('<!doctype html><html lang="{{ lang }}"><meta charset="utf-8">'
-                               "<title>{{ text }}</title><p>{{ text }}</p></html>")
-        return page.render(lang=lang, text=text).encode()
+        return str(_message_page().render(lang=lang, text=_strings()[lang][key])).encode()
