@@ -13,9 +13,11 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import faust
+
+from omnijourney.runtime.batching import take_batches
 
 app = faust.App(os.environ.get("FLOOR_APP", "omnijourney-floor"),
                 broker=f"kafka://{os.environ.get('FLOOR_BOOTSTRAP', '127.0.0.1:9092')}",
@@ -30,8 +32,7 @@ SINK = os.environ.get("FLOOR_SINK", "floor-out")
 
 @app.agent(source)
 async def forward(stream: Any) -> None:
-    batches = cast("faust.Stream[Any]", stream).take_events(500, within=0.05)
-    async for events in batches:
+    async for events in take_batches(stream, 500, 0.05):
         started = time.perf_counter()
         pending = [await app.producer.send(SINK, e.message.key, e.message.value, None, None,
                                            None) for e in events]

@@ -8,15 +8,16 @@ commands, waits for their acks and writes state to its changelog. Prints events/
 each and the ratios.
 
     python bench/live.py [--customers 5000] [--broker kafka|embedded|both] [--scale]
-                         [--latency]
+                         [--latency] [--rate EVENTS_PER_S] [--seconds 30]
 
 --broker: a real Apache Kafka node started here (default), the embedded broker, or both one
 after the other; KAFKA_BOOTSTRAP instead names a running cluster. --scale adds 1 vs 2 workers
 on a real 3-node cluster (replication 3): both started and assigned first, then the events
-are produced, the same way for each. --latency then offers a fresh engine half the load it
-just drained at (events produced at a steady rate, about 20 s) and prints the time from an
-event's send to the arrival of the first command it triggered (p50, p99; goal p99 <= 100 ms):
-the command's ack lies between the two, so it is an upper bound.
+are produced, the same way for each. --latency then offers a fresh engine half the load
+it just drained at (events produced at a steady rate for 60 s, the first 20 s not
+sampled) and prints the time from an event's send to the arrival of the first command it
+triggered (p50, p99; goal p99 <= 100 ms): the command's ack lies between the two, so it
+is an upper bound. --rate R measures only the latency, at R events/s, for --seconds.
 """
 
 from __future__ import annotations
@@ -135,12 +136,19 @@ def scale_out(bootstrap: str, records: list[tuple[bytes, bytes]], workers: int,
             proc.wait(30)
 
 
-def latency(bootstrap: str, events: list[Event], rate: float, log_dir: Path) -> list[float]:
+WARMUP = 20.0  # seconds of the offered load not sampled: the broker's JIT, the worker's caches
+
+
+def latency(bootstrap: str, events: list[Event], rate: float,
+            log_dir: Path) -> tuple[list[float], list[float]]:
     """A fresh engine on the wall clock, offered ``rate`` events/s, each stamped with the
     moment it is sent (so waits of hours do not fire during the run, as they would if a
     replay ran days of event time through in seconds); for each event that sends a command
     at once, the seconds from its send to that command read back from a command topic.
-    A command for a run's earlier trigger, or deferred to a contact window, is not one."""
+    A command for a run's earlier trigger, or deferred to a contact window, is not one.
+    The first WARMUP seconds of the load are offered but not sampled. Also returned: for
+    each sample, the seconds until the worker produced the command (its record's
+    CreateTime), which tells the worker's share from the ack and the read back."""
     run = uuid.uuid4().hex[:6]
     prefix = f"lat-{run}-"
     settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-lat-{run}",
@@ -156,16 +164,19 @@ def latency(bootstrap: str, events: list[Event], rate: float, log_dir: Path) -> 
             assert proc.poll() is None, log.read_text()[-2000:]
             assert time.monotonic() < deadline, "the worker never took its partitions"
             time.sleep(0.5)
-        return asyncio.run(_offer(bootstrap, settings, events, rate))
+        return asyncio.run(_offer(bootstrap, settings, events, rate,
+                                  log.with_suffix(".samples.json")))
     finally:
         proc.terminate()
         proc.wait(30)
 
 
-async def _offer(bootstrap: str, settings: Settings, events: list[Event],
-                 rate: float) -> list[float]:
+async def _offer(bootstrap: str, settings: Settings, events: list[Event], rate: float,
+                 samples: Path) -> tuple[list[float], list[float]]:
     sent: dict[str, float] = {}  # event id -> when sent
+    wall: dict[str, float] = {}  # the same, on the wall clock
     first: dict[str, float] = {}
+    produced: dict[str, float] = {}
     consumer = AIOKafkaConsumer(*settings.topics.commands, bootstrap_servers=bootstrap,
                                 group_id=f"lat-{uuid.uuid4()}", auto_offset_reset="earliest",
                                 fetch_max_wait_ms=5)
@@ -186,6 +197,7 @@ async def _offer(bootstrap: str, settings: Settings, events: list[Event],
                     if cause in sent and cause not in first and \
                             command.send_at - stamps[cause] < timedelta(seconds=1):
                         first[cause] = now - sent[cause]
+                        produced[cause] = m.timestamp / 1000 - wall[cause]
 
     stamps: dict[str, datetime] = {}
     reader = asyncio.create_task(read())
@@ -197,7 +209,9 @@ async def _offer(bootstrap: str, settings: Settings, events: list[Event],
                 await asyncio.sleep(pause)
             stamped = replace(ev, occurred_at=datetime.now(UTC))
             stamps[ev.event_id] = stamped.occurred_at
-            sent[ev.event_id] = time.perf_counter()
+            if time.perf_counter() - started >= WARMUP:
+                sent[ev.event_id] = time.perf_counter()
+                wall[ev.event_id] = time.time()
             await producer.send(settings.topics.touchpoints, encode_event(stamped),
                                 key=ev.customer_id.encode())
         await producer.flush()
@@ -207,7 +221,10 @@ async def _offer(bootstrap: str, settings: Settings, events: list[Event],
         await reader
         await consumer.stop()
         await producer.stop()
-    return sorted(first.values())
+    # Each sample (wall clock of its send, seconds to read back, seconds to produced), to
+    # look for a pattern in time.
+    samples.write_text(json.dumps(sorted((wall[k], first[k], produced[k]) for k in first)))
+    return sorted(first.values()), sorted(produced.values())
 
 
 def _owned(log: Path) -> set[int]:
@@ -350,14 +367,21 @@ def show_profile(what: str, raw: Path | None) -> None:
         print(f"    {line}")
 
 
-def show_latency(rate: float, seconds: list[float]) -> None:
+def _quantiles(seconds: list[float]) -> str:
+    p50, p90, p99 = (seconds[min(len(seconds) - 1, int(q * len(seconds)))]
+                     for q in (0.5, 0.9, 0.99))
+    return f"p50 {1000 * p50:.0f} ms, p90 {1000 * p90:.0f} ms, p99 {1000 * p99:.0f} ms"
+
+
+def show_latency(rate: float, seconds: list[float], produced: list[float],
+                 given: bool = False) -> None:
     if not seconds:
         print(f"  latency at {rate:,.0f} events/s: no command came back")
         return
-    p50, p99 = (seconds[min(len(seconds) - 1, int(q * len(seconds)))] for q in (0.5, 0.99))
-    print(f"  event -> first command read back, {len(seconds):,} events offered at "
-          f"{rate:,.0f} events/s (half the drain rate): p50 {1000 * p50:.0f} ms, "
-          f"p99 {1000 * p99:.0f} ms, max {1000 * seconds[-1]:.0f} ms  (goal p99 <= 100 ms)")
+    print(f"  event -> first command read back, {len(seconds):,} samples at "
+          f"{rate:,.0f} events/s ({'as given' if given else 'half the drain rate'}): "
+          f"{_quantiles(seconds)}, max {1000 * seconds[-1]:.0f} ms  (goal p99 <= 100 ms)")
+    print(f"    of which until the worker produced the command: {_quantiles(produced)}")
 
 
 def report(label: str, n: int, raw_s: float, floor_s: float, live_s: float) -> None:
@@ -378,6 +402,10 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="py-spy the Faust floor and the engine")
     ap.add_argument("--latency", action="store_true",
                     help="then event->command latency at half the engine's drain rate")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="only the latency, at this many events/s (no drains)")
+    ap.add_argument("--seconds", type=float, default=60.0,
+                    help="how long the latency load runs (the first 20 s not sampled)")
     args = ap.parse_args()
     timelines = synth(args.customers)
     events = sorted((e for tl in timelines for e in tl), key=lambda e: e.occurred_at)
@@ -395,12 +423,17 @@ def main() -> int:
             with broker:
                 label = (f"Apache Kafka {broker.version}, 1 node"
                          if isinstance(broker, KafkaCluster) else "embedded broker")
-                loops = three_loops(broker.bootstrap, records, log_dir, args.profile)
-                report(label, len(records), *loops)
-                if args.latency:
+                if args.rate:
+                    print(f"\n[{label}]")
+                    rate = args.rate
+                else:
+                    loops = three_loops(broker.bootstrap, records, log_dir, args.profile)
+                    report(label, len(records), *loops)
                     rate = len(records) / loops[2] / 2
-                    offered = events[:int(rate * 30)]  # about 30 s of it
-                    show_latency(rate, latency(broker.bootstrap, offered, rate, log_dir))
+                if args.latency or args.rate:
+                    offered = events[:int(rate * args.seconds)]
+                    show_latency(rate, *latency(broker.bootstrap, offered, rate, log_dir),
+                                 given=bool(args.rate))
     if args.scale:
         with KafkaCluster(3, quiet=True) as cluster:
             one = scale_out(cluster.bootstrap, records, 1, log_dir)

@@ -61,7 +61,9 @@ class Settings:
     clock: ClockMode = ClockMode.WALL
     tick_interval: float = 1.0
     batch_size: int = 500
-    batch_window: float = 0.05  # seconds a batch waits to fill before it is handled
+    # A batch closes when full, when nothing more waits on the stream, or this many
+    # seconds after its first event (runtime/batching.py).
+    batch_window: float = 0.05
     replication: int | None = None  # None: min(3, brokers)
     extra_event_types: tuple[str, ...] = ()
     # Kafka's own consumer defaults. A worker killed without leaving its group holds its

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import faust
 import structlog
@@ -30,6 +30,7 @@ from omnijourney.codecs import (
 )
 from omnijourney.core import CustomerState, JourneySet
 from omnijourney.ops.metrics import Heartbeat, ProgressWatch, WorkerMetrics, start_ops
+from omnijourney.runtime.batching import take_batches
 from omnijourney.runtime.decisions import log_batch
 from omnijourney.runtime.engine import Engine, Outgoing, Record, dead_letter
 from omnijourney.runtime.faustapp import faust_app
@@ -60,6 +61,7 @@ class Worker:
         self.engine = Engine(journeys, settings.topics, self.clock,
                              settings.extra_event_types)
         self.index = DueIndex()
+        self.take = take_batches  # how the agents batch their streams
         self.indexed: frozenset[int] | None = None
         self.metrics = WorkerMetrics()
         # Alive while the timer runs (the event loop is not stuck) or a restore progresses.
@@ -159,22 +161,12 @@ class Worker:
         await self._run(stream, self.handle_identity)
 
     async def _run(self, stream: StreamT[Any], handle: Handler) -> None:
-        # Batches keep each event (and so its partition); the StreamT interface does not
-        # declare take_events, the concrete Stream agents receive does.
-        batches = cast("faust.Stream[Any]", stream).take_events(
-            self.settings.batch_size, within=self.settings.batch_window)
+        # Batches keep each event (and so its partition); one is acked only once it is
+        # handled (runtime/batching.py), so a batch cut short is read again.
+        batches = self.take(stream, self.settings.batch_size, self.settings.batch_window)
         try:
             async for events in batches:
-                # take_events acks a batch in a ``finally``, so also a batch the handler
-                # never finished (the agent cancelled by a stop, an error): its offsets
-                # would be committed and the batch lost. Holding a reference to each
-                # record until the batch is done keeps that ack from being the last one.
-                held = [e.message for e in events]
-                for message in held:
-                    message.incref()
                 await self.handle_safely(events, handle)
-                for message in held:
-                    message.decref()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
