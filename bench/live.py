@@ -8,7 +8,7 @@ commands, waits for their acks and writes state to its changelog. Prints events/
 each and the ratios.
 
     python bench/live.py [--customers 5000] [--broker kafka|embedded|both] [--scale]
-                         [--latency] [--rate EVENTS_PER_S] [--seconds 30]
+                         [--latency] [--rate EVENTS_PER_S] [--seconds 60]
 
 --broker: a real Apache Kafka node started here (default), the embedded broker, or both one
 after the other; KAFKA_BOOTSTRAP instead names a running cluster. --scale adds 1 vs 2 workers
@@ -173,8 +173,7 @@ def latency(bootstrap: str, events: list[Event], rate: float,
 
 async def _offer(bootstrap: str, settings: Settings, events: list[Event], rate: float,
                  samples: Path) -> tuple[list[float], list[float]]:
-    sent: dict[str, float] = {}  # event id -> when sent
-    wall: dict[str, float] = {}  # the same, on the wall clock
+    sent: dict[str, float] = {}  # event id -> when sent (wall clock, as record timestamps)
     first: dict[str, float] = {}
     produced: dict[str, float] = {}
     consumer = AIOKafkaConsumer(*settings.topics.commands, bootstrap_servers=bootstrap,
@@ -188,7 +187,7 @@ async def _offer(bootstrap: str, settings: Settings, events: list[Event], rate: 
     async def read() -> None:
         while not done.is_set():
             for msgs in (await consumer.getmany(timeout_ms=50)).values():
-                now = time.perf_counter()
+                now = time.time()
                 for m in msgs:
                     command = decode_command(m.value)
                     cause = command.trigger_event_id
@@ -197,7 +196,7 @@ async def _offer(bootstrap: str, settings: Settings, events: list[Event], rate: 
                     if cause in sent and cause not in first and \
                             command.send_at - stamps[cause] < timedelta(seconds=1):
                         first[cause] = now - sent[cause]
-                        produced[cause] = m.timestamp / 1000 - wall[cause]
+                        produced[cause] = m.timestamp / 1000 - sent[cause]
 
     stamps: dict[str, datetime] = {}
     reader = asyncio.create_task(read())
@@ -210,8 +209,7 @@ async def _offer(bootstrap: str, settings: Settings, events: list[Event], rate: 
             stamped = replace(ev, occurred_at=datetime.now(UTC))
             stamps[ev.event_id] = stamped.occurred_at
             if time.perf_counter() - started >= WARMUP:
-                sent[ev.event_id] = time.perf_counter()
-                wall[ev.event_id] = time.time()
+                sent[ev.event_id] = time.time()
             await producer.send(settings.topics.touchpoints, encode_event(stamped),
                                 key=ev.customer_id.encode())
         await producer.flush()
@@ -223,7 +221,7 @@ async def _offer(bootstrap: str, settings: Settings, events: list[Event], rate: 
         await producer.stop()
     # Each sample (wall clock of its send, seconds to read back, seconds to produced), to
     # look for a pattern in time.
-    samples.write_text(json.dumps(sorted((wall[k], first[k], produced[k]) for k in first)))
+    samples.write_text(json.dumps(sorted((sent[k], first[k], produced[k]) for k in first)))
     return sorted(first.values()), sorted(produced.values())
 
 

@@ -19,7 +19,7 @@ _apps = itertools.count()
 
 
 class Rig:
-    """An agent that batches its stream and holds each batch until ``release``."""
+    """An agent that batches its stream and holds each batch while ``done`` is clear."""
 
     def __init__(self, max_: int, within: float) -> None:
         self.app = faust.App(f"batching-{next(_apps)}", broker="kafka://127.0.0.1:1",

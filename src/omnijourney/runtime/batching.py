@@ -11,8 +11,9 @@ Here a batch closes at whichever comes first:
 
 - it holds ``max_`` events;
 - nothing more is waiting in the stream's channel, i.e. the worker has taken everything
-  the broker has delivered so far (a fetch's records are delivered to the channel
-  together, so a batch never splits a fetch for want of waiting);
+  delivered to it so far (Faust hands a fetch's records to the channel one at a time,
+  yielding to the loop between them, so under a light load a batch may end inside a
+  fetch; under a backlog the channel stays full while a batch is handled);
 - ``within`` seconds have passed since its first event (a bound for a trickle that keeps
   the channel non-empty without filling the batch).
 
@@ -37,8 +38,9 @@ __all__ = ["take_batches"]
 
 
 def _waiting(stream: StreamT[Any]) -> Callable[[], int]:
-    """How many records wait in the stream's channel (0 when it has no queue: a stream
-    over a plain async iterable, as in the unit tests, then closes by ``max_``/``within``)."""
+    """How many records wait in the stream's channel. A stream over a plain async
+    iterable has no queue: it never looks dry, so its batches close by ``max_`` or
+    ``within``."""
     queue = getattr(stream.channel, "queue", None)
     if queue is None:
         return lambda: 1
