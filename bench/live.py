@@ -9,6 +9,7 @@ each and the ratios.
 
     python bench/live.py [--customers 5000] [--broker kafka|embedded|both] [--scale]
                          [--latency] [--rate EVENTS_PER_S] [--seconds 60]
+                         [--worker-log info|debug]
 
 --broker: a real Apache Kafka node started here (default), the embedded broker, or both one
 after the other; KAFKA_BOOTSTRAP instead names a running cluster. --scale adds 1 vs 2 workers
@@ -94,10 +95,14 @@ def engine_env(settings: Settings, prefix: str, log: Path) -> dict[str, str]:
             "OMNIJOURNEY_TOPIC_PREFIX": prefix, "OMNIJOURNEY_APP_ID": settings.app_id,
             "OMNIJOURNEY_PARTITIONS": str(PARTITIONS), "OMNIJOURNEY_CLOCK": "event",
             "OMNIJOURNEY_JOURNEYS": str(ROOT / "journeys"), "OMNIJOURNEY_METRICS_PORT": "off",
-            "OMNIJOURNEY_DATADIR": str(log.parent / f"{log.stem}-data")}
+            "OMNIJOURNEY_DATADIR": str(log.parent / f"{log.stem}-data"),
+            "OMNIJOURNEY_BATCH_LOG": "1"}  # the batch lines the drains are timed by
 
 
-WORKER = [sys.executable, "-m", "omnijourney", "worker", "--log-level", "debug"]
+# At info, as in production; the batch lines come at info with OMNIJOURNEY_BATCH_LOG.
+# Until 2026-12-02 the bench ran the worker at debug: a line per evaluation, ~80 us of
+# each record's time (--worker-log debug measures that again).
+WORKER = [sys.executable, "-m", "omnijourney", "worker", "--log-level", "info"]
 
 
 def live_engine(settings: Settings, prefix: str, n: int, log: Path, *,
@@ -404,7 +409,10 @@ def main() -> int:
                     help="only the latency, at this many events/s (no drains)")
     ap.add_argument("--seconds", type=float, default=60.0,
                     help="how long the latency load runs (the first 20 s not sampled)")
+    ap.add_argument("--worker-log", choices=["info", "debug"], default="info",
+                    help="the engine worker's log level (debug: a line per evaluation)")
     args = ap.parse_args()
+    WORKER[-1] = args.worker_log
     timelines = synth(args.customers)
     events = sorted((e for tl in timelines for e in tl), key=lambda e: e.occurred_at)
     records = [(e.customer_id.encode(), encode_event(e)) for e in events]

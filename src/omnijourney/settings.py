@@ -39,6 +39,16 @@ class Topics:
         return cls(**{f.name: f"{prefix}{f.default}" for f in fields(cls)})
 
 
+def _flag(value: str | None, name: str) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off (unset: off)."""
+    text = (value or "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be 1 or 0 (true/false, yes/no, on/off)")
+
+
 def adapter_group(settings: Settings, channel: str) -> str:
     """The consumer group of a channel's adapters."""
     return f"{settings.app_id}-adapter-{channel}"
@@ -64,6 +74,8 @@ class Settings:
     # A batch closes when full, when nothing more waits on the stream, or this many
     # seconds after its first event (runtime/batching.py).
     batch_window: float = 0.05
+    # One line per batch with where its time went, at info (else at debug only).
+    batch_log: bool = False
     replication: int | None = None  # None: min(3, brokers)
     extra_event_types: tuple[str, ...] = ()
     # Kafka's own consumer defaults. A worker killed without leaving its group holds its
@@ -72,6 +84,8 @@ class Settings:
     producer_linger: float = 0.005  # seconds
     # How long the broker may hold a fetch that finds nothing new (Faust asks 1.5 s).
     fetch_wait: float = 0.05  # seconds
+    # Records handed to the streams without four tasks each (runtime/faustguard.py, 5).
+    fast_delivery: bool = True
     session_timeout: float = 45.0
     max_poll_interval: float = 300.0
     # A table restore that makes no progress this long stops the worker with
@@ -110,9 +124,12 @@ class Settings:
                                               cls.cluster_patience)),
             "batch_size": int(env.get("OMNIJOURNEY_BATCH_SIZE", cls.batch_size)),
             "batch_window": float(env.get("OMNIJOURNEY_BATCH_WINDOW", cls.batch_window)),
+            "batch_log": _flag(env.get("OMNIJOURNEY_BATCH_LOG"), "OMNIJOURNEY_BATCH_LOG"),
             "producer_linger": float(env.get("OMNIJOURNEY_PRODUCER_LINGER",
                                              cls.producer_linger)),
             "fetch_wait": float(env.get("OMNIJOURNEY_FETCH_WAIT", cls.fetch_wait)),
+            "fast_delivery": _flag(env.get("OMNIJOURNEY_FAST_DELIVERY", "1"),
+                                   "OMNIJOURNEY_FAST_DELIVERY"),
             "datadir": env.get("OMNIJOURNEY_DATADIR") or None,
             "metrics_host": env.get("OMNIJOURNEY_METRICS_HOST", cls.metrics_host),
             "metrics_token": env.get("OMNIJOURNEY_METRICS_TOKEN") or None,

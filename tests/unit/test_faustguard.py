@@ -41,6 +41,30 @@ def test_the_consumer_thread_fetches_for_the_partitions_active_when_asked() -> N
     assert seen == [{TP("touchpoints", 0), TP("omnijourney-ticks", 0)}]
 
 
+def test_while_a_partition_is_out_for_a_full_queue_the_fetch_waits_only_the_fetch_wait(
+) -> None:
+    """The copy of guard 1 does not see a partition put back as its stream's queue drains;
+    asked with Faust's 1 s timeout, the thread waited for the idle partitions alone while
+    the stream ran dry (bench/live.py: 300-550 ms of every second lost)."""
+    app = worker().app
+    consumer: Any = app.consumer
+    asked: list[float] = []
+
+    async def thread_getmany(active: set[TP], timeout: float) -> dict[TP, list[Any]]:
+        asked.append(timeout)
+        return {}
+
+    consumer._thread.getmany = thread_getmany
+    busy, idle = TP("touchpoints", 0), TP("omnijourney-ticks", 0)
+    asyncio.run(consumer._getmany({busy, idle}, 1.0))
+    consumer.on_buffer_full(busy)  # Faust: the stream's queue is full
+    assert busy in consumer._buffered_partitions
+    asyncio.run(consumer._getmany({idle}, 1.0))
+    consumer.on_buffer_drop(busy)
+    asyncio.run(consumer._getmany({busy, idle}, 1.0))
+    assert asked == [1.0, Settings.fetch_wait, 1.0]
+
+
 def test_the_source_partitions_resume_only_after_faust_cleared_the_stream_queues() -> None:
     """Faust's end of restore resumes the source partitions, seeks, then empties the
     stream queues: anything fetched for them before that would be lost. The guard keeps
@@ -164,3 +188,96 @@ def test_a_rebalance_that_outlasts_any_the_group_needs_stops_the_worker(
     w.supervisor.watch_rebalance(2000.0)
     w.supervisor.watch_rebalance(2000.0 + limit)
     assert len(signals) == 1 and w.stalled and not w.alive() and timers == [15.0]
+
+
+def _counting_tasks(loop: asyncio.AbstractEventLoop) -> list[int]:
+    made = [0]
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Task[Any]:
+        made[0] += 1
+        return asyncio.Task(coro, loop=loop, **kw)
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    return made
+
+
+def test_a_record_whose_delivery_need_not_wait_is_handed_over_without_a_task() -> None:
+    """Guard 5: mode's wait_first made four tasks per record (the delivery, the flow, the
+    stop, the crash) though the delivery nearly always finishes at once. (Run on the
+    consumer's own loop, which mode's wait_first makes its tasks on.)"""
+    consumer: Any = worker().app.consumer
+    delivered: list[str] = []
+
+    async def on_message(record: str) -> str:  # like Faust's: a queue with room
+        await asyncio.sleep(0) if record == "waits" else None
+        delivered.append(record)
+        return record
+
+    async def main() -> tuple[int, list[Any], int, list[Any]]:
+        made = _counting_tasks(asyncio.get_running_loop())
+        eager = await consumer.wait_first(on_message("r1"), consumer.suspend_flow.wait())
+        eager_tasks = made[0]
+        waited = await consumer.wait_first(on_message("waits"), consumer.suspend_flow.wait())
+        return eager_tasks, list(eager), made[0] - eager_tasks, list(waited)
+
+    eager_tasks, eager, waited_tasks, waited = consumer.loop.run_until_complete(main())
+    assert eager_tasks == 0
+    assert eager[1:] == [["r1"], False] and len(eager[0]) == 1
+    # One that has to wait goes through mode's wait_first, as the whole of it did before.
+    assert waited_tasks == 4
+    assert waited[1:] == [["waits"], False]
+    assert delivered == ["r1", "waits"]
+
+
+def test_a_delivery_that_waits_is_still_cut_short_by_a_suspended_flow() -> None:
+    """A rebalance suspends the flow while a delivery waits for room in a full queue;
+    Faust counts on wait_first returning then, and the delivery being cancelled."""
+    consumer: Any = worker().app.consumer
+    steps: list[str] = []
+
+    async def on_message(room: asyncio.Event) -> None:
+        steps.append("started")
+        try:
+            await room.wait()  # a full queue
+            steps.append("delivered")
+        except asyncio.CancelledError:
+            steps.append("cancelled")
+            raise
+
+    async def main() -> Any:
+        room = asyncio.Event()
+        consumer.suspend_flow.clear()
+        waiting = asyncio.ensure_future(
+            consumer.wait_first(on_message(room), consumer.suspend_flow.wait()))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done() and steps == ["started"]
+        consumer.suspend_flow.set()
+        result = await asyncio.wait_for(waiting, 5)
+        await asyncio.sleep(0)
+        room.set()
+        await asyncio.sleep(0)
+        return result
+
+    result = consumer.loop.run_until_complete(main())
+    assert steps == ["started", "cancelled"]
+    assert result.results == [True] and result.stopped is False  # the flow's wait won
+
+
+def test_a_delivery_that_fails_raises_whether_it_waited_or_not() -> None:
+    consumer: Any = worker().app.consumer
+
+    async def on_message(wait_first: bool) -> None:
+        if wait_first:
+            await asyncio.sleep(0)
+        raise ValueError("undecodable")
+
+    async def main(wait_first: bool) -> str:
+        try:
+            await consumer.wait_first(on_message(wait_first), consumer.suspend_flow.wait())
+        except ValueError as exc:
+            return str(exc)
+        return "no error"
+
+    assert consumer.loop.run_until_complete(main(False)) == "undecodable"
+    assert consumer.loop.run_until_complete(main(True)) == "undecodable"

@@ -268,3 +268,58 @@ def test_simulate_reports_hostile_lines_with_their_number_and_goes_on() -> None:
     assert [(b.line, b.reason.split(":")[0]) for b in bad] == [(1, "not JSON"), (2, "not JSON"),
                                                               (4, "not JSON")]
     assert "nested too deeply" in bad[0].reason
+
+
+# Values near each bound of the properties check: depth, string length, non-finite
+# numbers, unpaired surrogates, types JSON has not, keys that are not strings.
+_leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.sampled_from(["x" * 8192, "x" * 8193, "é" * 8193, "\ud800", "a\udfffb", "ü"]),
+    st.sampled_from([b"bytes", (1, 2), frozenset({1}), MappingProxyType({"a": 1})]),
+)
+_values = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.sampled_from([1, "\ud800", None])),
+                        inner, max_size=3)),
+    max_leaves=12)
+
+
+def _nested(depth: int, leaf: Any) -> Any:
+    for i in range(depth):
+        leaf = [leaf] if i % 2 else {"k": leaf}
+    return leaf
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_values, st.builds(_nested, st.integers(12, 19), _leaves)))
+def test_the_fast_properties_check_refuses_exactly_what_the_named_one_refuses(
+        value: Any) -> None:
+    # The fast check passes nearly every event without naming paths; whatever it refuses
+    # goes to the named check for its reason. The two must never disagree on a refusal:
+    # a value the fast one passes must be one the named one passes too.
+    from omnijourney.core.events import InvalidEvent, _check_value, _fits
+
+    props = {"v": value}
+    try:
+        _check_value(props, "properties", 0)
+        named_ok = True
+    except InvalidEvent:
+        named_ok = False
+    if _fits(props, 0):
+        assert named_ok
+    elif _json_shaped(value):
+        # What json.loads makes (dicts, lists, text, numbers): refused by both. Only
+        # other containers (a tuple, a read-only mapping) are left to the named check.
+        assert not named_ok
+
+
+def _json_shaped(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_json_shaped(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_json_shaped(v) for v in value)
+    return value is None or isinstance(value, str | int | float)

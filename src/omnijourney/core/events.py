@@ -123,7 +123,8 @@ def check_properties(props: Mapping[str, Any], *, text_bytes: int | None = None)
     """Properties that fit the bounds above; InvalidEvent naming the first excess.
     ``text_bytes``: the size of the JSON text they were read from, when known; small
     texts (nearly all) are not written out again to be measured."""
-    _check_value(props, "properties", 0)
+    if not _fits(props, 0):
+        _check_value(props, "properties", 0)  # raises, naming where
     if text_bytes is not None and text_bytes * _COMPACT_GROWTH <= MAX_PROPERTIES_BYTES:
         return
     try:
@@ -134,6 +135,35 @@ def check_properties(props: Mapping[str, Any], *, text_bytes: int | None = None)
     if size > MAX_PROPERTIES_BYTES:
         raise InvalidEvent(f"properties are {size} bytes as JSON, over the limit of "
                            f"{MAX_PROPERTIES_BYTES}")
+
+
+def _fits(value: Any, depth: int) -> bool:
+    """``_check_value``'s bounds, without building the path of every value on the way:
+    nearly every event passes, and only one that does not needs its problem named."""
+    if depth > MAX_DEPTH:
+        return False
+    kind = type(value)
+    if kind is str:
+        if len(value) > MAX_STRING_CHARS:
+            return False
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        return True
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _fits(key, depth + 1) or not _fits(item, depth + 1):
+                return False
+        return True
+    if kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(_fits(item, depth + 1) for item in value)
+    return False  # anything else (a Mapping, a tuple ...) is left to _check_value
 
 
 def _check_value(value: Any, where: str, depth: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -96,21 +97,26 @@ class WorkerMetrics(ProcessMetrics):
     def observe(self, *, inputs: Iterable[str], dead: Iterable[str],
                 trace: Iterable[TraceEntry], evaluation_seconds: Iterable[float],
                 batch_seconds: float) -> None:
+        # Counted per label set first: a batch of 500 holds a few dozen distinct ones,
+        # and each ``labels`` lookup takes a lock.
+        counts: Tally[tuple[Counter, tuple[str, ...]]] = Tally()
         for kind in inputs:
-            self.events.labels(kind).inc()
+            counts[self.events, (kind,)] += 1
         for reason in dead:
-            self.dead.labels(reason).inc()
+            counts[self.dead, (reason,)] += 1
         for entry in trace:
             for name, values in facts(entry):
-                self.journey[name].labels(*values).inc()
+                counts[self.journey[name], values] += 1
             if entry.kind == TraceKind.RUNAWAY:
-                self.runaway.labels(entry.journey or "").inc()
+                counts[self.runaway, (entry.journey or "",)] += 1
             elif entry.kind == TraceKind.TRAIT_REJECTED:
-                self.rejected.labels(str(entry.detail.get("trait", ""))).inc()
+                counts[self.rejected, (str(entry.detail.get("trait", "")),)] += 1
             elif entry.kind == TraceKind.MERGED:
-                self.merges.labels("merged").inc()
+                counts[self.merges, ("merged",)] += 1
             elif entry.kind == TraceKind.MERGE_REFUSED:
-                self.merges.labels(str(entry.detail.get("reason", ""))).inc()
+                counts[self.merges, (str(entry.detail.get("reason", "")),)] += 1
+        for (counter, values), n in counts.items():
+            counter.labels(*values).inc(n)
         for seconds in evaluation_seconds:
             self.evaluation.observe(seconds)
         self.batch.observe(batch_seconds)

@@ -92,7 +92,8 @@ class Worker:
         self.app.timer(interval=settings.tick_interval)(self.drive_waits)
         self.app.on_partitions_assigned.connect(self.on_assigned)
         guard_handover(self.app, {t.touchpoints, t.ticks, t.deliveries, t.identified,
-                                  t.identity}, fetch_wait=settings.fetch_wait)
+                                  t.identity}, fetch_wait=settings.fetch_wait,
+                       fast_delivery=settings.fast_delivery)
 
     @staticmethod
     def _changelog_of(table: Any, created: str) -> str:
@@ -260,11 +261,12 @@ class Worker:
                              evaluation_seconds=result.eval_seconds, batch_seconds=elapsed)
         # Where a batch's time goes: the engine (decode, evaluate, encode), the commands'
         # send until acked, the states' changelog write until acked.
-        log.debug("batch", records=len(records), evaluations=result.evaluations,
-                  commands=len(result.commands), dead=len(result.dead_reasons),
-                  ms=round(elapsed * 1000, 2), process_ms=round((processed - started) * 1000, 2),
-                  send_ms=round((sent - processed) * 1000, 2),
-                  store_ms=round((done - sent) * 1000, 2))
+        (log.info if self.settings.batch_log else log.debug)(
+            "batch", records=len(records), evaluations=result.evaluations,
+            commands=len(result.commands), dead=len(result.dead_reasons),
+            ms=round(elapsed * 1000, 2), process_ms=round((processed - started) * 1000, 2),
+            send_ms=round((sent - processed) * 1000, 2),
+            store_ms=round((done - sent) * 1000, 2))
         log_batch(result)
 
     async def handle_identity(self, events: Sequence[EventT[Any]]) -> None:

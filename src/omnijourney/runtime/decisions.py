@@ -10,6 +10,8 @@ decision lines carry only what the trace says.
 
 from __future__ import annotations
 
+import logging
+
 import structlog
 
 from omnijourney.core.trace import TraceEntry, TraceKind
@@ -30,6 +32,8 @@ def _decision(x: TraceEntry) -> str:
 
 def log_evaluation(e: Evaluated) -> None:
     decisions = [x for x in e.trace if x.kind in LOGGED_DECISIONS]
+    if not decisions and not log.is_enabled_for(logging.DEBUG):
+        return  # most evaluations (a product view) decide nothing: no line to build
     emit = log.info if decisions else log.debug
     emit("evaluated", customer_id=e.customer_id, input=e.input, event_id=e.event_id,
          decisions=[_decision(x) for x in decisions],

@@ -1,6 +1,6 @@
 """Three places where Faust (faust-streaming 0.15, aiokafka driver) loses source records
-around a rebalance or a table restore, one where its consumer holds them up, and the
-guards the worker puts in front of them.
+around a rebalance or a table restore, one where its consumer holds them up, one where it
+spends most of its time per record, and the guards the worker puts in front of them.
 
 Both lose records without an error: fetched, never handed to the agent, never acked,
 so never committed, yet not fetched again until the next rebalance. Seen after a restart
@@ -15,7 +15,13 @@ are broker-independent (they are in the client), so the guards hold on any clust
    still-paused source partitions. Faust drops those (flow stopped, or partition not
    active) and seeks back only partitions with a committed offset above 0, so on a
    partition nothing was committed on yet, they are gone. Guard: fetch for a copy of the
-   set taken when the fetch is asked for.
+   set taken when the fetch is asked for. The copy misses one change Faust makes to the
+   set meanwhile: a partition whose stream queue was full (left out, "buffered") is put
+   back as the queue drains. The thread then waited for the others alone, up to its
+   1 s timeout, while the stream ran dry: found with ``bench/live.py``, a drain stalled
+   300 to 550 ms of every second, ended each time by the timer's ticks arriving on
+   another partition. So while any partition is out for a full queue, the copy is asked
+   for at most ``OMNIJOURNEY_FETCH_WAIT``, and the next one sees it back.
 
 2. **Records fetched before the stream queues are cleared.** ``on_recovery_completed``
    resumes the source partitions, awaits a seek to the committed offsets, and only then
@@ -47,6 +53,17 @@ are broker-independent (they are in the client), so the guards hold on any clust
    apart under a steady load the worker had time for, and p99 latency above a second.
    Guard: the worker's consumer waits ``OMNIJOURNEY_FETCH_WAIT`` (50 ms) instead.
 
+5. **Four tasks per record.** Not a loss, a cost. Faust's consumer hands each fetched
+   record to the topics' queues through ``wait_first(on_message(record),
+   suspend_flow.wait())``, and mode's ``wait_first`` makes a task of each, and of the
+   service's stopped and crashed events, waits for the first, and cancels the other
+   three: four tasks and an event-loop turn for every record, though ``on_message``
+   nearly always finishes without waiting (the queue has room, the flow is on). That was
+   most of the floor of any Faust worker here (py-spy: the event loop and selectors ~45 %
+   of a forwarding agent's time). Guard: ``on_message`` is run at once; only when it has
+   to wait (a full queue, the flow suspended for a rebalance) does the rest of it go
+   through mode's ``wait_first`` as before, so a rebalance or a stop still cuts it short.
+
 The guards wrap the methods on the app's own objects (not Faust's classes) and check
 that the methods exist, so a Faust upgrade that renames them fails at start-up instead
 of silently running unguarded.
@@ -54,21 +71,27 @@ of silently running unguarded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, cast
 
 import faust
 import structlog
 from faust.tables.manager import TableManager
 from faust.transport.consumer import Consumer
+from mode.services import WaitResults
 
 log = structlog.get_logger("omnijourney.faustguard")
 
 
-def guard_handover(app: faust.App, sources: set[str], *, fetch_wait: float = 0.05) -> None:
+def guard_handover(app: faust.App, sources: set[str], *, fetch_wait: float = 0.05,
+                   fast_delivery: bool = True) -> None:
     """``sources``: the agent's topics (not the changelogs, whose reads Faust seeks itself);
-    ``fetch_wait``: seconds a fetch that finds nothing may wait at the broker (guard 4)."""
+    ``fetch_wait``: seconds a fetch that finds nothing may wait at the broker (guard 4);
+    ``fast_delivery``: guard 5."""
     _fetch_for_a_copy(app, sources, fetch_wait)
+    if fast_delivery:
+        deliver_without_tasks(app)
     _resume_sources_after_queues_clear(app)
 
 
@@ -87,8 +110,17 @@ def _fetch_for_a_copy(app: faust.App, sources: set[str], fetch_wait: float) -> N
         consumer = new_consumer()
         getmany = _original(consumer, "_getmany")
 
+        if not isinstance(getattr(consumer, "_buffered_partitions", None), set):
+            raise RuntimeError("faust changed: Consumer._buffered_partitions is gone; "
+                               "omnijourney.runtime.faustguard needs a look")
+
         async def _getmany(active_partitions: set[Any] | None, timeout: float) -> Any:
             frozen = None if active_partitions is None else set(active_partitions)
+            if consumer._buffered_partitions:
+                # Some are left out only while their stream's queue is full, and are
+                # back as soon as it drains; the copy would not see that, and the
+                # thread would wait its whole timeout (1 s) for the others (guard 1).
+                timeout = min(timeout, fetch_wait)
             return await getmany(frozen, timeout)
 
         consumer._getmany = _getmany
@@ -151,3 +183,69 @@ def _wait_less_for_idle_fetches(thread: Any, fetch_wait: float) -> None:
         return client
 
     thread._create_worker_consumer = create_worker_consumer
+
+
+def deliver_without_tasks(app: faust.App) -> None:
+    """Guard 5, on every consumer the app makes (bench/faust_floor.py uses it alone)."""
+    new_consumer = _original(app, "_new_consumer")
+
+    def _new_consumer() -> Any:
+        consumer = new_consumer()
+        _deliver_without_tasks(consumer)
+        return consumer
+
+    app._new_consumer = _new_consumer  # type: ignore[method-assign]
+
+
+def _deliver_without_tasks(consumer: Any) -> None:
+    """Guard 5: ``consumer.wait_first(on_message(record), suspend_flow.wait())`` runs
+    ``on_message`` at once. Finished without waiting (nearly always): its result, as
+    mode's ``wait_first`` would give it, and the unstarted ``suspend_flow.wait()`` is
+    closed. Waiting on something: what is left of it races the flow, the stop and the
+    crash in mode's ``wait_first``, exactly as the whole of it did."""
+    wait_first = _original(consumer, "wait_first")
+    if not hasattr(consumer, "_stopped") or not hasattr(consumer, "_crashed"):
+        raise RuntimeError("mode changed: Service._stopped/_crashed are gone; "
+                           "omnijourney.runtime.faustguard needs a look")
+
+    async def wait_first_eagerly(*coros: Any, timeout: Any = None) -> Any:
+        if (len(coros) != 2 or timeout is not None or not all(map(asyncio.iscoroutine, coros))
+                or consumer._stopped.is_set() or consumer._crashed.is_set()):
+            return await wait_first(*coros, timeout=timeout)
+        first, other = coros
+        try:
+            pending = first.send(None)
+        except StopIteration as done:
+            other.close()
+            return WaitResults([first], [done.value], False)
+        except BaseException:
+            other.close()
+            raise
+        return await wait_first(_Resumed(first, pending), other)
+
+    consumer.wait_first = wait_first_eagerly
+
+
+class _Resumed:
+    """A coroutine that was run up to its first wait, as an awaitable that goes on from
+    there: it hands the task what the coroutine waits on, then steps the coroutine
+    with what the task sends or throws back."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self.coro, self.pending = coro, pending
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, pending = self.coro, self.pending
+        while True:
+            try:
+                sent = yield pending
+            except BaseException as exc:  # cancelled by wait_first's clean-up, ...
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    pending = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
