@@ -284,22 +284,36 @@ def drain_seconds(argv: list[str], env: dict[str, str], n: int, log: Path,
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     spy = None
+    deadline = time.monotonic() + 120
+    while not _batches(log) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # past start-up first
+    cpu0, wall0 = _cpu_seconds(proc.pid), time.monotonic()
     if profile is not None:
-        deadline = time.monotonic() + 120
-        while not _batches(log) and time.monotonic() < deadline:  # past start-up first
-            time.sleep(0.1)
         py_spy = str(Path(sys.executable).with_name("py-spy"))  # installed beside python
         spy = subprocess.Popen([py_spy, "record", "--pid", str(proc.pid), "-d", "10", "-r",
                                 "100", "--format", "raw", "--nonblocking", "-o",
                                 str(profile)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        return _wait_drained([proc], [log], n)
+        seconds = _wait_drained([proc], [log], n)
+        cpu, wall = _cpu_seconds(proc.pid) - cpu0, time.monotonic() - wall0
+        print(f"  ({Path(argv[-1]).stem if argv[-1].endswith('.py') else 'engine'}: "
+              f"{cpu / wall:.0%} of a core while draining)", flush=True)
+        return seconds
     finally:
         if spy is not None:
             spy.wait(60)
         proc.terminate()
         proc.wait(30)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a running process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_drained(procs: list[subprocess.Popen[bytes]], logs: list[Path], n: int) -> float:

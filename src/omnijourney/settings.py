@@ -81,7 +81,10 @@ class Settings:
     # Kafka's own consumer defaults. A worker killed without leaving its group holds its
     # partitions until the session times out; shorter means faster failover, more
     # sensitivity to pauses.
-    producer_linger: float = 0.005  # seconds
+    # Seconds the producer waits to gather more sends. The worker waits for its acks as
+    # soon as a batch's sends are all handed over, so a linger only delays them: at
+    # 2,000 events/s p99 latency 141 -> 75 ms with 0, and the drain was faster too.
+    producer_linger: float = 0.0
     # How long the broker may hold a fetch that finds nothing new (Faust asks 1.5 s).
     fetch_wait: float = 0.05  # seconds
     # Records handed to the streams without four tasks each (runtime/faustguard.py, 5).

@@ -219,10 +219,18 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.kafka_python()["security_protocol"] == "SASL_SSL"
     assert s.topics.touchpoints == "stage-touchpoints"
     assert s.topics.command("email") == "stage-commands.email"
-    assert (s.batch_size, s.producer_linger) == (500, 0.005)
+    assert (s.batch_size, s.producer_linger) == (500, 0.0)
     monkeypatch.setenv("OMNIJOURNEY_BATCH_SIZE", "1000")
-    monkeypatch.setenv("OMNIJOURNEY_PRODUCER_LINGER", "0")
-    assert (Settings.from_env().batch_size, Settings.from_env().producer_linger) == (1000, 0.0)
+    monkeypatch.setenv("OMNIJOURNEY_PRODUCER_LINGER", "0.005")
+    assert (Settings.from_env().batch_size, Settings.from_env().producer_linger) == (1000, 0.005)
+    assert (s.batch_log, s.fast_delivery) == (False, True)
+    monkeypatch.setenv("OMNIJOURNEY_BATCH_LOG", "yes")
+    monkeypatch.setenv("OMNIJOURNEY_FAST_DELIVERY", "0")
+    assert (Settings.from_env().batch_log, Settings.from_env().fast_delivery) == (True, False)
+    monkeypatch.setenv("OMNIJOURNEY_BATCH_LOG", "maybe")
+    with pytest.raises(ValueError, match="OMNIJOURNEY_BATCH_LOG must be 1 or 0"):
+        Settings.from_env()
+    monkeypatch.delenv("OMNIJOURNEY_BATCH_LOG")
     assert (s.batch_window, s.fetch_wait) == (0.05, 0.05)
     monkeypatch.setenv("OMNIJOURNEY_BATCH_WINDOW", "0.2")
     monkeypatch.setenv("OMNIJOURNEY_FETCH_WAIT", "0")
