@@ -100,8 +100,8 @@ def engine_env(settings: Settings, prefix: str, log: Path) -> dict[str, str]:
 
 
 # At info, as in production; the batch lines come at info with OMNIJOURNEY_BATCH_LOG.
-# Until 2026-12-02 the bench ran the worker at debug: a line per evaluation, ~80 us of
-# each record's time (--worker-log debug measures that again).
+# Until 2026-12-02 the bench ran the worker at debug, a line per evaluation: ~5 % slower
+# drains (--worker-log debug measures that again).
 WORKER = [sys.executable, "-m", "omnijourney", "worker", "--log-level", "info"]
 
 
