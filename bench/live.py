@@ -108,7 +108,8 @@ WORKER = [sys.executable, "-m", "omnijourney", "worker", "--log-level", "info"]
 def live_engine(settings: Settings, prefix: str, n: int, log: Path, *,
                 profile: Path | None = None) -> float:
     """Seconds from the worker's first batch to the batch that completes n records."""
-    return drain_seconds(WORKER, engine_env(settings, prefix, log), n, log, profile)
+    return drain_seconds(WORKER, engine_env(settings, prefix, log), n, log, profile,
+                         label="engine")
 
 
 def scale_out(bootstrap: str, records: list[tuple[bytes, bytes]], workers: int,
@@ -246,7 +247,7 @@ def faust_floor(bootstrap: str, source: str, sink: str, n: int, log: Path, *,
            "FLOOR_SINK": sink, "FLOOR_APP": f"floor-{uuid.uuid4().hex[:6]}",
            "FLOOR_DATADIR": str(log.parent / "floor")}
     return drain_seconds([sys.executable, str(Path(__file__).with_name("faust_floor.py"))],
-                         env, n, log, profile)
+                         env, n, log, profile, label="faust_floor")
 
 
 def where_time_goes(raw: Path, top: int = 10) -> list[str]:
@@ -278,9 +279,10 @@ def where_time_goes(raw: Path, top: int = 10) -> list[str]:
 
 
 def drain_seconds(argv: list[str], env: dict[str, str], n: int, log: Path,
-                  profile: Path | None = None) -> float:
+                  profile: Path | None = None, *, label: str) -> float:
     """Run a worker until its "batch" log lines add up to n records; first to last batch.
-    With ``profile``, py-spy samples the worker for 10 s from its first batch."""
+    With ``profile``, py-spy samples the worker for 10 s from its first batch. ``label``
+    names the worker in the line that gives its CPU use."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     spy = None
@@ -297,8 +299,7 @@ def drain_seconds(argv: list[str], env: dict[str, str], n: int, log: Path,
     try:
         seconds = _wait_drained([proc], [log], n)
         cpu, wall = _cpu_seconds(proc.pid) - cpu0, time.monotonic() - wall0
-        print(f"  ({Path(argv[-1]).stem if argv[-1].endswith('.py') else 'engine'}: "
-              f"{cpu / wall:.0%} of a core while draining)", flush=True)
+        print(f"  ({label}: {cpu / wall:.0%} of a core while draining)", flush=True)
         return seconds
     finally:
         if spy is not None:

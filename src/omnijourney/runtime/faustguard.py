@@ -239,14 +239,11 @@ class _Resumed:
         coro, pending = self.coro, self.pending
         while True:
             try:
-                sent = yield pending
-            except BaseException as exc:  # cancelled by wait_first's clean-up, ...
                 try:
+                    sent = yield pending
+                except BaseException as exc:  # cancelled by wait_first's clean-up, ...
                     pending = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
+                else:
                     pending = coro.send(sent)
-                except StopIteration as done:
-                    return done.value
+            except StopIteration as done:
+                return done.value
