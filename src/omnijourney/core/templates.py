@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,14 +9,11 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from liquid import Environment, FalsyStrictUndefined
-from liquid.builtin.content import ContentNode
-from liquid.builtin.expressions import FilteredExpression, Path, PositionalArgument, StringLiteral
-from liquid.builtin.output import OutputNode
 from liquid.exceptions import LiquidError
 from liquid.filter import with_context
-from markupsafe import escape as _escape
 
 from omnijourney.core.diagnostics import did_you_mean
+from omnijourney.core.plaintext import Part, compile_parts, render_parts, short_hash
 from omnijourney.core.timeutil import parse_instant, zone
 
 _LIQUID_DATE = Environment().filters["date"]  # the standard filter, for everything else
@@ -31,12 +27,6 @@ REQUIRED_PARTS: dict[str, tuple[str, ...]] = {
 }
 OPTIONAL_PARTS: dict[str, tuple[str, ...]] = {"email": ("html", "preheader"), "push": ("url",)}
 TEMPLATE_CHANNELS = tuple(REQUIRED_PARTS)
-
-
-def _short_hash(value: object, salt: object = "") -> str:
-    """Deterministic 8-character code, e.g. a personal discount code."""
-    digest = hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()
-    return digest[:8].upper()
 
 
 class TemplateError(ValueError):
@@ -74,7 +64,7 @@ def _make_env(*, html: bool = False) -> Environment:
     # HTML parts escape every value printed into them (a first name of
     # ``<img src=x onerror=…>`` is text, not markup); ``| safe`` marks trusted markup.
     env = Environment(undefined=FalsyStrictUndefined, autoescape=html)
-    env.filters["short_hash"] = _short_hash
+    env.filters["short_hash"] = short_hash
     env.filters["date"] = _date
     env.filters["json"] = _json
     env.filters["local_time"] = _local_time
@@ -87,92 +77,29 @@ HTML_ENV = _make_env(html=True)
 HTML_PARTS = frozenset({"html"})
 
 
-# A part of a plain text: literal text, or a value's path and the literal printed when the
-# value is missing or empty (``{{ profile.first_name | default: 'there' }}``), or None.
-_Part = str | tuple[tuple[str, ...], str | None]
-
-
 @dataclass(frozen=True, slots=True)
 class Text:
     """One compiled Liquid text.
 
-    Most message texts are literal text and ``{{ path }}`` or ``{{ path | default: '…' }}``
-    outputs (``plain``). Those print a string or an integer found at the path directly,
-    without building a Liquid render context for them (about half of each render's time);
-    anything else (a tag, another filter, a value of another type, a missing value
-    without a default) is rendered by Liquid itself, so the output is Liquid's in every
-    case (a test compares the two on random texts and contexts)."""
+    Most message texts are literal text, plain outputs, ifs and cases (``plain``, see
+    core/plaintext.py): those print what they find in the context directly, without a
+    Liquid render context (about half of each render's time); anything else is rendered
+    by Liquid itself, so the output is Liquid's in every case."""
 
     source: str
     template: Any
-    plain: tuple[_Part, ...] | None = None
+    plain: tuple[Part, ...] | None = None
 
     def render(self, ctx: dict[str, Any]) -> str:
         if self.plain is not None:
             # HTML texts escape what they print, as their environment says.
-            out = _render_plain(self.plain, ctx, self.template.env.autoescape)
+            out = render_parts(self.plain, ctx, self.template.env.autoescape)
             if out is not None:
                 return out
         try:
             return str(self.template.render(**ctx))
         except LiquidError as exc:
             raise TemplateError(_first_line(exc)) from None
-
-
-_SPECIAL = frozenset({"size", "first", "last"})  # Liquid's own properties of sequences
-
-
-def _plain_parts(template: Any) -> tuple[_Part, ...] | None:
-    """The parts of a text made only of literal text and plain outputs, else None."""
-    parts: list[_Part] = []
-    for node in template.nodes:
-        if type(node) is ContentNode:
-            parts.append(node.text)
-            continue
-        if type(node) is not OutputNode or type(node.expression) is not FilteredExpression:
-            return None
-        expr = node.expression
-        if type(expr.left) is not Path or not all(
-                type(seg) is str and seg not in _SPECIAL for seg in expr.left.path):
-            return None
-        default: str | None = None
-        if expr.filters:
-            (only, *more) = expr.filters
-            if more or only.name != "default" or len(only.args) != 1:
-                return None
-            (arg,) = only.args
-            if type(arg) is not PositionalArgument or type(arg.value) is not StringLiteral:
-                return None
-            default = arg.value.value  # printed as written, also in HTML (Liquid's rule)
-        parts.append((tuple(str(seg) for seg in expr.left.path), default))
-    return tuple(parts)
-
-
-def _render_plain(parts: tuple[_Part, ...], ctx: dict[str, Any], html: bool) -> str | None:
-    """The text, or None for Liquid to render it (a case this does not decide)."""
-    out: list[str] = []
-    for part in parts:
-        if isinstance(part, str):
-            out.append(part)
-            continue
-        path, default = part
-        value: Any = ctx
-        for seg in path:
-            if type(value) is not dict:
-                return None
-            if seg not in value:
-                value = None
-                break
-            value = value[seg]
-        if type(value) is str and value:
-            out.append(str(_escape(value)) if html else value)
-        elif type(value) is int:
-            out.append(str(value))
-        elif default is not None and (value is None or value == ""):
-            out.append(default)
-        else:
-            return None
-    return "".join(out)
 
 
 _TEXTS: dict[tuple[str, bool], Text] = {}
@@ -185,7 +112,7 @@ def compile_text(source: str, *, html: bool = False) -> Text:
     if text is None:
         try:
             template = (HTML_ENV if html else ENV).from_string(str(source))
-            text = Text(source, template, _plain_parts(template))
+            text = Text(source, template, compile_parts(template.nodes))
         except LiquidError as exc:
             raise TemplateError(_first_line(exc)) from None
         _TEXTS[(source, html)] = text
