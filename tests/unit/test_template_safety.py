@@ -162,7 +162,8 @@ def test_plain_texts_print_what_liquid_prints(pieces: list[str], html: bool,
     assert (ours, our_error) == (liquid, liquid_error), source
 
 
-_SIMPLE = st.one_of(_WORDS, st.none(), st.booleans(), st.integers(0, 2))
+_SIMPLE = st.one_of(_WORDS, st.none(), st.booleans(), st.integers(0, 2),
+                   st.floats(allow_nan=False, width=32))
 _FOUND = ["profile.first_name", "profile.attributes.score", "event.properties.name",
           "data.code", "missing.thing"]
 _SIMPLE_TEXTS = st.recursive(st.one_of(

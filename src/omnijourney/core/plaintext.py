@@ -193,8 +193,8 @@ def _render(parts: tuple[Part, ...], ctx: dict[str, Any], html: bool, out: list[
                 out.append(short_hash(value, part.salt))
             elif kind is str and value:
                 out.append(str(_escape(value)) if html else value)
-            elif kind is int:
-                out.append(str(value))
+            elif kind is int or kind is float:
+                out.append(str(value))  # Liquid's own text for numbers; nothing to escape
             elif part.default is not None and (value is None or value == ""):
                 out.append(part.default)
             else:

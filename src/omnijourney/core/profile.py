@@ -152,8 +152,17 @@ def subscribed(profile: dict[str, Any], topic: str, policies: Policies) -> bool:
     to have subscribed, opt_out topics only that they did not unsubscribe. A topic the
     policies do not name is treated as opt_in (validation refuses such sends)."""
     chosen = profile.get("subscriptions", {}).get(topic)
-    default = policies.topics.get(topic, (frozenset(), "opt_in"))[1]
-    return chosen is True if default == "opt_in" else chosen is not False
+    return _permitted(chosen, policies.topics.get(topic, (frozenset(), "opt_in"))[1])
+
+
+def _permitted(chosen: object, mode: str) -> bool:
+    """The customer's own choice (True, False, None: never said) under a policy mode:
+    opt_in needs a yes, opt_out only no "no", anything else needs nothing."""
+    if mode == "opt_in":
+        return chosen is True
+    if mode == "opt_out":
+        return chosen is not False
+    return True
 
 
 def learn_identifiers(profile: dict[str, Any], identifiers: Mapping[str, str],
@@ -204,13 +213,8 @@ def address_digest(address: str) -> str:
 
 
 def consent_ok(profile: dict[str, Any], channel: str, policies: Policies) -> bool:
-    mode = policies.consent.get(channel, "opt_in")
-    granted = profile.get("consent", {}).get(channel)
-    if mode == "opt_in":
-        return granted is True
-    if mode == "opt_out":
-        return granted is not False
-    return True
+    return _permitted(profile.get("consent", {}).get(channel),
+                      policies.consent.get(channel, "opt_in"))
 
 
 def address(profile: dict[str, Any], channel: str) -> str | None:
@@ -241,16 +245,21 @@ def view(profile: dict[str, Any], policies: Policies) -> dict[str, Any]:
     """The profile as conditions and templates see it: ``consent`` is the effective
     permission per channel under the policies, ``reachable`` adds having an address that
     has not bounced, ``bounced`` says whether the current address did."""
+    # Built once per evaluation (and again after the profile changes): the rules are the
+    # functions above, with each map looked up once rather than once per channel.
     v = dict(profile)
-    consent = {ch: consent_ok(profile, ch, policies) for ch in _PERSONAL}
+    granted, modes = profile.get("consent", {}), policies.consent
+    consent = {ch: _permitted(granted.get(ch), modes.get(ch, "opt_in")) for ch in _PERSONAL}
     v["consent"] = consent
-    v["bounced"] = {ch: bounced(profile, ch) for ch in _PERSONAL}
-    v["reachable"] = {ch: ok and address(profile, ch) is not None and not v["bounced"][ch]
+    marks = {ch: bounced(profile, ch) for ch in _PERSONAL} if profile.get("bounced") \
+        else dict.fromkeys(_PERSONAL, False)
+    v["bounced"] = marks
+    v["reachable"] = {ch: ok and not marks[ch] and address(profile, ch) is not None
                       for ch, ok in consent.items()}
-    v.setdefault("attributes", {})
-    v.setdefault("counts", {})
-    v.setdefault("identifiers", {})
-    v.setdefault("channels", {})
-    v["subscriptions"] = {topic: subscribed(profile, topic, policies)
-                          for topic in policies.topics}
+    for key in ("attributes", "counts", "identifiers", "channels"):
+        if key not in v:
+            v[key] = {}
+    chosen = profile.get("subscriptions", {})
+    v["subscriptions"] = {topic: _permitted(chosen.get(topic), mode)
+                          for topic, (_, mode) in policies.topics.items()}
     return v
