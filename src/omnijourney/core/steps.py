@@ -63,10 +63,13 @@ class Steps:
 
     def note(self, at: datetime, kind: TraceKind, inst: Instance | None = None,
              step: str | None = None, *, journey: str | None = None, **detail: Any) -> None:
-        self.trace.append(TraceEntry(
-            at, self.st.customer_id, kind,
-            journey=inst.journey if inst else journey, key=(inst.key or None) if inst else None,
-            step=step, detail=detail))
+        # Positional: a decision is noted several times per evaluation (every step reached).
+        if inst is None:
+            self.trace.append(TraceEntry(at, self.st.customer_id, kind, journey, None, step,
+                                         detail))
+        else:
+            self.trace.append(TraceEntry(at, self.st.customer_id, kind, inst.journey,
+                                         inst.key or None, step, detail))
 
     def check(self, source: str | None, ctx: dict[str, Any], at: datetime,
               inst: Instance | None, step: str | None, *, what: str,
