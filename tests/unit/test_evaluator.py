@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -514,6 +515,37 @@ def test_evaluate_never_mutates_the_state_it_was_given() -> None:
     before = json.dumps(first.to_dict(), sort_keys=True)
     evaluate(js, first, ev("product.viewed", "2026-03-02T11:00:00Z"), t("2026-03-02T11:00:00Z"))
     assert json.dumps(first.to_dict(), sort_keys=True) == before
+
+
+@pytest.mark.parametrize("realistic", [True, False], ids=["realistic", "send-heavy"])
+def test_no_evaluation_of_a_whole_replay_mutates_the_state_it_was_given(
+        realistic: bool) -> None:
+    """Every input state of the example journeys over the benchmark's timelines (sends,
+    waits, wait-fors, goals, caps, ticks), compared with its snapshot after ``evaluate``:
+    the guard for anything that makes the state copy cheaper."""
+    from omnijourney.config import load
+    from omnijourney.synthetic import synth
+
+    js = load(Path(__file__).resolve().parents[2] / "journeys").journey_set
+    assert js is not None
+    checked = sends = 0
+    for timeline in synth(150, seed=3, realistic=realistic):
+        state: CustomerState | None = None
+        inputs = [(e, e.occurred_at) for e in timeline]
+        ticks = 0
+        while inputs and ticks < 100:
+            inp, now = inputs.pop(0)
+            before = json.dumps(state.to_dict(), sort_keys=True) if state else None
+            out = evaluate(js, state, inp, now)
+            if state is not None:
+                assert json.dumps(state.to_dict(), sort_keys=True) == before, (inp, now)
+                checked += 1
+            sends += len(out.commands)
+            state = out.state
+            if not inputs and (due := state.next_due()) is not None:
+                inputs.append((TICK, due))  # then every wait it is left in, to the end
+                ticks += 1
+    assert checked > 1000 and sends > 100
 
 
 def test_state_round_trips_through_json_mid_journey() -> None:
