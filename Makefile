@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka browser kafka-up demo validate simulate graphs stats test unit faults lint types bench bench-live bench-scale clean
+.PHONY: help install kafka browser kafka-up demo validate simulate graphs stats test unit faults lint types bench bench-live bench-scale bench-herd clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,9 @@ bench-live: install kafka ## Live engine vs raw aiokafka loop and Faust floor, r
 
 bench-scale: install kafka ## 1 vs 2 workers on a real 3-node cluster (and the single-node table)
 	cd bench && ../$(BIN)/python live.py --scale
+
+bench-herd: install kafka ## Timers through real Kafka: 100k waits ending in one second, then spread out
+	cd bench && ../$(BIN)/python herd.py
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info \

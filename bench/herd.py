@@ -1,0 +1,206 @@
+"""Timers through Kafka (issue 13, goal 1): a herd due in one second, and waits spread out.
+
+N customer states (real states of synthetic customers, each left in a wait) are put on
+the state changelog of a real Kafka node, every wait ending at a wall-clock moment a
+little after the worker will be ready. The live worker (wall clock) restores them, its
+timer hands each customer a tick record when due, the engine evaluates the tick and
+writes the customer's new state to the changelog. Read back from the changelog, each
+customer's first new state says when its wait was really handled:
+
+- herd: all N due in the same second; seconds until the last of them is handled (goal:
+  100k within 10 s);
+- spread: N due evenly over ``--spread`` seconds; lateness p50 / p99 / max (goal: p99
+  <= 1 s outside a herd).
+
+Both say how many were handled early (before their due time; must be 0) and how many
+were lost (never handled; must be 0). The baseline, measured in the same run: the due
+index handing out the same herd in-process, without Kafka or the engine.
+
+    python bench/herd.py [--customers 100000] [--spread 200] [--partitions 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from omnijourney.codecs import encode_state
+from omnijourney.core import CustomerState
+from omnijourney.runtime.kraft import KafkaCluster
+from omnijourney.runtime.timers import Clock, DueIndex
+from omnijourney.runtime.topics import changelog_topic, ensure_topics
+from omnijourney.settings import ClockMode, Settings, Topics
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recovery import produce, wait_line  # the same filling and waiting as the restore bench
+from scale import real_states  # the same states as the rebuild bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def waiting_templates(count: int) -> list[CustomerState]:
+    """Real states with a run that waits (a wait, a wait_for or a deferred send)."""
+    return [st for st in real_states(count) if st.next_due() is not None]
+
+
+def herd_rows(n: int, partitions: int, due_of: list[datetime]
+              ) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) for n customers; customer i's runs all end at due_of[i]."""
+    templates = waiting_templates(2000)
+    rows = []
+    for i in range(n):
+        st = templates[i % len(templates)].clone()
+        for inst in st.instances.values():
+            if inst.due_at is not None:
+                inst.due_at = due_of[i]
+        st.sent.clear()  # no frequency cap left over from the template's week
+        cid = f"h{i:08d}"
+        doc = encode_state(i % partitions, st).replace(f'"{st.customer_id}"'.encode(),
+                                                        f'"{cid}"'.encode())
+        rows.append((i % partitions, cid.encode(), doc))
+    return rows
+
+
+async def handled(bootstrap: str, topic: str, start: dict[int, int], n: int,
+                  timeout: float) -> dict[str, float]:
+    """Customer -> the time (s since the epoch) of its first state written after
+    ``start`` (the changelog's end offsets once the worker was ready)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    first: dict[str, float] = {}
+    try:
+        parts = [TopicPartition(topic, p) for p in start]
+        consumer.assign(parts)
+        for tp in parts:
+            consumer.seek(tp, start[tp.partition])
+        until = time.monotonic() + timeout
+        while len(first) < n and time.monotonic() < until:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for msgs in batch.values():
+                for m in msgs:
+                    key = (m.key or b"").decode(errors="replace")
+                    if key.startswith("h") and key not in first:
+                        first[key] = m.timestamp / 1000
+    finally:
+        await consumer.stop()
+    return first
+
+
+async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def index_baseline(n: int, partitions: int) -> float:
+    """Seconds for the due index to hand out a herd of n in-process (no Kafka)."""
+    due = datetime(2026, 3, 2, tzinfo=UTC)
+    index = DueIndex.of((f"h{i:08d}", i % partitions, due) for i in range(n))
+    clock = Clock(ClockMode.WALL, wall=lambda: due + timedelta(seconds=1))
+    t0 = time.perf_counter()
+    out = index.due(clock, set(range(partitions)))
+    took = time.perf_counter() - t0
+    assert len(out) == n
+    return took
+
+
+def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, work: Path
+        ) -> dict[str, float]:
+    run_id = uuid.uuid4().hex[:6]
+    settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-herd-{run_id}",
+                        partitions=partitions, topics=Topics.with_prefix(f"herd-{run_id}-"))
+    ensure_topics(settings)
+    topic = changelog_topic(settings)
+    lead = 25.0 + n / 20_000  # the worker restores and indexes them before the first is due
+    first_due = datetime.now(UTC) + timedelta(seconds=lead)
+    step = spread / n if kind == "spread" else 0.0
+    due_of = [first_due + timedelta(seconds=i * step) for i in range(n)]
+    rows = herd_rows(n, partitions, due_of)
+    asyncio.run(produce(bootstrap, topic, rows))
+    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap,
+           "OMNIJOURNEY_TOPIC_PREFIX": f"herd-{run_id}-", "OMNIJOURNEY_APP_ID": settings.app_id,
+           "OMNIJOURNEY_PARTITIONS": str(partitions), "OMNIJOURNEY_CLOCK": "wall",
+           "OMNIJOURNEY_JOURNEYS": str(ROOT / "journeys"), "OMNIJOURNEY_METRICS_PORT": "off",
+           "OMNIJOURNEY_RECOVERY_STALL": "0", "OMNIJOURNEY_DATADIR": str(work / f"{kind}-data")}
+    log = work / f"{kind}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        ready = wait_line(proc, log, '"due_index_rebuilt"', lead + 60)
+        start = asyncio.run(end_offsets(bootstrap, topic, partitions))
+        slack = (first_due - datetime.now(UTC)).total_seconds()
+        if slack < 0:
+            print(f"  ({kind}: the worker was ready {-slack:.1f} s after the first due time;"
+                  " raise the lead)")
+        seen = asyncio.run(handled(bootstrap, topic, start, n,
+                                   timeout=max(0.0, slack) + spread + 120))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    due_s = {f"h{i:08d}": due_of[i].timestamp() for i in range(n)}
+    late = [seen[c] - due_s[c] for c in seen]
+    return {"ready": ready, "handled": len(seen), "lost": n - len(seen),
+            "early": sum(1 for x in late if x < 0), "p50": pct(late, 0.5),
+            "p99": pct(late, 0.99), "max": max(late, default=float("nan")),
+            "drained": max(seen.values(), default=float("nan")) - first_due.timestamp()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--spread", type=float, default=200.0)
+    ap.add_argument("--partitions", type=int, default=8)
+    args = ap.parse_args()
+    n = args.customers
+    work = Path(os.environ.get("BENCH_LOG_DIR") or tempfile.mkdtemp(prefix="herd-"))
+    work.mkdir(parents=True, exist_ok=True)
+    base = index_baseline(n, args.partitions)
+    print(f"{n:,} waiting customers, {args.partitions} partitions; logs in {work}")
+    given = os.environ.get("KAFKA_BOOTSTRAP")
+    cluster = None if given else KafkaCluster(1, quiet=True, heap="1g")
+    if cluster is not None:
+        cluster.start()
+    try:
+        bootstrap = given or cluster.bootstrap  # type: ignore[union-attr]
+        herd = run("herd", n, spread=0.0, partitions=args.partitions, bootstrap=bootstrap,
+                   work=work)
+        spread = run("spread", n, spread=args.spread, partitions=args.partitions,
+                     bootstrap=bootstrap, work=work)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    print(f"\nbaseline: the due index hands out the herd in-process in {base:.2f} s")
+    print(f"herd, {n:,} due in one second: handled {herd['handled']:,}, lost "
+          f"{herd['lost']:,}, early {herd['early']:,}; the last {herd['drained']:.1f} s after"
+          f" the due time (goal 10 s for 100k; {herd['drained'] / base:,.0f}x the index alone;"
+          f" {herd['handled'] / max(herd['drained'], 1e-9):,.0f} ticks/s)")
+    print(f"  lateness p50 {herd['p50']:.2f} s, p99 {herd['p99']:.2f} s")
+    print(f"spread, {n:,} due over {args.spread:.0f} s ({n / args.spread:,.0f}/s): handled "
+          f"{spread['handled']:,}, lost {spread['lost']:,}, early {spread['early']:,}")
+    print(f"  lateness p50 {spread['p50']:.2f} s, p99 {spread['p99']:.2f} s, max "
+          f"{spread['max']:.2f} s (goal p99 <= 1 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
