@@ -36,13 +36,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from omnijourney.codecs import encode_state
 from omnijourney.core import CustomerState
-from omnijourney.runtime.kraft import KafkaCluster
 from omnijourney.runtime.timers import Clock, DueIndex
 from omnijourney.runtime.topics import changelog_topic, ensure_topics
 from omnijourney.settings import ClockMode, Settings, Topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recovery import produce, wait_line  # the same filling and waiting as the restore bench
+from recovery import kafka_node, produce, wait_line  # as the restore bench does
 from scale import real_states  # the same states as the rebuild bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,19 +175,11 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     base = index_baseline(n, args.partitions)
     print(f"{n:,} waiting customers, {args.partitions} partitions; logs in {work}")
-    given = os.environ.get("KAFKA_BOOTSTRAP")
-    cluster = None if given else KafkaCluster(1, quiet=True, heap="1g")
-    if cluster is not None:
-        cluster.start()
-    try:
-        bootstrap = given or cluster.bootstrap  # type: ignore[union-attr]
+    with kafka_node() as bootstrap:
         herd = run("herd", n, spread=0.0, partitions=args.partitions, bootstrap=bootstrap,
                    work=work)
         spread = run("spread", n, spread=args.spread, partitions=args.partitions,
                      bootstrap=bootstrap, work=work)
-    finally:
-        if cluster is not None:
-            cluster.stop()
     print(f"\nbaseline: the due index hands out the herd in-process in {base:.2f} s")
     print(f"herd, {n:,} due in one second: handled {herd['handled']:,}, lost "
           f"{herd['lost']:,}, early {herd['early']:,}; the last {herd['drained']:.1f} s after"

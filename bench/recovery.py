@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -72,6 +74,21 @@ async def produce(bootstrap: str, topic: str, rows: list[tuple[int, bytes, bytes
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+
+
+@contextmanager
+def kafka_node() -> Iterator[str]:
+    """The cluster KAFKA_BOOTSTRAP names, else a real node started here for the run."""
+    given = os.environ.get("KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    cluster = KafkaCluster(1, quiet=True, heap="1g")
+    cluster.start()
+    try:
+        yield cluster.bootstrap
+    finally:
+        cluster.stop()
 
 
 def rss_mb(pid: int) -> float:
@@ -121,12 +138,7 @@ def main() -> int:
     size = sum(len(v) for _, _, v in rows) / n
     print(f"{n:,} customer states ({size:,.0f} B each, built in "
           f"{time.perf_counter() - t0:.1f} s); logs in {work}")
-    given = os.environ.get("KAFKA_BOOTSTRAP")
-    cluster = None if given else KafkaCluster(1, quiet=True, heap="1g")
-    if cluster is not None:
-        cluster.start()
-    try:
-        bootstrap = given or cluster.bootstrap  # type: ignore[union-attr]
+    with kafka_node() as bootstrap:
         run = uuid.uuid4().hex[:6]
         settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-rec-{run}",
                             partitions=args.partitions, topics=Topics.with_prefix(f"rec-{run}-"))
@@ -165,9 +177,6 @@ def main() -> int:
         print(f"\nextrapolated to 1M customers: worker cold start ~{per_m:.0f} s "
               f"(goal 30 s); resident ~{results[0][2] / n * 1e6 / 1024:.1f} GB")
         print(json.dumps({"customers": n, "results": results}))
-    finally:
-        if cluster is not None:
-            cluster.stop()
     return 0
 
 
