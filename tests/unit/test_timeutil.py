@@ -1,13 +1,18 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from omnijourney.core.timeutil import (
     ContactWindow,
+    _parse_instant,
     format_duration,
+    format_instant,
     next_local_time,
     parse_duration,
     parse_instant,
@@ -84,3 +89,32 @@ def test_instants_need_an_offset(bad: object) -> None:
 
 def test_instant_offsets_normalise_to_utc() -> None:
     assert parse_instant("2026-03-02T11:00:00+01:00") == t("2026-03-02T10:00:00Z")
+
+
+_INSTANT_CHARS = "0123456789-:T.+ Zz,W"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(
+    st.datetimes(timezones=st.just(UTC)).map(format_instant),
+    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat().replace("+00:00", "Z")),
+    st.text(alphabet=_INSTANT_CHARS, max_size=32).map(lambda s: s + "Z"),
+    st.text(alphabet=_INSTANT_CHARS, max_size=32),
+    st.datetimes(timezones=st.sampled_from([ZoneInfo("Europe/Berlin"), None])).map(
+        lambda d: d.isoformat()),
+    st.sampled_from(["2026-03-02Z", "2026-03-02T10Z", "2026-03-02T10:00Z", "20260302T100000Z",
+                     "2026-W10-1T10:00:00Z", "2026-03-02T10:00:00.1Z", " 2026-03-02T10:00:00Z",
+                     "2026-03-02T10:00:00+01:00Z", "2026-03-02 10:00:00Z", "Z", "",
+                     "2026-03-02T24:00:00Z", "2026-03-02T10:00:00,5Z"])))
+def test_the_quick_read_of_a_utc_instant_is_the_long_one(text: str) -> None:
+    """``parse_instant`` reads what ends in Z at once; whatever the text (Z or another
+    offset or none), the instant (or the refusal) is the one the full reading gives."""
+    def read(f: Callable[[object], datetime]) -> tuple[datetime | None, str | None]:
+        try:
+            return f(text), None
+        except ValueError as exc:
+            return None, type(exc).__name__
+    quick, full = read(parse_instant), read(_parse_instant)
+    assert quick == full
+    if quick[0] is not None:
+        assert quick[0].tzinfo is UTC
