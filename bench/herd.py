@@ -17,6 +17,7 @@ were lost (never handled; must be 0). The baseline, measured in the same run: th
 index handing out the same herd in-process, without Kafka or the engine.
 
     python bench/herd.py [--customers 100000] [--spread 200] [--partitions 8]
+                         [--herd-only]
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ def main() -> int:
     ap.add_argument("--customers", type=int, default=100_000)
     ap.add_argument("--spread", type=float, default=200.0)
     ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--herd-only", action="store_true")
     args = ap.parse_args()
     n = args.customers
     work = Path(os.environ.get("BENCH_LOG_DIR") or tempfile.mkdtemp(prefix="herd-"))
@@ -178,14 +180,17 @@ def main() -> int:
     with kafka_node() as bootstrap:
         herd = run("herd", n, spread=0.0, partitions=args.partitions, bootstrap=bootstrap,
                    work=work)
-        spread = run("spread", n, spread=args.spread, partitions=args.partitions,
-                     bootstrap=bootstrap, work=work)
+        spread = None if args.herd_only else run(
+            "spread", n, spread=args.spread, partitions=args.partitions, bootstrap=bootstrap,
+            work=work)
     print(f"\nbaseline: the due index hands out the herd in-process in {base:.2f} s")
     print(f"herd, {n:,} due in one second: handled {herd['handled']:,}, lost "
           f"{herd['lost']:,}, early {herd['early']:,}; the last {herd['drained']:.1f} s after"
           f" the due time (goal 10 s for 100k; {herd['drained'] / base:,.0f}x the index alone;"
           f" {herd['handled'] / max(herd['drained'], 1e-9):,.0f} ticks/s)")
     print(f"  lateness p50 {herd['p50']:.2f} s, p99 {herd['p99']:.2f} s")
+    if spread is None:
+        return 0
     print(f"spread, {n:,} due over {args.spread:.0f} s ({n / args.spread:,.0f}/s): handled "
           f"{spread['handled']:,}, lost {spread['lost']:,}, early {spread['early']:,}")
     print(f"  lateness p50 {spread['p50']:.2f} s, p99 {spread['p99']:.2f} s, max "
