@@ -27,7 +27,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -42,7 +41,7 @@ from omnijourney.runtime.topics import changelog_topic, ensure_topics
 from omnijourney.settings import ClockMode, Settings, Topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recovery import kafka_node, produce, wait_line  # as the restore bench does
+from recovery import bench_dir, kafka_node, produce, wait_line  # as the restore bench does
 from scale import real_states  # the same states as the rebuild bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,8 +172,7 @@ def main() -> int:
     ap.add_argument("--herd-only", action="store_true")
     args = ap.parse_args()
     n = args.customers
-    work = Path(os.environ.get("BENCH_LOG_DIR") or tempfile.mkdtemp(prefix="herd-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = bench_dir("herd-")
     base = index_baseline(n, args.partitions)
     print(f"{n:,} waiting customers, {args.partitions} partitions; logs in {work}")
     with kafka_node() as bootstrap:

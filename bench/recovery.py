@@ -76,6 +76,13 @@ async def produce(bootstrap: str, topic: str, rows: list[tuple[int, bytes, bytes
         await producer.stop()
 
 
+def bench_dir(prefix: str) -> Path:
+    """Where a run keeps its logs: BENCH_LOG_DIR, else a new temporary folder."""
+    work = Path(os.environ.get("BENCH_LOG_DIR") or tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
 @contextmanager
 def kafka_node() -> Iterator[str]:
     """The cluster KAFKA_BOOTSTRAP names, else a real node started here for the run."""
@@ -131,8 +138,7 @@ def main() -> int:
     ap.add_argument("--stores", default="memory,rocksdb")
     args = ap.parse_args()
     n = args.customers
-    work = Path(os.environ.get("BENCH_LOG_DIR") or tempfile.mkdtemp(prefix="recovery-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = bench_dir("recovery-")
     t0 = time.perf_counter()
     rows = state_values(n, args.partitions)
     size = sum(len(v) for _, _, v in rows) / n

@@ -85,7 +85,7 @@ def _path(expr: Any) -> tuple[str, ...] | None:
     if type(expr) is not Path or not all(type(seg) is str and seg not in _SPECIAL
                                          for seg in expr.path):
         return None
-    return tuple(str(seg) for seg in expr.path)
+    return tuple(str(seg) for seg in expr.path)  # all str, as checked above (for mypy)
 
 
 def _literal(arg: Any) -> str | None:
@@ -100,16 +100,16 @@ def _output(expr: Any) -> Output | None:
     if not expr.filters:
         return Output(path)
     (only, *more) = expr.filters
-    if more or len(only.args) > 1:
+    if more or only.name not in ("default", "short_hash") or len(only.args) > 1:
         return None
-    arg = _literal(only.args[0]) if only.args else ""
+    if not only.args:  # short_hash's salt defaults to ""; default needs its text
+        return Output(path, salt="") if only.name == "short_hash" else None
+    arg = _literal(only.args[0])
     if arg is None:
         return None
-    if only.name == "default" and only.args:
+    if only.name == "default":
         return Output(path, default=arg)  # printed as written, also in HTML (Liquid's rule)
-    if only.name == "short_hash":
-        return Output(path, salt=arg)
-    return None
+    return Output(path, salt=arg)
 
 
 def _block(block: Any) -> tuple[Part, ...] | None:

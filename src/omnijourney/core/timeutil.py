@@ -137,8 +137,8 @@ def parse_instant(value: object) -> datetime:
         except ValueError:
             pass
         else:
-            if dt.tzinfo is UTC:
-                return dt
+            if dt.tzinfo is UTC:  # else (a Python that reads Z as another zone object):
+                return dt  # the long way makes it UTC
     return _parse_instant(value)
 
 
