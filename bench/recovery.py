@@ -6,8 +6,9 @@ then:
 
 - the live worker (memory store) starts cold: seconds from its start to its due index
   being built over the restored table (``due_index_rebuilt``), and the memory it holds;
-- it restarts with its local files kept (a "warm" restart: the memory store keeps none,
-  so this restores everything again);
+- it stops gracefully and restarts with its local files kept (a "warm" restart: the
+  snapshot files its stop saved are loaded, and only what the changelog got since is
+  read; runtime/restore.py);
 - the same changelog restored by a bare Faust app (bench/restore_probe.py) with the
   memory store and with the RocksDB store (rocksdict), cold and then warm (RocksDB keeps
   its files and the offsets it restored to, so a warm start reads only what is new).

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog
+import structlog.testing
 
 from omnijourney.codecs import clock_record, decode_any, decode_command, encode_event, tick_record
 from omnijourney.config import load
@@ -327,10 +329,20 @@ def test_the_timer_index_is_built_from_the_head_of_each_value_and_old_values_sti
     old = _json.dumps({"p": 3, "s": waiting.to_dict()}).encode()  # as written before
     done = encode_state(5, CustomerState("c2"))
     assert (state_due(old), state_due(done)) == ((3, waiting.next_due()), (5, None))
-    data = {b"c1": old, b"c2": done, b"c3": new, b"bad": b"{nope", b"\x00watermark:3": b"{}"}
-    rows = sorted(StateStore(lambda: data).waiting(frozenset({3, 5})))
-    assert rows == [("c1", 3, waiting.next_due()), ("c2", 5, None),
-                    ("c3", 3, waiting.next_due())]
+    old_done = _json.dumps({"p": 5, "s": CustomerState("c4").to_dict()}).encode()
+    # A head that only looks like "nothing due" is read the long way (and is unreadable).
+    fake = b'{"p":x,"d":null,"s":{}}'
+    data = {b"c1": old, b"c2": done, b"c3": new, b"c4": old_done, b"bad": b"{nope",
+            b"fake": fake, b"c5": encode_state(4, waiting), b"\x00watermark:3": b"{}",
+            b"c6": encode_state(12, CustomerState("c6")), b"c7": encode_state(12, waiting)}
+    store = StateStore(lambda: data)
+    with structlog.testing.capture_logs() as logs:
+        rows = sorted(store.waiting(frozenset({3, 5})))
+    assert [(e["event"], e["count"]) for e in logs] == [("unreadable_states", 2)]  # bad, fake
+    # Only who waits, on the partitions owned: not c2 or c4 (nothing due), not c5 (4).
+    assert rows == [("c1", 3, waiting.next_due()), ("c3", 3, waiting.next_due())]
+    assert sorted(store.waiting(frozenset({4}))) == [("c5", 4, waiting.next_due())]
+    assert sorted(store.waiting(frozenset({12}))) == [("c7", 12, waiting.next_due())]
 
 
 def test_state_values_keep_every_value_exactly_whichever_json_writer_wrote_them() -> None:

@@ -35,6 +35,7 @@ from omnijourney.runtime.decisions import log_batch
 from omnijourney.runtime.engine import Engine, Outgoing, Record, dead_letter
 from omnijourney.runtime.faustapp import faust_app
 from omnijourney.runtime.faustguard import guard_handover
+from omnijourney.runtime.restore import BulkRestoredStore
 from omnijourney.runtime.states import StateStore
 from omnijourney.runtime.supervision import (
     EXIT_FAILED,
@@ -137,12 +138,13 @@ class Worker:
         The partitions' event-clock times go with them, for the same reason.
         """
         marks = {p: encode_watermark(p, at) for p, at in (watermarks or {}).items()}
-        await self.send_all([Outgoing(self.changelog, cid.encode(), doc, partition)
-                             for cid, (partition, _, doc) in states.items()]
-                            + [Outgoing(self.changelog, cid.encode(), None, partition)
-                               for cid, partition in (erased or {}).items()]
-                            + [Outgoing(self.changelog, watermark_key(partition), doc, partition)
-                               for partition, doc in marks.items()])
+        outgoing = ([Outgoing(self.changelog, cid.encode(), doc, partition)
+                     for cid, (partition, _, doc) in states.items()]
+                    + [Outgoing(self.changelog, cid.encode(), None, partition)
+                       for cid, partition in (erased or {}).items()]
+                    + [Outgoing(self.changelog, watermark_key(partition), doc, partition)
+                       for partition, doc in marks.items()])
+        acked = await self.send_all(outgoing)
         for partition, doc in marks.items():
             self.states.put_watermark(partition, doc)
         for cid, (partition, st, doc) in states.items():
@@ -153,6 +155,7 @@ class Worker:
             # earlier states), and nothing left in memory.
             self.states.drop(cid)
             self.index.update(cid, partition, None)
+        self._reflect(self.table, outgoing, acked)
 
     # ----------------------------------------------------------------- stream
     async def run_stream(self, stream: StreamT[Any]) -> None:
@@ -279,12 +282,13 @@ class Worker:
                           e.message.key, e.message.value or b"") for e in events]
         result = self.engine.resolve(records, self._holder)
         await self.send_all(result.other)
-        await self.send_all([Outgoing(self.identity_changelog, key.encode(), cid.encode(),
-                                      partition)
-                             for key, (partition, cid) in result.claims.items()])
+        claims = [Outgoing(self.identity_changelog, key.encode(), cid.encode(), partition)
+                  for key, (partition, cid) in result.claims.items()]
+        acked = await self.send_all(claims)
         data = self.identity.data
-        for key, (_, cid) in result.claims.items():
-            data[key.encode()] = cid.encode()
+        for o in claims:
+            data[o.key] = o.value
+        self._reflect(self.identity, claims, acked)
         elapsed = time.perf_counter() - started
         self.metrics.hops.inc(len(records))
         self.metrics.observe(inputs=(), dead=result.dead_kinds, trace=(), evaluation_seconds=(),
@@ -298,12 +302,27 @@ class Worker:
         raw = self.identity.data.get(key.encode())
         return raw.decode() if raw is not None else None
 
-    async def send_all(self, outgoing: list[Outgoing]) -> None:
+    async def send_all(self, outgoing: list[Outgoing]) -> list[Any]:
+        """Send and wait until the broker has them all; their record metadata, in order."""
         producer = self.app.producer
         pending = [await producer.send(o.topic, o.key, o.value, o.partition, None,
                                        list(o.headers) or None) for o in outgoing]
-        if pending:
-            await asyncio.gather(*pending)  # the broker has them before we go on
+        if not pending:
+            return []
+        return list(await asyncio.gather(*pending))  # the broker has them before we go on
+
+    @staticmethod
+    def _reflect(table: Any, written: list[Outgoing], acked: list[Any] | None) -> None:
+        """Tell a bulk-restored table what was just written to its data after its
+        changelog acked it: each key's partition and the offsets (runtime/restore.py)."""
+        if not acked:
+            return
+        store = table.data
+        if not isinstance(store, BulkRestoredStore):
+            return
+        store.reflect([(o.key, o.partition, o.value is None) for o in written
+                       if o.key is not None and o.partition is not None],
+                      [(m.topic, m.partition, m.offset) for m in acked])
 
     # ------------------------------------------------------------------ timer
     def owned(self) -> frozenset[int]:
@@ -312,6 +331,7 @@ class Worker:
 
     def rebuild_index(self, owned: frozenset[int]) -> None:
         """After an assignment or recovery: due times of the customers we now own."""
+        started = time.perf_counter()
         self.index = DueIndex.of(self.states.waiting(owned))
         self.indexed = owned
         # What is loaded by now (modules, Faust, the journeys, the restored tables) lives
@@ -319,7 +339,8 @@ class Worker:
         # walks it. Measured: 150 to 220 ms pauses every ~7 s under load before, each one
         # a batch's events late (bench/live.py --latency).
         gc.freeze()
-        log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries))
+        log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries),
+                 seconds=round(time.perf_counter() - started, 2))
 
     def services(self) -> list[faust.Service]:
         """Services to run beside the app from the start: Faust starts its own timers

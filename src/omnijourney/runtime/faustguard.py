@@ -1,6 +1,7 @@
 """Three places where Faust (faust-streaming 0.15, aiokafka driver) loses source records
 around a rebalance or a table restore, one where its consumer holds them up, one where it
-spends CPU per record for nothing, and the guards the worker puts in front of them.
+spends CPU per record for nothing, one where every start waits a second for nothing, and
+the guards the worker puts in front of them.
 
 Both lose records without an error: fetched, never handed to the agent, never acked,
 so never committed, yet not fetched again until the next rebalance. Seen after a restart
@@ -65,6 +66,14 @@ are broker-independent (they are in the client), so the guards hold on any clust
    suspended for a rebalance) does the rest of it go through mode's ``wait_first`` as
    before, so a rebalance or a stop still cuts it short.
 
+6. **A second of every start.** Faust's table manager sleeps 1 s when it starts, before
+   it registers the tables' changelogs and starts their recovery, so that a table made
+   after the app started is still taken in (after that, making one raises "too late").
+   The worker makes both its tables before the app starts, so that second only delays
+   every start: about a fifth of a warm restart of a million customers
+   (``bench/recovery.py``). Guard: the table manager registers its tables and starts
+   their recovery at once, as it does after the sleep.
+
 The guards wrap the methods on the app's own objects (not Faust's classes) and check
 that the methods exist, so a Faust upgrade that renames them fails at start-up instead
 of silently running unguarded.
@@ -94,6 +103,25 @@ def guard_handover(app: faust.App, sources: set[str], *, fetch_wait: float = 0.0
     if fast_delivery:
         deliver_without_tasks(app)
     _resume_sources_after_queues_clear(app)
+    _start_tables_at_once(app)
+
+
+def _start_tables_at_once(app: faust.App) -> None:
+    """Guard 6: the table manager's start without its 1 s sleep. Only for tables made
+    before the app starts, as the worker's are."""
+    tables = cast(TableManager, app.tables)
+    for name in ("on_start", "_update_channels"):
+        _original(tables, name)
+    if not hasattr(tables, "recovery"):
+        raise RuntimeError("faust changed: TableManager.recovery is gone; "
+                           "omnijourney.runtime.faustguard needs a look")
+
+    async def on_start() -> None:
+        if not tables.should_stop:
+            await tables._update_channels()
+            await tables.recovery.start()
+
+    tables.on_start = on_start  # type: ignore[method-assign]
 
 
 def _original(owner: object, name: str) -> Callable[..., Any]:
