@@ -73,3 +73,23 @@ def test_a_partition_no_longer_active_is_forgotten() -> None:
     store.set_persisted_offset(STANDBY, 3)
     asyncio.run(store.on_recovery_completed(set(), {STANDBY}))
     assert store.persisted_offset(STANDBY) is None
+
+
+def test_what_the_worker_writes_itself_is_placed_and_claimed_only_for_a_restored_active() -> None:
+    """``reflect``: a key the worker put in memory after its changelog ack gets its
+    partition (so Faust's clean-up drops it when the partition moves away, as it drops
+    what it read), a removed key loses it, and the acked offset is claimed only for a
+    partition restored here and still active."""
+    store, holder = store_with({ACTIVE})
+    store.set_persisted_offset(ACTIVE, 5)
+    store.data.update({b"w0": b"1", b"w1": b"2", b"gone": b"3"})
+    store._key_partition[b"gone"] = 0
+    del store.data[b"gone"]
+    store.reflect([(b"w0", 0, False), (b"w1", 1, False), (b"gone", 0, True)],
+                  [(TOPIC, 0, 9), (TOPIC, 0, 7), (TOPIC, 1, 12)])
+    assert store._key_partition == {b"w0": 0, b"w1": 1}
+    assert store.persisted_offset(ACTIVE) == 9  # the highest acked
+    assert store.persisted_offset(STANDBY) is None  # never restored here: not claimed
+    holder["actives"] = set()
+    asyncio.run(store.on_recovery_completed(set(), {ACTIVE}))  # both moved away
+    assert dict(store.data) == {}
