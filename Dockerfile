@@ -5,10 +5,13 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY src ./src
-RUN pip install --no-compile . && useradd --system --uid 10001 omnijourney
+# /data: the worker's local files (snapshots saved at a graceful stop, for a warm restart);
+# compose keeps it on a named volume, which starts with this directory's owner.
+RUN pip install --no-compile . && useradd --system --uid 10001 omnijourney \
+    && mkdir /data && chown omnijourney /data
 COPY journeys ./journeys
 COPY examples ./examples
 USER omnijourney
-ENV OMNIJOURNEY_JOURNEYS=/app/journeys
+ENV OMNIJOURNEY_JOURNEYS=/app/journeys OMNIJOURNEY_DATADIR=/data
 ENTRYPOINT ["omnijourney"]
 CMD ["worker"]
