@@ -14,6 +14,7 @@ import structlog.testing
 from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
+from omnijourney.runtime import snapshots
 from omnijourney.runtime.restore import STORE_URL, BulkRestoredStore
 from omnijourney.runtime.topics import changelog_topic, ensure_topics
 from omnijourney.settings import Settings, Topics
@@ -137,9 +138,13 @@ def test_a_snapshot_saved_at_a_stop_is_loaded_and_only_what_was_written_since_is
             first.data[key] = value
     first.reflect([(key, p, value is None) for p, key, value in own], acked)
     assert first.persisted_offset(TP(topic, 3)) == 10  # 10 records then its own write
+    stray = snapshots.path_of(first.snapshot_folder, 7)  # an earlier stop's, partition 7
+    snapshots.write(first.snapshot_folder, [(b"old", b"state")], topic=topic, partition=7,
+                    offset=3, saved_at=0.0)
     with structlog.testing.capture_logs() as logs:
         asyncio.run(first.save_snapshots())
     assert [(e["event"], e["entries"]) for e in logs] == [("snapshot_saved", 40)]
+    assert not stray.exists()  # only what this stop saved is on disk
     assert sorted(p.name for p in first.snapshot_folder.iterdir()) == [
         "0.snap", "1.snap", "2.snap", "3.snap"]
 

@@ -230,6 +230,9 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
         saved_at = self.wall().timestamp()
 
         def write_all() -> int:
+            # Files of partitions not saved now (an earlier stop's) go: no file outlives
+            # the stop that saved it by more than one start, whatever is assigned then.
+            self._remove_files()
             return sum(snapshots.write(self.snapshot_folder, r, topic=topic, partition=p,
                                        offset=tps[p], saved_at=saved_at)
                        for p, r in rows.items())

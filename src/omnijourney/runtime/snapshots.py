@@ -31,6 +31,8 @@ import crc32c
 FORMAT = 1
 SUFFIX = ".snap"
 MAX_HEADER = 4096
+if array("I").itemsize != 4:  # the lengths are written as 32-bit words
+    raise ImportError("omnijourney's snapshot files need 4-byte unsigned ints")
 
 
 class Refused(ValueError):
@@ -96,12 +98,6 @@ def write(folder: Path, rows: list[tuple[bytes, bytes]], *, topic: str, partitio
         temporary.unlink(missing_ok=True)
         raise
     return len(header) + 1 + body
-
-
-def read_header(path: Path) -> Header:
-    with open(path, "rb") as f:
-        line = f.readline(MAX_HEADER)
-    return _header(line)
 
 
 def _header(line: bytes) -> Header:
