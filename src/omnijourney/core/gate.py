@@ -66,7 +66,9 @@ def decide(st: CustomerState, pol: Policies, channel: str, at: datetime, *,
     cap = pol.caps.get(channel)
     if cap is not None:
         limit, per = cap
-        recent = sorted(t for t in st.sent.get(channel, ()) if t > at - per)
+        history = st.sent.get(channel, ())
+        # Fewer sends than the cap in the whole history: none of them can fill it.
+        recent = sorted(t for t in history if t > at - per) if len(history) >= limit else ()
         if len(recent) >= limit:
             words = {"cap": f"{limit} per {format_duration(per)}"}
             if on_cap == "defer":

@@ -48,6 +48,9 @@ _PARK = object()  # the instance waits; stop running steps
 _END = object()  # the journey ends here
 
 
+_entry = tuple.__new__
+
+
 class Steps:
     def __init__(self, js: JourneySet, st: CustomerState, now: datetime) -> None:
         self.js = js
@@ -63,13 +66,15 @@ class Steps:
 
     def note(self, at: datetime, kind: TraceKind, inst: Instance | None = None,
              step: str | None = None, *, journey: str | None = None, **detail: Any) -> None:
-        # Positional: a decision is noted several times per evaluation (every step reached).
+        # Built as the tuple it is, every field given: a decision is noted several times
+        # per evaluation (every step reached), and the named tuple's own constructor is
+        # a Python call on top.
         if inst is None:
-            self.trace.append(TraceEntry(at, self.st.customer_id, kind, journey, None, step,
-                                         detail))
+            self.trace.append(_entry(TraceEntry, (at, self.st.customer_id, kind, journey,
+                                                  None, step, detail)))
         else:
-            self.trace.append(TraceEntry(at, self.st.customer_id, kind, inst.journey,
-                                         inst.key or None, step, detail))
+            self.trace.append(_entry(TraceEntry, (at, self.st.customer_id, kind, inst.journey,
+                                                  inst.key or None, step, detail)))
 
     def check(self, source: str | None, ctx: dict[str, Any], at: datetime,
               inst: Instance | None, step: str | None, *, what: str,
@@ -255,9 +260,9 @@ class Steps:
                          for g in self.st.goals]
 
     def wait_until(self, inst: Instance, step: m.WaitStep, at: datetime) -> datetime | None:
-        tz = zone(self.st.profile.get("timezone"), self.pol.timezone)
         if step.duration is not None:
             return at + parse_duration(str(step.duration))
+        tz = zone(self.st.profile.get("timezone"), self.pol.timezone)
         if step.until_local_time is not None:
             return next_local_time(at, parse_time_of_day(step.until_local_time), tz)
         try:
