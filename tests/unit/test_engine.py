@@ -343,6 +343,11 @@ def test_the_timer_index_is_built_from_the_head_of_each_value_and_old_values_sti
     assert rows == [("c1", 3, waiting.next_due()), ("c3", 3, waiting.next_due())]
     assert sorted(store.waiting(frozenset({4}))) == [("c5", 4, waiting.next_due())]
     assert sorted(store.waiting(frozenset({12}))) == [("c7", 12, waiting.next_due())]
+    # The glance is at the head encode_state writes, on every partition it covers.
+    from omnijourney.codecs import NOTHING_DUE, NOTHING_DUE_LENGTH
+    assert all(encode_state(p, CustomerState("x"))[:NOTHING_DUE_LENGTH] in NOTHING_DUE
+               for p in range(10))
+    assert encode_state(3, waiting)[:NOTHING_DUE_LENGTH] not in NOTHING_DUE
 
 
 def test_state_values_keep_every_value_exactly_whichever_json_writer_wrote_them() -> None:

@@ -130,14 +130,10 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
         """Each partition from the record after ``offsets`` (its start when unknown) to
         its end as of now, applied in order (a tombstone removes the key)."""
         started = time.monotonic()
-        conf = self.app.conf
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=[f"{u.host}:{u.port or 9092}" for u in conf.broker],
-            client_id=f"{conf.id}-restore", group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=FETCH_BYTES, fetch_max_bytes=4 * FETCH_BYTES,
-            request_timeout_ms=int(conf.broker_request_timeout * 1000),
-            **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context))
+            **self._client_options())
         await consumer.start()
         try:
             parts = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
@@ -304,15 +300,18 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
                 log.error("snapshot_not_removed", table=self.table_name, file=path.name,
                           error=f"{type(exc).__name__}: {exc}"[:300])
 
+    def _client_options(self) -> dict[str, Any]:
+        """The app's brokers, credentials and timeout, for this store's own clients."""
+        conf = self.app.conf
+        return {"bootstrap_servers": [f"{u.host}:{u.port or 9092}" for u in conf.broker],
+                "client_id": f"{conf.id}-restore",
+                "request_timeout_ms": int(conf.broker_request_timeout * 1000),
+                **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context)}
+
     async def _max_age(self, topic: str) -> float:
         """Half the changelog's ``delete.retention.ms``, in seconds (asked once)."""
         if self.snapshot_max_age is None:
-            conf = self.app.conf
-            admin = AIOKafkaAdminClient(
-                bootstrap_servers=[f"{u.host}:{u.port or 9092}" for u in conf.broker],
-                client_id=f"{conf.id}-restore",
-                request_timeout_ms=int(conf.broker_request_timeout * 1000),
-                **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context))
+            admin = AIOKafkaAdminClient(**self._client_options())
             await admin.start()
             try:
                 responses = await admin.describe_configs(

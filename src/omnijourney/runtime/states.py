@@ -13,6 +13,8 @@ from datetime import datetime
 import structlog
 
 from omnijourney.codecs import (
+    NOTHING_DUE,
+    NOTHING_DUE_LENGTH,
     decode_state,
     decode_watermark,
     is_watermark_key,
@@ -23,9 +25,6 @@ from omnijourney.core import CustomerState
 
 log = structlog.get_logger("omnijourney.worker")
 STATE_CACHE = 200_000  # decoded states kept in memory
-# The head of a state that waits for nothing (codecs.encode_state), partitions 0 to 9; a
-# state of another partition is read the long way, with the same answer.
-NOTHING_DUE = frozenset(f'{{"p":{p},"d":null,"s":'.encode() for p in range(10))
 
 
 class StateStore:
@@ -80,7 +79,7 @@ class StateStore:
         self.cache.clear()
         unreadable = 0
         for key, raw in self._data().items():
-            if raw[:20] in NOTHING_DUE:
+            if raw[:NOTHING_DUE_LENGTH] in NOTHING_DUE:
                 continue
             if is_watermark_key(key):
                 continue
