@@ -64,9 +64,10 @@ lint: install ## ruff
 types: install ## mypy --strict on src
 	$(BIN)/mypy
 
-bench: install ## Evaluator throughput (100k customers); timers at 1M, index rebuild at 100k (ratios)
+bench: install ## Evaluator throughput (100k customers); timers at 1M, index rebuild at 100k; a tick's cost, gc tuned or not (ratios)
 	$(BIN)/python bench/evaluator.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/ticks.py
 
 bench-live: install kafka ## Live engine vs raw aiokafka loop and Faust floor, real Kafka and embedded
 	cd bench && ../$(BIN)/python live.py --broker both

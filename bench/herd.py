@@ -17,13 +17,18 @@ were lost (never handled; must be 0). The baseline, measured in the same run: th
 index handing out the same herd in-process, without Kafka or the engine.
 
     python bench/herd.py [--customers 100000] [--spread 200] [--partitions 8]
-                         [--herd-only]
+                         [--herd-only] [--workers 1]
+
+``--workers 2`` runs two workers in one group (each owns half the partitions, and so
+half the herd) on the same machine as the broker.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -122,8 +127,23 @@ def index_baseline(n: int, partitions: int) -> float:
     return took
 
 
-def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, work: Path
-        ) -> dict[str, float]:
+def settled(logs: list[Path], partitions: int) -> bool:
+    """Every worker has built its due index, and together they own every partition."""
+    owned = []
+    for log in logs:
+        rebuilt = []
+        for line in log.read_text(errors="replace").splitlines():
+            if '"due_index_rebuilt"' in line:
+                with contextlib.suppress(ValueError, KeyError):  # a line still being written
+                    rebuilt.append(json.loads(line[line.index("{"):])["partitions"])
+        if not rebuilt:
+            return False
+        owned.extend(rebuilt[-1])
+    return sorted(owned) == list(range(partitions))
+
+
+def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, work: Path,
+        workers: int = 1) -> dict[str, float]:
     run_id = uuid.uuid4().hex[:6]
     settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-herd-{run_id}",
                         partitions=partitions, topics=Topics.with_prefix(f"herd-{run_id}-"))
@@ -140,12 +160,23 @@ def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, wo
            "OMNIJOURNEY_PARTITIONS": str(partitions), "OMNIJOURNEY_CLOCK": "wall",
            "OMNIJOURNEY_JOURNEYS": str(ROOT / "journeys"), "OMNIJOURNEY_METRICS_PORT": "off",
            "OMNIJOURNEY_RECOVERY_STALL": "0", "OMNIJOURNEY_DATADIR": str(work / f"{kind}-data")}
-    log = work / f"{kind}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "omnijourney", "worker"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+    logs = [work / (f"{kind}.log" if w == 0 else f"{kind}-{w + 1}.log")
+            for w in range(workers)]
+    procs = []
+    for w, log in enumerate(logs):
+        with open(log, "wb") as out:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "omnijourney", "worker"],
+                env={**env, "OMNIJOURNEY_DATADIR": str(work / f"{kind}-data-{w}")},
+                stdout=out, stderr=subprocess.STDOUT))
     try:
-        ready = wait_line(proc, log, '"due_index_rebuilt"', lead + 60)
+        ready = wait_line(procs[0], logs[0], '"due_index_rebuilt"', lead + 60)
+        while not settled(logs, partitions):
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a worker exited; logs in {work}")
+            if (first_due - datetime.now(UTC)).total_seconds() < -60:
+                raise RuntimeError(f"the workers never settled; logs in {work}")
+            time.sleep(0.1)
         start = asyncio.run(end_offsets(bootstrap, topic, partitions))
         slack = (first_due - datetime.now(UTC)).total_seconds()
         if slack < 0:
@@ -154,8 +185,10 @@ def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, wo
         seen = asyncio.run(handled(bootstrap, topic, start, n,
                                    timeout=max(0.0, slack) + spread + 120))
     finally:
-        proc.terminate()
-        proc.wait(60)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
     due_s = {f"h{i:08d}": due_of[i].timestamp() for i in range(n)}
     late = [seen[c] - due_s[c] for c in seen]
     return {"ready": ready, "handled": len(seen), "lost": n - len(seen),
@@ -170,17 +203,19 @@ def main() -> int:
     ap.add_argument("--spread", type=float, default=200.0)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--herd-only", action="store_true")
+    ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
     n = args.customers
     work = bench_dir("herd-")
     base = index_baseline(n, args.partitions)
-    print(f"{n:,} waiting customers, {args.partitions} partitions; logs in {work}")
+    print(f"{n:,} waiting customers, {args.partitions} partitions, {args.workers} "
+          f"worker(s); logs in {work}")
     with kafka_node() as bootstrap:
         herd = run("herd", n, spread=0.0, partitions=args.partitions, bootstrap=bootstrap,
-                   work=work)
+                   work=work, workers=args.workers)
         spread = None if args.herd_only else run(
             "spread", n, spread=args.spread, partitions=args.partitions, bootstrap=bootstrap,
-            work=work)
+            work=work, workers=args.workers)
     print(f"\nbaseline: the due index hands out the herd in-process in {base:.2f} s")
     print(f"herd, {n:,} due in one second: handled {herd['handled']:,}, lost "
           f"{herd['lost']:,}, early {herd['early']:,}; the last {herd['drained']:.1f} s after"

@@ -193,9 +193,29 @@ def _state_json(doc: dict[str, Any]) -> bytes:
         return json.dumps(doc, separators=(",", ":")).encode()
 
 
+# Nineteen digits in a row (every digit made a 0, then one search: a regular expression
+# took longer than the JSON): perhaps an integer past 64 bits, which orjson would read as
+# a float. ``json`` reads such values.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+
+
 def decode_state(raw: bytes) -> tuple[int, CustomerState]:
-    doc = json.loads(raw)
+    doc = _state_doc(raw)
     return int(doc["p"]), CustomerState.from_dict(doc["s"])
+
+
+def _state_doc(raw: bytes) -> Any:
+    """A table value's JSON: orjson reads it in half the time ``json`` takes (5 against
+    10 µs for 2 kB); ``json`` reads what orjson would read otherwise (a long run of
+    digits) or not at all (NaN, a number too large for a float), with its own answer or
+    error."""
+    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
 
 
 _STATE_HEAD = re.compile(rb'^\{"p":(\d{1,9}),"d":(?:null|"([0-9T:.+Z-]{20,40})"),"s":')
@@ -237,7 +257,7 @@ def decode_watermark(raw: bytes) -> datetime:
 # -------------------------------------------------- tick and clock records
 
 def tick_record(customer_id: str, now: datetime) -> bytes:
-    return json.dumps({"customer_id": customer_id, "now": format_instant(now)}).encode()
+    return orjson.dumps({"customer_id": customer_id, "now": format_instant(now)})
 
 
 def read_tick_record(value: bytes) -> tuple[str, datetime]:

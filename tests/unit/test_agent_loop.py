@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from faust.types import TP
 
 from omnijourney.codecs import decode_command, decode_state, encode_event
 from omnijourney.config import load
@@ -181,3 +182,142 @@ def test_records_of_a_write_that_never_finished_stay_unreleased(tmp_path: Path) 
     assert batch[0].message.refs == 1  # held: never acked, so never committed
     assert not [x for x in rig.log if x.startswith("released")]
     assert b"ana" not in rig.table
+
+
+# ------------------------------------------------------------- in-process ticks
+
+def _waiting_rig(tmp_path: Path, ack_delay: float = 0.02) -> Rig:
+    """ana and bo each left a cart (cart_abandonment waits), stored by the agent; the
+    worker owns partition 0 and its due index is current. The clock is the wall's, so
+    their waits (March 2026) are due."""
+    rig = Rig(tmp_path, ack_delay)
+    rig.run(rig.batch(signup(customer="ana", at="2026-03-02T10:00:00Z"),
+                      signup(customer="bo", at="2026-03-02T10:00:01Z"),
+                      ev("cart.item_added", "2026-03-02T10:05:00Z", "ana", cart_id="k1"),
+                      ev("cart.item_added", "2026-03-02T10:05:00Z", "bo", cart_id="k2")))
+    rig.log.clear()
+    rig.sent.clear()
+    worker = rig.worker
+    worker.owned = lambda: frozenset({0})  # type: ignore[method-assign]
+    worker.indexed = frozenset({0})
+    assert sorted(worker.index.entries) == ["ana", "bo"]
+    return rig
+
+
+def test_a_caught_up_partitions_due_customers_are_ticked_in_process(tmp_path: Path) -> None:
+    rig = _waiting_rig(tmp_path)
+    worker = rig.worker
+    worker.caught_up = lambda partition: True  # type: ignore[method-assign]
+    asyncio.run(worker.hand_ticks())
+    # Everything due by now (December, by the wall) fired in one tick each: the cart's
+    # wait of an hour, its reminder, its wait for a click (none came; the retargeting
+    # after it needs an ads consent they never gave), and the welcome's follow-up. The
+    # new states were stored after the commands were acked, as the agent stores a batch.
+    sent = sorted((c.customer_id, c.journey, c.step) for c in map(
+        decode_command, (o.value for o in rig.sent if o.topic.startswith("commands")))
+        if c is not None)
+    assert sent == [(cid, journey, step) for cid in ("ana", "bo") for journey, step in (
+        ("cart_abandonment", "cart_reminder"), ("welcome", "welcome_followup"))]
+    assert rig.log == ["commands ana,bo", "states ana,bo"]
+    assert not [o for o in rig.sent if o.topic == worker.settings.topics.ticks]
+    assert not worker.index.pending and not worker.index.entries  # nobody waits now
+    for cid in ("ana", "bo"):
+        _, st = decode_state(rig.table[cid.encode()])
+        assert not [i for i in st.instances.values() if i.journey == "cart_abandonment"]
+        assert st.next_due() is None
+    # Nothing is due any more: a second pass hands out nothing.
+    asyncio.run(worker.hand_ticks())
+    assert rig.log == ["commands ana,bo", "states ana,bo"]
+
+
+def test_a_lagging_partition_gets_its_ticks_through_the_ticks_topic(tmp_path: Path) -> None:
+    """A partition with records not handled yet: a tick handed over in-process would act
+    before them. It stays on the topic, to be read after them."""
+    rig = _waiting_rig(tmp_path)
+    worker = rig.worker
+    worker.caught_up = lambda partition: False  # type: ignore[method-assign]
+    asyncio.run(worker.hand_ticks())
+    assert rig.log == [] and sorted(worker.index.entries) == ["ana", "bo"]
+    assert not worker.index.pending
+
+
+def test_in_process_ticks_wait_their_turn_behind_the_agents_batch_and_a_revoke_waits_for_them(
+        tmp_path: Path) -> None:
+    """One batch at a time on the table: a timer's batch started while the agent's is
+    being written waits for it (else both would read the same customers' old states), and
+    a rebalance's revoke waits for the timer's batch in flight (else its states could
+    reach the changelog after another worker took the partition)."""
+    rig = _waiting_rig(tmp_path, ack_delay=0.05)
+    worker = rig.worker
+    worker.caught_up = lambda partition: True  # type: ignore[method-assign]
+    agent = Batches([rig.batch(signup(customer="cy", at="2026-03-02T10:06:00Z"),
+                               signup(customer="dee", at="2026-03-02T10:06:00Z"))])
+    revoked: list[str] = []
+
+    async def until(entry: str) -> None:
+        while entry not in rig.log:
+            await asyncio.sleep(0.001)
+
+    async def scene() -> None:
+        stream = asyncio.ensure_future(worker.run_stream(agent))  # type: ignore[arg-type]
+        await until("commands cy,dee")  # the agent's batch is being written
+        timer = asyncio.ensure_future(worker.hand_ticks())
+        await until("commands ana,bo")  # the timer's batch is being written
+        assert "states ana,bo" not in rig.log
+        await worker.on_revoked(None, signal=None)
+        revoked.extend(rig.log)
+        await asyncio.gather(stream, timer)
+
+    asyncio.run(scene())
+    rig.log[:] = [x for x in rig.log if not x.startswith("released")]
+    revoked[:] = [x for x in revoked if not x.startswith("released")]
+    assert rig.log[:2] == ["commands cy,dee", "states cy,dee"]
+    assert rig.log[2:4] == ["commands ana,bo", "states ana,bo"]
+    assert revoked[:4] == rig.log[:4]  # the revoke came back only once both were written
+
+
+class _Consumer:
+    """The two things ``Worker.caught_up`` asks Faust's consumer: each partition's end as
+    the broker last said it, and the offset Faust last delivered (or, after an assignment,
+    the committed position it started from)."""
+
+    def __init__(self, ends: dict[tuple[str, int], int | None],
+                 delivered: dict[tuple[str, int], int]) -> None:
+        self.ends = ends
+        self._read_offset = {TP(t, p): o for (t, p), o in delivered.items()}
+
+    def highwater(self, tp: TP) -> int | None:
+        if (tp.topic, tp.partition) not in self.ends:
+            raise AssertionError(f"not assigned: {tp}")  # as aiokafka's IllegalStateError
+        return self.ends[(tp.topic, tp.partition)]
+
+
+def test_a_partition_is_caught_up_only_when_every_record_the_broker_told_of_is_handled(
+        tmp_path: Path) -> None:
+    worker = Rig(tmp_path).worker
+    t = worker.settings.topics
+    sources = (t.touchpoints, t.ticks, t.deliveries, t.identified)
+    empty = {(s, 0): 0 for s in sources}
+
+    def caught_up(ends: dict[tuple[str, int], int | None],
+                  delivered: dict[tuple[str, int], int] | None = None,
+                  handled: dict[tuple[str, int], int] | None = None) -> bool:
+        worker.app.consumer = _Consumer({**empty, **ends}, delivered or {})  # type: ignore[assignment]
+        worker.read_to = dict(handled or {})
+        return worker.caught_up(0)
+
+    assert caught_up({})  # nothing on any source
+    # Records up to offset 9 on the touchpoints: caught up once 9 is handled, not before.
+    assert not caught_up({(t.touchpoints, 0): 10}, delivered={(t.touchpoints, 0): 9},
+                         handled={(t.touchpoints, 0): 8})
+    assert caught_up({(t.touchpoints, 0): 10}, delivered={(t.touchpoints, 0): 9},
+                     handled={(t.touchpoints, 0): 9})
+    # Fresh from an assignment: the committed position is the end (nothing new).
+    assert caught_up({(t.ticks, 0): 4}, delivered={(t.ticks, 0): 4})
+    # ... or it is not: a record at 3 was delivered (or is still to come), none handled.
+    assert not caught_up({(t.ticks, 0): 4}, delivered={(t.ticks, 0): 3})
+    assert not caught_up({(t.ticks, 0): 4})
+    # No word from the broker yet on one source, or a source not assigned.
+    assert not caught_up({(t.identified, 0): None})
+    worker.app.consumer = _Consumer({}, {})  # type: ignore[assignment]
+    assert not worker.caught_up(0)

@@ -365,13 +365,55 @@ def test_state_values_keep_every_value_exactly_whichever_json_writer_wrote_them(
     assert decode_state(doc)[1].to_dict() == st_.to_dict()
     assert "😀".encode() in doc  # UTF-8, not \\u escapes: fewer bytes
     huge = CustomerState("c2")
-    huge.profile["attributes"] = {"id": 2**70}  # past 64 bits: orjson refuses, json writes it
+    # Past 64 bits: orjson refuses to write them (json does) and would read them as
+    # floats (json reads them as written), the edges included.
+    edges = {"id": 2**70, "u64": 2**64, "below": -(2**63) - 1, "minus": -(2**70)}
+    huge.profile["attributes"] = dict(edges)
     back = decode_state(encode_state(0, huge))[1]
-    assert back.profile["attributes"]["id"] == 2**70 and isinstance(
-        back.profile["attributes"]["id"], int)
+    assert back.profile["attributes"] == edges
+    assert all(type(v) is int for v in back.profile["attributes"].values())
     before = (b'{"p":2,"d":null,"s":' + _json.dumps(st_.to_dict(), separators=(",", ":"))
               .encode() + b"}")  # what the previous release wrote (ASCII, \\u escapes)
     assert decode_state(before)[1].to_dict() == st_.to_dict()
+
+
+def test_events_kept_in_a_state_read_back_as_the_checked_way_reads_them() -> None:
+    """``stored_event`` (the short way for a state's events) gives what
+    ``parse_event(trusted=True)`` gives, and raises what it raises, whatever the shape."""
+    from omnijourney.core.events import InvalidEvent, parse_event, stored_event
+
+    at = "2026-03-02T10:00:00Z"
+    good = {"event_id": "e1", "type": "cart.item_added", "customer_id": "c1",
+            "occurred_at": at, "source": "web", "properties": {"cart_id": "k1", "n": 2}}
+    shapes = [
+        good, {**good, "source": None}, {k: v for k, v in good.items() if k != "source"},
+        {**good, "properties": {}}, {**good, "occurred_at": "2026-03-02T11:00:00+01:00"},
+        {**good, "identifiers": {"email": " Ana@Example.COM ", "anonymous_id": "a-1"}},
+        {**good, "identifiers": {}}, {**good, "customer_id": "", "identifiers": {"email":
+                                                                              "a@b.co"}},
+        # damaged: each must fail as the checked way fails
+        {**good, "type": "Cart Added"}, {**good, "event_id": " "}, {**good, "customer_id": 7},
+        {**good, "properties": ["x"]}, {**good, "source": 3}, {**good, "occurred_at": "soon"},
+        {**good, "extra": 1}, {k: v for k, v in good.items() if k != "occurred_at"},
+        ["not", "an", "object"],
+    ]
+    for shape in shapes:
+        try:
+            expected: object = parse_event(shape, trusted=True)
+        except (InvalidEvent, ValueError, KeyError, TypeError) as exc:
+            expected = type(exc)
+        try:
+            got: object = stored_event(shape)
+        except (InvalidEvent, ValueError, KeyError, TypeError) as exc:
+            got = type(exc)
+        assert got == expected, shape
+    # A run whose last event is still its trigger reads it once, shared.
+    st_ = CustomerState.from_dict({"customer_id": "c1", "instances": {"j#k": {
+        "journey": "j", "version": 1, "key": "k", "instance_id": "i", "trigger": good,
+        "last_event": dict(good), "entered_at": at, "step": "s", "status": "wait",
+        "due_at": at}}})
+    run = st_.instances["j#k"]
+    assert run.last_event is run.trigger and run.trigger == parse_event(good, trusted=True)
 
 
 def test_identity_runs_through_the_engine_topic_by_topic() -> None:

@@ -35,11 +35,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from omnijourney.config import ConfigError, load_or_raise
     from omnijourney.logs import configure
-    from omnijourney.runtime.app import Worker
+    from omnijourney.runtime.app import Worker, tune_collector
     from omnijourney.runtime.supervision import EXIT_FAILED, EXIT_STALLED
     from omnijourney.runtime.topics import ensure_topics
 
     configure(args.log_level)
+    tune_collector()
     # Faust and aiokafka log through the standard library: keep their warnings and errors.
     logging.basicConfig(level=logging.INFO if os.environ.get("OMNIJOURNEY_DEBUG_FAUST")
                         else logging.WARNING, stream=sys.stderr,

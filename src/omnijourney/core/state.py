@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
-from omnijourney.core.events import Event, parse_event
+from omnijourney.core.events import Event, stored_event
 from omnijourney.core.timeutil import format_instant, parse_instant
 
 # Event ids remembered per customer, with a digest of each event's content: a repeat with
@@ -61,10 +61,14 @@ class Instance:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Instance:
+        trigger = stored_event(d["trigger"])
+        # Until a run's next event, its last event is its trigger: read once, shared
+        # (events are immutable).
+        last = d["last_event"]
         return cls(
             journey=d["journey"], version=d["version"], key=d["key"],
-            instance_id=d["instance_id"], trigger=parse_event(d["trigger"], trusted=True),
-            last_event=parse_event(d["last_event"], trusted=True),
+            instance_id=d["instance_id"], trigger=trigger,
+            last_event=trigger if last == d["trigger"] else stored_event(last),
             entered_at=parse_instant(d["entered_at"]), step=d["step"], status=_status(d["status"]),
             due_at=parse_instant(d["due_at"]) if d.get("due_at") else None,
             cohort=d.get("cohort"), visits=dict(d.get("visits") or {}),
@@ -108,6 +112,9 @@ class CustomerState:
     # Merged into another customer (core/identity.py): nothing else is kept; what still
     # arrives for this one goes on to that one.
     merged_into: str | None = None
+    # Whether ``seen`` is this state's own: a clone shares it until ``remember`` writes
+    # (a tick, most product views' repeats and every merge message read it only).
+    seen_owned: bool = field(default=True, repr=False, compare=False)
 
     def prune(self, horizon: timedelta,
               re_entry: Callable[[str], str | timedelta | None] | None) -> None:
@@ -145,6 +152,7 @@ class CustomerState:
                 del self.entries[slot]
 
     def clone(self) -> CustomerState:
+        self.seen_owned = False  # shared from now on: neither writes it in place
         return CustomerState(
             customer_id=self.customer_id,
             profile=_copy_profile(self.profile),
@@ -152,9 +160,10 @@ class CustomerState:
             entries=dict(self.entries),
             goals=list(self.goals),
             sent={k: list(v) for k, v in self.sent.items()},
-            seen=dict(self.seen),
+            seen=self.seen,
             clock=self.clock,
             merged_into=self.merged_into,
+            seen_owned=False,
         )
 
     def next_due(self) -> datetime | None:
@@ -166,6 +175,9 @@ class CustomerState:
         """Record an event id; False if it was seen before (a redelivery)."""
         if event_id in self.seen:
             return False
+        if not self.seen_owned:
+            self.seen = dict(self.seen)
+            self.seen_owned = True
         self.seen[event_id] = fingerprint
         if len(self.seen) > SEEN_EVENT_IDS:
             del self.seen[next(iter(self.seen))]
@@ -200,6 +212,8 @@ class CustomerState:
 
 
 def _seen(value: Any) -> dict[str, str]:
+    if type(value) is dict and all(type(v) is str for v in value.values()):
+        return value  # as this engine writes it (JSON keys are strings): read as it is
     if isinstance(value, dict):
         return {str(k): str(v or "") for k, v in value.items()}
     # States written before fingerprints: a list of ids, content unknown.

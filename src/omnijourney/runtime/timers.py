@@ -111,19 +111,21 @@ class DueIndex:
             heapq.heapify(heap)
         return index
 
-    def due(self, clock: Clock,
-            partitions: set[int] | None = None) -> list[tuple[str, int, datetime]]:
-        """Every customer due by its partition's clock, earliest first per partition, each
-        marked pending; (customer, partition, the clock's now)."""
-        out = []
+    def due(self, clock: Clock, partitions: Iterable[int] | None = None,
+            limit: int | None = None) -> list[tuple[str, int, datetime]]:
+        """Every customer due by its partition's clock (at most ``limit``), earliest first
+        per partition, each marked pending; (customer, partition, the clock's now)."""
+        out: list[tuple[str, int, datetime]] = []
         for part in (self._heaps if partitions is None else partitions):
+            if limit is not None and len(out) >= limit:
+                break
             heap = self._heaps.get(part)
             if not heap:
                 continue
             now = clock.now(part)
             if now is None:
                 continue
-            while heap and heap[0][0] <= now:
+            while heap and heap[0][0] <= now and (limit is None or len(out) < limit):
                 due, cid = heapq.heappop(heap)
                 if cid in self.pending or self.entries.get(cid) != (part, due):
                     continue  # superseded, or already handed out
