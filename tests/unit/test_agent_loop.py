@@ -221,6 +221,8 @@ def test_a_caught_up_partitions_due_customers_are_ticked_in_process(tmp_path: Pa
     assert rig.log == ["commands ana,bo", "states ana,bo"]
     assert not [o for o in rig.sent if o.topic == worker.settings.topics.ticks]
     assert not worker.index.pending and not worker.index.entries  # nobody waits now
+    assert worker.metrics.registry.get_sample_value(
+        "omnijourney_ticks_total", {"way": "in_process"}) == 2
     for cid in ("ana", "bo"):
         _, st = decode_state(rig.table[cid.encode()])
         assert not [i for i in st.instances.values() if i.journey == "cart_abandonment"]
@@ -239,6 +241,26 @@ def test_a_lagging_partition_gets_its_ticks_through_the_ticks_topic(tmp_path: Pa
     asyncio.run(worker.hand_ticks())
     assert rig.log == [] and sorted(worker.index.entries) == ["ana", "bo"]
     assert not worker.index.pending
+    assert not worker.metrics.registry.get_sample_value(
+        "omnijourney_ticks_total", {"way": "in_process"})
+    # The timer sends them tick records instead, each on its customer's partition.
+    sent: list[tuple[str, bytes, int]] = []
+
+    class Producer:
+        async def send(self, topic: str, key: bytes, *rest: object) -> None:
+            value, partition, _timestamp, _headers = rest  # as Faust's Producer.send
+            assert isinstance(partition, int) and isinstance(value, bytes)
+            sent.append((topic, key, partition))
+
+    worker.app.producer = Producer()  # type: ignore[assignment]
+    worker.diagnostics = True  # no signal handler in a test
+    asyncio.run(worker.drive_waits())
+    ticks = worker.settings.topics.ticks
+    assert sorted(sent) == [(ticks, b"ana", 0), (ticks, b"bo", 0)]
+    assert worker.index.pending == {"ana", "bo"}  # until the agent handles those records
+    assert worker.handing is None  # nothing was handed over in-process
+    assert worker.metrics.registry.get_sample_value(
+        "omnijourney_ticks_total", {"way": "topic"}) == 2
 
 
 def test_in_process_ticks_wait_their_turn_behind_the_agents_batch_and_a_revoke_waits_for_them(

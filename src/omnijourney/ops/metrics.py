@@ -66,6 +66,10 @@ class WorkerMetrics(ProcessMetrics):
                             ["reason"], registry=r)
         self.due = Gauge(f"{NS}_due_waits", "Journey instances waiting for a time on this "
                          "worker's partitions", registry=r)
+        self.ticks = Counter(f"{NS}_ticks", "Timer ticks given to due customers: "
+                             "in_process (their partition was caught up) or topic (sent on "
+                             "the ticks topic, behind records not handled yet)", ["way"],
+                             registry=r)
         self.lateness = Histogram(f"{NS}_timer_lateness_seconds", "How late a due wait "
                                   "was picked up by the timer", buckets=LATENESS_BUCKETS,
                                   registry=r)

@@ -426,6 +426,7 @@ class Worker:
                 if not due:
                     return
                 self._observe_lateness(due)
+                self.metrics.ticks.labels("in_process").inc(len(due))
                 ticks = [Handed(Record(topic, partition, -1, cid.encode(),
                                        tick_record(cid, now)))
                          for cid, partition, now in due]
@@ -473,7 +474,10 @@ class Worker:
 
     async def send_ticks(self, due: list[tuple[str, int, datetime]]) -> None:
         """Each due customer a tick record on its own partition of the ticks topic."""
+        if not due:
+            return
         self._observe_lateness(due)
+        self.metrics.ticks.labels("topic").inc(len(due))
         ticks = self.settings.topics.ticks
         for cid, partition, now in due:
             await self.app.producer.send(ticks, cid.encode(), tick_record(cid, now), partition,
