@@ -10,6 +10,7 @@ never lose a state whose events are committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -94,9 +95,11 @@ class Worker:
         self.app = faust_app(settings)
         self.supervisor = Supervisor(self)
         t = settings.topics
-        # All four are co-partitioned and keyed by customer_id.
-        self.source = self.app.topic(t.touchpoints, t.ticks, t.deliveries, t.identified,
-                                     key_serializer="raw", value_serializer="raw")
+        # The agent's sources, all four co-partitioned and keyed by customer_id (a
+        # partition is caught up when each of them is: ``caught_up``).
+        self.sources = (t.touchpoints, t.ticks, t.deliveries, t.identified)
+        self.source = self.app.topic(*self.sources, key_serializer="raw",
+                                     value_serializer="raw")
         self.table = self.app.Table("customer-state", partitions=settings.partitions,
                                     key_type=bytes, value_type=bytes)
         self.changelog = self._changelog_of(self.table, changelog_topic(settings))
@@ -113,9 +116,7 @@ class Worker:
         self.app.timer(interval=settings.tick_interval)(self.drive_waits)
         self.app.on_partitions_assigned.connect(self.on_assigned)
         self.app.on_partitions_revoked.connect(self.on_revoked)
-        self.sources = (t.touchpoints, t.ticks, t.deliveries, t.identified)
-        guard_handover(self.app, {t.touchpoints, t.ticks, t.deliveries, t.identified,
-                                  t.identity}, fetch_wait=settings.fetch_wait,
+        guard_handover(self.app, {*self.sources, t.identity}, fetch_wait=settings.fetch_wait,
                        fast_delivery=settings.fast_delivery)
 
     @staticmethod
@@ -201,10 +202,7 @@ class Worker:
         batches = self.take(stream, self.settings.batch_size, self.settings.batch_window)
         try:
             async for events in batches:
-                if turn is None:
-                    await self.handle_safely(events, handle)
-                    continue
-                async with turn:
+                async with turn or contextlib.nullcontext():
                     await self.handle_safely(events, handle)
         except asyncio.CancelledError:
             raise
