@@ -19,11 +19,13 @@ import faust
 
 from omnijourney.runtime.batching import take_batches
 from omnijourney.runtime.faustguard import deliver_without_tasks
+from omnijourney.settings import Settings
 
 app = faust.App(os.environ.get("FLOOR_APP", "omnijourney-floor"),
                 broker=f"kafka://{os.environ.get('FLOOR_BOOTSTRAP', '127.0.0.1:9092')}",
                 store="memory://", processing_guarantee="at_least_once",
                 consumer_auto_offset_reset="earliest", producer_linger=0.0,  # as the engine
+                producer_max_batch_size=Settings.producer_batch_bytes,  # as the engine
                 web_enabled=False, autodiscover=False,
                 datadir=os.environ.get("FLOOR_DATADIR", "floor-data"))
 source = app.topic(os.environ.get("FLOOR_SOURCE", "floor-in"), key_serializer="raw",

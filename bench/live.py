@@ -66,7 +66,9 @@ async def raw_loop(bootstrap: str, source: str, sink: str, n: int) -> float:
     """Seconds to consume n records and produce each to another topic (acked)."""
     consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4()}",
                                 auto_offset_reset="earliest", enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    # Batches as large as the engine's (Settings.producer_batch_bytes).
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+                                max_batch_size=Settings.producer_batch_bytes)
     await consumer.start()
     await producer.start()
     seen, started = 0, None
@@ -336,12 +338,14 @@ def _wait_drained(procs: list[subprocess.Popen[bytes]], logs: list[Path], n: int
 def _batches(log: Path) -> list[dict[str, Any]]:
     out = []
     for line in log.read_text(errors="replace").splitlines():
-        if '"event": "batch"' not in line:
+        if '"batch"' not in line:
             continue
         try:  # a line may still be half-written, or carry a terminal escape before it
-            out.append(json.loads(line[line.index("{"):]))
+            doc = json.loads(line[line.index("{"):])
         except ValueError:
             continue
+        if doc.get("event") == "batch":
+            out.append(doc)
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import textwrap
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -140,3 +141,20 @@ def as_command(fields: dict[str, Any]) -> ChannelCommand:
         "deadline": at + timedelta(hours=24), "template": None, "to": None, "content": {},
         "transactional": False, "trigger_event_id": "e1", "instance_key": "", "locale": None}
     return ChannelCommand(**(base | fields))
+
+
+def logged(text: str) -> list[dict[str, Any]]:
+    """The JSON lines of a log (structlog's, each from its first brace on), as dicts; a
+    line of another kind (Faust's own) or one still being written is passed over."""
+    out = []
+    for line in text.splitlines():
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            doc = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out

@@ -1,18 +1,96 @@
 """structlog: pretty on a terminal, JSON lines otherwise. Never log addresses in clear:
-log customer ids, journey, step, event and command ids only."""
+log customer ids, journey, step, event and command ids only.
+
+Each line is written and flushed as it is logged, except inside ``held()``: the worker's
+decision lines of one batch (two per send in a herd) are written together at its end, one
+write instead of a thousand. Nothing awaits inside, so no line waits longer than the
+synchronous code that logs it."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
+import orjson
 import structlog
+
+
+def render_json(event: dict[str, Any], default: Callable[[Any], Any] | None = None,
+                **_: Any) -> str:
+    """One line of JSON: orjson's (a fifth of ``json``'s time, a herd logs two lines a
+    send), else ``json``'s for what orjson refuses (a key that is not a string, an int
+    past 64 bits, a string with a lone surrogate), with structlog's fallback for objects
+    neither knows: a line is never lost to its content."""
+    try:
+        return orjson.dumps(event, default=default).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(event, default=default or repr)
+
+
+class LineSink:
+    """Where the lines go: a text stream, one write and one flush per line, or per
+    ``held()`` block. Threads may log too (Faust's consumer thread, the snapshot writer):
+    a lock keeps lines whole and in order."""
+
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.pending: list[str] = []
+
+    def write(self, line: str) -> None:
+        with self.lock:
+            if self.depth:
+                self.pending.append(line)
+                return
+            self.file.write(line + "\n")
+            self.file.flush()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self.lock:
+            self.depth += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.depth -= 1
+                if not self.depth and self.pending:
+                    lines, self.pending = self.pending, []
+                    self.file.write("\n".join(lines) + "\n")
+                    self.file.flush()
+
+
+class LineLogger:
+    """structlog's logger: hands each rendered line to the sink."""
+
+    def __init__(self, sink: LineSink) -> None:
+        self.sink = sink
+
+    def msg(self, message: str) -> None:
+        self.sink.write(message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+_current: dict[str, LineSink] = {}  # "sink": the one ``configure`` made
 
 
 def configure(level: str = "info") -> None:
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if sys.stderr.isatty()
-        else structlog.processors.JSONRenderer())
+        else structlog.processors.JSONRenderer(serializer=render_json))
+    sink = _current["sink"] = LineSink(sys.stderr)
+
+    def factory(*_: Any) -> LineLogger:
+        return LineLogger(sink)
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -22,6 +100,18 @@ def configure(level: str = "info") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """The lines logged inside are written together when it ends (see the module's
+    docstring); without ``configure`` (tests, structlog's defaults) it does nothing."""
+    sink = _current.get("sink")
+    if sink is None:
+        yield
+        return
+    with sink.held():
+        yield

@@ -19,6 +19,7 @@ from omnijourney.core.events import Event
 from omnijourney.core.timeutil import format_instant
 from omnijourney.runtime.supervision import EXIT_STALLED
 from omnijourney.simulator import read_events, simulate
+from tests.helpers import logged
 from tests.integration.conftest import Kafka
 from tests.integration.harness import REPO, LiveEngine
 from tests.integration.stalled_worker import MISSING
@@ -153,8 +154,8 @@ def test_a_second_worker_takes_over_partitions_with_their_state_and_waits(
     assert len(as_rows(got)) == len(expected)  # repeats, if any, are byte-identical
     # Both workers evaluated: the new one took partitions, it did not sit idle.
     for worker in (engine, other):
-        assert any('"event": "sent"' in p.read_text(errors="replace")
-                   for p in worker.log_dir.glob("worker-*.log")), worker.log_dir
+        assert any(x.get("event") == "sent" for p in worker.log_dir.glob("worker-*.log")
+                   for x in logged(p.read_text(errors="replace"))), worker.log_dir
 
 
 def test_a_new_owner_keeps_the_event_time_its_predecessor_read(engine: LiveEngine) -> None:
@@ -238,7 +239,7 @@ def test_a_worker_whose_restore_stalls_stops_and_a_fresh_start_goes_on(
         # of both tables: customer states and identities), nothing evaluated.
         assert line["remaining"] == MISSING * engine.settings.partitions * 2, line
         assert line["seconds"] >= 2.0
-        assert not [x for x in lines if '"event": "sent"' in x]
+        assert not [x for x in logged("\n".join(lines)) if x.get("event") == "sent"]
         engine.start()
 
     got, expected = timeline_with_a_break(engine, stall_then_start_again, settle=2.0)

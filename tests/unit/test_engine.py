@@ -225,6 +225,10 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIJOURNEY_BATCH_SIZE", "1000")
     monkeypatch.setenv("OMNIJOURNEY_PRODUCER_LINGER", "0.005")
     assert (Settings.from_env().batch_size, Settings.from_env().producer_linger) == (1000, 0.005)
+    assert s.producer_batch_bytes == 512 * 1024
+    monkeypatch.setenv("OMNIJOURNEY_PRODUCER_BATCH_BYTES", "65536")
+    assert Settings.from_env().producer_batch_bytes == 65536
+    monkeypatch.delenv("OMNIJOURNEY_PRODUCER_BATCH_BYTES")
     assert (s.batch_log, s.fast_delivery) == (False, True)
     monkeypatch.setenv("OMNIJOURNEY_BATCH_LOG", "yes")
     monkeypatch.setenv("OMNIJOURNEY_FAST_DELIVERY", "0")
@@ -238,7 +242,9 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIJOURNEY_FETCH_WAIT", "0")
     assert (Settings.from_env().batch_window, Settings.from_env().fetch_wait) == (0.2, 0.0)
     for name, bad in (("OMNIJOURNEY_BATCH_SIZE", "0"), ("OMNIJOURNEY_BATCH_WINDOW", "0"),
-                      ("OMNIJOURNEY_FETCH_WAIT", "30")):
+                      ("OMNIJOURNEY_FETCH_WAIT", "30"),
+                      ("OMNIJOURNEY_PRODUCER_BATCH_BYTES", "2000000"),
+                      ("OMNIJOURNEY_PRODUCER_BATCH_BYTES", "0")):
         monkeypatch.setenv(name, bad)
         with pytest.raises(ValueError, match=name):
             Settings.from_env()
@@ -453,3 +459,11 @@ def test_identity_runs_through_the_engine_topic_by_topic() -> None:
                             store.load)
     assert merged.dead_reasons == []
     assert len(merged.states[cid][1].profile["attributes"]) == 900
+
+
+def test_the_faust_app_produces_in_batches_of_the_settings_size(tmp_path: Path) -> None:
+    from omnijourney.runtime.faustapp import faust_app
+
+    for size in (Settings().producer_batch_bytes, 65536):
+        app = faust_app(Settings(producer_batch_bytes=size, datadir=str(tmp_path)))
+        assert app.conf.producer_max_batch_size == size

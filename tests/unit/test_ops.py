@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import urllib.error
 import urllib.request
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from omnijourney.core.trace import TraceEntry
+from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.ops.lag import PartitionLag, over, render
-from omnijourney.ops.metrics import Heartbeat, MetricsServer, ProgressWatch, WorkerMetrics
+from omnijourney.ops.metrics import (
+    Heartbeat,
+    MetricsServer,
+    ProgressWatch,
+    WorkerMetrics,
+    observe_all,
+)
 from tests.helpers import t
 
 ROWS = [PartitionLag("omnijourney", "touchpoints", 0, 10, 10, 0, None),
@@ -136,3 +145,77 @@ def test_metrics_can_require_a_bearer_token_and_probes_stay_open() -> None:
         refused.value.close()
     finally:
         server.stop()
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for s in family.samples if not s.name.endswith("_created")}
+
+
+@pytest.mark.parametrize("amounts", [
+    [],
+    [0.0],
+    [0.1, 0.5, 1.0, 2.0],  # each exactly on a bound: counted in that bound's bucket
+    [0.099999, 0.100001, 0.75, 3599.9, 3600.0, 3600.1, 1e9],
+    [-1.0, 0.0, 45.5, 45.5, 45.5],
+    [float("nan"), 0.2],  # NaN: in the sum, in no bucket, as observe does
+])
+def test_observing_all_at_once_counts_what_observing_each_counts(amounts: list[float]) -> None:
+    one, many = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+    each = Histogram("late", "x", buckets=buckets, registry=one)
+    bulk = Histogram("late", "x", buckets=buckets, registry=many)
+    for amount in amounts:
+        each.observe(amount)
+    observe_all(bulk, amounts)
+    want, got = _samples(one), _samples(many)
+    assert want.keys() == got.keys()
+    for key, value in want.items():
+        assert value == got[key] or (math.isnan(value) and math.isnan(got[key])), key
+
+
+def test_observing_all_falls_back_to_observe_without_the_internals() -> None:
+    seen: list[float] = []
+
+    class Plain:
+        def observe(self, amount: float) -> None:
+            seen.append(amount)
+
+    observe_all(Plain(), [0.3, 7.0])  # type: ignore[arg-type]
+    assert seen == [0.3, 7.0]
+
+
+def test_a_batch_counts_its_journey_facts_and_rare_kinds() -> None:
+    metrics = WorkerMetrics()
+    at = t("2026-03-02T10:00:00Z")
+    trace = [TraceEntry(at, "c1", TraceKind.ENTERED, "welcome", detail={"version": 2}),
+             TraceEntry(at, "c1", TraceKind.STEP, "welcome", step="sms", detail={"visit": 1}),
+             TraceEntry(at, "c1", TraceKind.STEP, "welcome", step="sms", detail={"visit": 2}),
+             TraceEntry(at, "c1", TraceKind.SENT, "welcome", step="sms",
+                        detail={"channel": "sms"}),
+             TraceEntry(at, "c1", TraceKind.SUPPRESSED, "welcome", step="mail",
+                        detail={"channel": "email", "reason": "no_consent"}),
+             TraceEntry(at, "c1", TraceKind.COMPLETED, "welcome"),
+             TraceEntry(at, "c1", TraceKind.WAIT_OVER, "welcome"),  # counts nothing
+             TraceEntry(at, "c1", TraceKind.RUNAWAY, "spin"),
+             TraceEntry(at, "c1", TraceKind.MERGE_REFUSED, detail={"reason": "too_many"})]
+    metrics.observe(inputs=["tick", "tick"], dead=["invalid_event"], trace=trace,
+                    evaluation_seconds=[0.001, 0.002], batch_seconds=0.01)
+    s = _samples(metrics.registry)
+    assert s[("omnijourney_events_total", (("type", "tick"),))] == 2
+    assert s[("omnijourney_dead_letters_total", (("reason", "invalid_event"),))] == 1
+    assert s[("omnijourney_journey_entries_total",
+              (("journey", "welcome"), ("version", "2")))] == 1
+    assert s[("omnijourney_journey_steps_total",
+              (("cohort", ""), ("journey", "welcome"), ("step", "sms")))] == 1  # one reach
+    assert s[("omnijourney_commands_total",
+              (("channel", "sms"), ("journey", "welcome"), ("step", "sms")))] == 1
+    assert s[("omnijourney_suppressed_total", (("channel", "email"), ("journey", "welcome"),
+                                               ("reason", "no_consent"), ("step", "mail")))] == 1
+    assert s[("omnijourney_journey_exits_total",
+              (("cohort", ""), ("journey", "welcome"), ("reason", "completed")))] == 1
+    assert s[("omnijourney_runaway_total", (("journey", "spin"),))] == 1
+    assert s[("omnijourney_identity_merges_total", (("outcome", "too_many"),))] == 1
+    assert s[("omnijourney_evaluation_seconds_count", ())] == 2
+    assert s[("omnijourney_evaluation_seconds_sum", ())] == pytest.approx(0.003)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from omnijourney import wallclock
-from omnijourney.core.analytics import FACTS, facts
+from omnijourney.core.analytics import FACTS, fact
 from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
 from omnijourney.serving import LOOPBACK, BackgroundServer, QuietHandler
@@ -31,6 +32,36 @@ NS = "omnijourney"
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
 LATENESS_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+# Trace kinds counted by counters of their own (beside the journey facts).
+_RARE_KINDS = frozenset({TraceKind.RUNAWAY, TraceKind.TRAIT_REJECTED, TraceKind.MERGED,
+                         TraceKind.MERGE_REFUSED})
+
+
+def observe_all(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """``histogram.observe`` for each amount, with each bucket's lock taken once for all
+    of them rather than once each (a herd observes two amounts a tick). The same counts
+    as observing one at a time; a client library without the internals this reads gets
+    exactly that."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts: Tally[int] = Tally()
+    added = 0.0
+    last = len(bounds)
+    for amount in amounts:
+        added += amount
+        i = bisect_left(bounds, amount)
+        if i < last and amount <= bounds[i]:  # as observe: the first bound at or above it
+            counts[i] += 1
+    if not counts and not added:
+        return
+    total.inc(added)
+    for i, n in counts.items():
+        buckets[i].inc(n)
 
 
 class LagGauges:
@@ -108,21 +139,26 @@ class WorkerMetrics(ProcessMetrics):
             counts[self.events, (kind,)] += 1
         for reason in dead:
             counts[self.dead, (reason,)] += 1
+        journey = self.journey
+        rare = _RARE_KINDS
         for entry in trace:
-            for name, values in facts(entry):
-                counts[self.journey[name], values] += 1
-            if entry.kind == TraceKind.RUNAWAY:
+            got = fact(entry)
+            if got is not None:
+                counts[journey[got[0]], got[1]] += 1
+            kind = entry.kind
+            if kind not in rare:
+                continue
+            if kind == TraceKind.RUNAWAY:
                 counts[self.runaway, (entry.journey or "",)] += 1
-            elif entry.kind == TraceKind.TRAIT_REJECTED:
+            elif kind == TraceKind.TRAIT_REJECTED:
                 counts[self.rejected, (str(entry.detail.get("trait", "")),)] += 1
-            elif entry.kind == TraceKind.MERGED:
+            elif kind == TraceKind.MERGED:
                 counts[self.merges, ("merged",)] += 1
-            elif entry.kind == TraceKind.MERGE_REFUSED:
+            else:  # MERGE_REFUSED
                 counts[self.merges, (str(entry.detail.get("reason", "")),)] += 1
         for (counter, values), n in counts.items():
             counter.labels(*values).inc(n)
-        for seconds in evaluation_seconds:
-            self.evaluation.observe(seconds)
+        observe_all(self.evaluation, evaluation_seconds)
         self.batch.observe(batch_seconds)
 
 

@@ -30,7 +30,13 @@ from omnijourney.codecs import (
     watermark_key,
 )
 from omnijourney.core import CustomerState, JourneySet
-from omnijourney.ops.metrics import Heartbeat, ProgressWatch, WorkerMetrics, start_ops
+from omnijourney.ops.metrics import (
+    Heartbeat,
+    ProgressWatch,
+    WorkerMetrics,
+    observe_all,
+    start_ops,
+)
 from omnijourney.runtime.batching import take_batches
 from omnijourney.runtime.decisions import log_batch
 from omnijourney.runtime.engine import Engine, Outgoing, Record, dead_letter
@@ -466,9 +472,9 @@ class Worker:
     def _observe_lateness(self, due: list[tuple[str, int, datetime]]) -> None:
         # Read the index before the first await: while a send waits, the agent evaluates
         # and may drop a customer from it (a fault test crashed the timer on that).
-        for cid, _, now in due:
-            self.metrics.lateness.observe(
-                max(0.0, (now - self.index.entries[cid][1]).total_seconds()))
+        entries = self.index.entries
+        observe_all(self.metrics.lateness, [max(0.0, (now - entries[cid][1]).total_seconds())
+                                            for cid, _, now in due])
 
     async def send_ticks(self, due: list[tuple[str, int, datetime]]) -> None:
         """Each due customer a tick record on its own partition of the ticks topic."""

@@ -15,6 +15,7 @@ import logging
 import structlog
 
 from omnijourney.core.trace import TraceEntry, TraceKind
+from omnijourney.logs import held
 from omnijourney.runtime.engine import BatchResult, Evaluated
 
 log = structlog.get_logger("omnijourney.worker")
@@ -47,7 +48,9 @@ def log_evaluation(e: Evaluated) -> None:
 
 
 def log_batch(result: BatchResult) -> None:
-    for e in result.evaluated:
-        log_evaluation(e)
-    for reason in result.dead_reasons:
-        log.warning("dead_letter", reason=reason)
+    """A batch's lines, written together (``logs.held``)."""
+    with held():
+        for e in result.evaluated:
+            log_evaluation(e)
+        for reason in result.dead_reasons:
+            log.warning("dead_letter", reason=reason)

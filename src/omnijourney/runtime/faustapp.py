@@ -48,6 +48,7 @@ def faust_app(settings: Settings) -> faust.App:
         # Each batch sends commands and per-customer changelog records, then waits for
         # the acks: a few ms of linger packs them into few requests instead of many.
         producer_linger=settings.producer_linger,
+        producer_max_batch_size=settings.producer_batch_bytes,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=max(1.0, settings.session_timeout / 3),
         broker_max_poll_interval=settings.max_poll_interval,

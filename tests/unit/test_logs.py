@@ -1,0 +1,152 @@
+"""The log lines' way out: JSON that reads back as what was logged, whatever it holds, and
+a batch's decision lines written together, after the batch, in order."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from omnijourney.codecs import encode_event
+from omnijourney.config import load
+from omnijourney.core import CustomerState
+from omnijourney.logs import LineSink, configure, held, render_json
+from omnijourney.runtime.decisions import log_batch
+from omnijourney.runtime.engine import Engine, Record
+from omnijourney.runtime.timers import Clock
+from omnijourney.settings import Topics
+from tests.helpers import ev, signup
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Stream(io.StringIO):
+    """A text stream that counts its writes and flushes (not a terminal: JSON lines)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.flushes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+@pytest.fixture
+def stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stream]:
+    out = Stream()
+    monkeypatch.setattr(sys, "stderr", out)
+    configure("info")
+    # Loggers bound during the test must not keep this stream for the tests after it.
+    structlog.configure(cache_logger_on_first_use=False)
+    try:
+        yield out
+    finally:
+        structlog.reset_defaults()
+
+
+def lines(out: Stream) -> list[dict[str, object]]:
+    return [json.loads(x) for x in out.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize("value", [
+    "plain", "<script>alert('x')</script>", 'quote " and \\ backslash', "line\nbreak\ttab\x00",
+    "\u2028\u2029 séparateurs ünïcödé 🙂", 2**63 - 1, -(2**63), 1.5, None, True,
+    ["a", 1, {"b": None}], {"nested": {"deep": [1, 2, 3]}},
+])
+def test_a_line_reads_back_as_what_was_logged(value: object) -> None:
+    event = {"event": "x", "value": value}
+    line = render_json(event)
+    assert "\n" not in line
+    assert json.loads(line) == event
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (2**64, 2**64),                      # past what orjson writes
+    (-(2**70), -(2**70)),
+    ({1: "a", 2: "b"}, {"1": "a", "2": "b"}),  # keys that are not strings
+    ("lone \ud800 surrogate", "lone \ud800 surrogate"),
+])
+def test_what_orjson_refuses_is_written_by_json(value: object, expected: object) -> None:
+    line = render_json({"event": "x", "value": value}, default=repr)
+    assert json.loads(line) == {"event": "x", "value": expected}
+
+
+def test_an_object_neither_knows_is_written_as_its_repr(stream: Stream) -> None:
+    structlog.get_logger("t").info("odd", error=ValueError("boom"), ids={3})
+    (line,) = lines(stream)
+    assert (line["event"], line["error"], line["ids"]) == ("odd", "ValueError('boom')", "{3}")
+    assert line["level"] == "info" and line["timestamp"]
+
+
+def test_each_line_is_written_and_flushed_as_it_is_logged(stream: Stream) -> None:
+    log = structlog.get_logger("t")
+    log.info("one")
+    assert [x["event"] for x in lines(stream)] == ["one"] and stream.flushes == 1
+    log.warning("two", n=2)
+    assert [x["event"] for x in lines(stream)] == ["one", "two"] and stream.flushes == 2
+
+
+def test_lines_held_are_written_together_in_order_when_the_hold_ends(stream: Stream) -> None:
+    log = structlog.get_logger("t")
+    with held():
+        for i in range(5):
+            log.info("line", i=i)
+            assert stream.getvalue() == ""  # nothing out yet
+        with held():  # nested: the outer hold decides
+            log.info("inner")
+        assert stream.getvalue() == ""
+    assert [(x["event"], x.get("i")) for x in lines(stream)] == [
+        *[("line", i) for i in range(5)], ("inner", None)]
+    assert (stream.writes, stream.flushes) == (1, 1)
+    log.info("after")  # and back to a line at a time
+    assert lines(stream)[-1]["event"] == "after" and stream.flushes == 2
+
+
+def test_held_lines_are_written_even_when_the_block_raises(stream: Stream) -> None:
+    def fails() -> None:
+        with held():
+            structlog.get_logger("t").info("before the error")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        fails()
+    assert [x["event"] for x in lines(stream)] == ["before the error"]
+
+
+def test_a_batchs_decision_lines_are_one_write(stream: Stream) -> None:
+    js = load(REPO / "journeys").journey_set
+    assert js is not None
+    topics = Topics.with_prefix("x-")
+    engine = Engine(js, topics, Clock("event"))
+    states: dict[str, CustomerState] = {}
+    records = [Record(topics.touchpoints, 0, i, f"c{i}".encode(), encode_event(
+        signup(at="2026-03-02T10:00:00Z", customer=f"c{i}", email=f"c{i}@example.com",
+               phone="+15550100"))) for i in range(3)]
+    records.append(Record(topics.touchpoints, 0, 3, b"c0", encode_event(
+        ev("product.viewed", "2026-03-02T10:01:00Z", customer="c0", product_id="p1"))))
+    result = engine.process(records, states.get)
+    log_batch(result)
+    got = lines(stream)
+    evaluated = [x["customer_id"] for x in got if x["event"] == "evaluated"]
+    assert evaluated == ["c0", "c1", "c2"]  # the view decided nothing: at debug, not shown
+    assert [x["customer_id"] for x in got if x["event"] == "sent"] == ["c0", "c1", "c2"]
+    assert (stream.writes, stream.flushes) == (1, 1)
+
+
+def test_a_sink_without_a_hold_writes_each_line() -> None:
+    out = Stream()
+    sink = LineSink(out)
+    sink.write("a")
+    sink.write("b")
+    assert out.getvalue() == "a\nb\n" and (out.writes, out.flushes) == (2, 2)
