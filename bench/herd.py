@@ -13,8 +13,9 @@ customer's first new state says when its wait was really handled:
   <= 1 s outside a herd).
 
 Both say how many were handled early (before their due time, to the millisecond a
-record's timestamp holds; must be 0) and how many were lost (never handled; must be 0). The baseline, measured in the same run: the due
-index handing out the same herd in-process, without Kafka or the engine.
+record's timestamp holds; must be 0) and how many were lost (never handled; must be 0).
+The baseline, measured in the same run: the due index handing out the same herd
+in-process, without Kafka or the engine.
 
     python bench/herd.py [--customers 100000] [--spread 200] [--partitions 8]
                          [--herd-only] [--workers 1]
