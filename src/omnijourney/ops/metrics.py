@@ -49,17 +49,16 @@ def observe_all(histogram: Histogram, amounts: Iterable[float]) -> None:
         for amount in amounts:
             histogram.observe(amount)
         return
+    amounts = list(amounts)
+    if not amounts:
+        return
     counts: Tally[int] = Tally()
-    added = 0.0
     last = len(bounds)
     for amount in amounts:
-        added += amount
         i = bisect_left(bounds, amount)
         if i < last and amount <= bounds[i]:  # as observe: the first bound at or above it
             counts[i] += 1
-    if not counts and not added:
-        return
-    total.inc(added)
+    total.inc(sum(amounts))
     for i, n in counts.items():
         buckets[i].inc(n)
 

@@ -429,8 +429,7 @@ class Worker:
                 due = self.index.due(self.clock, here, limit=self.settings.batch_size)
                 if not due:
                     return
-                self._observe_lateness(due)
-                self.metrics.ticks.labels("in_process").inc(len(due))
+                self._count_ticks(due, "in_process")
                 ticks = [Handed(Record(topic, partition, -1, cid.encode(),
                                        tick_record(cid, now)))
                          for cid, partition, now in due]
@@ -469,7 +468,9 @@ class Worker:
             return False
         return True
 
-    def _observe_lateness(self, due: list[tuple[str, int, datetime]]) -> None:
+    def _count_ticks(self, due: list[tuple[str, int, datetime]], way: str) -> None:
+        """The ticks given (``way``: in_process or topic) and how late each was."""
+        self.metrics.ticks.labels(way).inc(len(due))
         # Read the index before the first await: while a send waits, the agent evaluates
         # and may drop a customer from it (a fault test crashed the timer on that).
         entries = self.index.entries
@@ -480,8 +481,7 @@ class Worker:
         """Each due customer a tick record on its own partition of the ticks topic."""
         if not due:
             return
-        self._observe_lateness(due)
-        self.metrics.ticks.labels("topic").inc(len(due))
+        self._count_ticks(due, "topic")
         ticks = self.settings.topics.ticks
         for cid, partition, now in due:
             await self.app.producer.send(ticks, cid.encode(), tick_record(cid, now), partition,
