@@ -22,7 +22,13 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
 from omnijourney.core.commands import ChannelCommand, DeliveryReport
-from omnijourney.core.events import Event, InvalidEvent, parse_event, parse_json
+from omnijourney.core.events import (
+    Event,
+    InvalidEvent,
+    may_hold_long_integer,
+    parse_event,
+    parse_json,
+)
 from omnijourney.core.identity import Resolution, message_from_dict, message_to_dict
 from omnijourney.core.merging import Identified, Linked, Message
 from omnijourney.core.state import CustomerState
@@ -147,11 +153,21 @@ def decode_event(data: bytes) -> Event:
         except CodecError as exc:
             raise InvalidEvent(str(exc)) from None
         text = rec["properties"]
-        rec["properties"] = parse_json(text, "properties is not JSON") if text else {}
+        size = 0
+        if text:
+            try:
+                body: str | bytes = text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: the parser names it
+                body, size = text, len(text.encode("utf-8", "surrogatepass"))
+            else:
+                size = len(body)
+            rec["properties"] = parse_json(body, "properties is not JSON")
+        else:
+            rec["properties"] = {}
         rec["occurred_at"] = _aware(rec["occurred_at"])
         if not rec.get("identifiers"):
             rec.pop("identifiers", None)
-        return parse_event(rec, text_bytes=len(text.encode()) if text else 0)
+        return parse_event(rec, text_bytes=size)
     text = data.lstrip()
     if text[:1] != b"{":
         raise InvalidEvent("neither Avro (C3 01 ...) nor a JSON object")
@@ -193,13 +209,6 @@ def _state_json(doc: dict[str, Any]) -> bytes:
         return json.dumps(doc, separators=(",", ":")).encode()
 
 
-# Nineteen digits in a row (every digit made a 0, then one search: a regular expression
-# took longer than the JSON): perhaps an integer past 64 bits, which orjson would read as
-# a float. ``json`` reads such values.
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_DIGITS = b"0" * 19
-
-
 def decode_state(raw: bytes) -> tuple[int, CustomerState]:
     doc = _state_doc(raw)
     return int(doc["p"]), CustomerState.from_dict(doc["s"])
@@ -210,7 +219,7 @@ def _state_doc(raw: bytes) -> Any:
     10 µs for 2 kB); ``json`` reads what orjson would read otherwise (a long run of
     digits) or not at all (NaN, a number too large for a float), with its own answer or
     error."""
-    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
+    if not may_hold_long_integer(raw):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

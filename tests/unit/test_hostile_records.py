@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from omnijourney.codecs import codec, decode_any, encode_event
 from omnijourney.config import load
 from omnijourney.core import CustomerState, Event
-from omnijourney.core.events import MAX_PROPERTIES_BYTES, fingerprint
+from omnijourney.core.events import MAX_PROPERTIES_BYTES, InvalidEvent, fingerprint, parse_json
 from omnijourney.runtime.engine import BatchResult, Engine, Limits, Record
 from omnijourney.runtime.timers import Clock
 from omnijourney.settings import Topics
@@ -359,3 +359,69 @@ def _json_shaped(value: Any) -> bool:
     if isinstance(value, list):
         return all(_json_shaped(v) for v in value)
     return value is None or isinstance(value, str | int | float)
+
+
+# ``parse_json`` reads with orjson and gives what orjson refuses or may misread (an
+# integer past 64 bits) to the standard parser: for every text, the same value (same
+# types, same key order) or an InvalidEvent, exactly as the standard parser alone.
+_json_leaves = st.one_of(
+    st.none(), st.booleans(),
+    st.integers() | st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1,
+                                     10**18, 10**19, -(10**19), 10**30]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6) | st.sampled_from(["\u2028", "é", "😀", "\x00", "1234567890123456789"]),
+)
+_json_values = st.recursive(
+    _json_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=3),
+    max_leaves=10)
+_json_texts = st.one_of(
+    _json_values.map(json.dumps),
+    _json_values.map(lambda v: json.dumps(v, ensure_ascii=False)),
+    _json_values.map(lambda v: json.dumps(v, indent=1)),
+    st.sampled_from(['{"a":1,"a":2,"b":3}', "1e400", "-1e400", "NaN", "[Infinity]",
+                     '"\\ud800"', '{"k":"\\udfff\\ud800"}', "[" * 2000 + "]" * 2000,
+                     "\ufeff{}", "{}", " [1, 2] ", "[1,]", "", "0.1e-400", "-0",
+                     "12345678901234567890123", '{"n":18446744073709551616}']),
+    st.text(alphabet='{}[]",:0123456789.eE-+ tfnrueals\\u', max_size=30),
+)
+
+
+def _standard(text: str | bytes) -> tuple[str, str]:
+    try:
+        return "value", repr(json.loads(text, parse_constant=_refused))
+    except (ValueError, RecursionError):
+        return "refused", ""
+
+
+def _refused(name: str) -> None:
+    raise ValueError(name)
+
+
+def _ours(text: str | bytes) -> tuple[str, str]:
+    try:
+        return "value", repr(parse_json(text, "properties"))
+    except InvalidEvent:
+        return "refused", ""
+
+
+@settings(max_examples=600, deadline=None)
+@given(_json_texts, st.booleans())
+def test_parse_json_reads_what_the_standard_parser_reads_and_refuses_what_it_refuses(
+        text: str, as_bytes: bool) -> None:
+    given_text: str | bytes = text
+    if as_bytes:
+        try:
+            given_text = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in the text itself
+            given_text = text.encode("utf-8", "surrogatepass")
+    assert _ours(given_text) == _standard(given_text)
+
+
+def test_parse_json_keeps_integers_past_64_bits_exact() -> None:
+    for text in ('{"n":18446744073709551616}', '[-9223372036854775809]',
+                 '{"s":"12345678901234567890","n":1}'):
+        assert parse_json(text, "x") == json.loads(text)
+        assert parse_json(text.encode(), "x") == json.loads(text)
+    assert type(parse_json("18446744073709551616", "x")) is int

@@ -9,6 +9,7 @@ finds (or makes) its customer (core/identity.py).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -90,13 +91,41 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def parse_json(data: bytes | str, what: str) -> Any:
     """JSON from an untrusted producer. Besides syntax errors, the standard parser raises
     ValueError for integers of over 4300 digits and RecursionError for deep nesting;
-    NaN and Infinity are refused (no JSON number, and no way back out of the state)."""
+    NaN and Infinity are refused (no JSON number, and no way back out of the state).
+
+    orjson reads it first, ten times faster (every event's properties come this way).
+    Whatever it refuses (NaN, 1e400, a lone surrogate, deep nesting, text not UTF-8)
+    the standard parser reads, with its own answer or error; a run of nineteen digits or
+    more (perhaps an integer past 64 bits, which orjson reads as a float) goes there
+    first."""
+    raw: bytes | None = data if type(data) is bytes else None
+    if type(data) is str:
+        # A lone surrogate does not encode: the standard parser says what it says.
+        with contextlib.suppress(UnicodeEncodeError):
+            raw = data.encode("utf-8")
+    if raw is not None and not may_hold_long_integer(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(data, parse_constant=_no_constant)
     except RecursionError:
         raise InvalidEvent(f"{what}: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, digit limits
         raise InvalidEvent(f"{what}: {str(exc)[:200]}") from None
+
+
+# Nineteen digits in a row, looked for with every digit made a 0 (a regular expression
+# took longer than the JSON).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+
+
+def may_hold_long_integer(raw: bytes) -> bool:
+    """Whether JSON text holds nineteen digits in a row: perhaps an integer past 64 bits,
+    which orjson reads as a float and ``json`` as the integer it is."""
+    return _LONG_DIGITS in raw.translate(_DIGITS_AS_ZERO)
 
 
 def _no_constant(name: str) -> Any:
@@ -283,8 +312,8 @@ class Event:
         }
 
 
-_ALLOWED_KEYS = {"event_id", "type", "customer_id", "occurred_at", "source", "properties",
-                 "identifiers"}
+_ALLOWED_KEYS = frozenset({"event_id", "type", "customer_id", "occurred_at", "source",
+                           "properties", "identifiers"})
 
 
 def delivery_event(report: DeliveryReport, correlate_by: str | None = None) -> Event:
@@ -345,8 +374,8 @@ def parse_event(data: Any, *, trusted: bool = False, text_bytes: int | None = No
     the properties were read from (a bound on their size), when there was one."""
     if not isinstance(data, Mapping):
         raise InvalidEvent(f"an event must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - _ALLOWED_KEYS)
-    if unknown:
+    if not _ALLOWED_KEYS.issuperset(data):
+        unknown = sorted(map(str, set(data) - _ALLOWED_KEYS))
         raise InvalidEvent(f"unknown envelope field(s): {', '.join(unknown)}")
     try:
         identifiers = parse_identifiers(data.get("identifiers"))

@@ -42,6 +42,7 @@ from omnijourney.runtime.decisions import log_batch
 from omnijourney.runtime.engine import Engine, Outgoing, Record, dead_letter
 from omnijourney.runtime.faustapp import faust_app
 from omnijourney.runtime.faustguard import guard_handover
+from omnijourney.runtime.produce import Acked, send_all
 from omnijourney.runtime.restore import BulkRestoredStore
 from omnijourney.runtime.states import StateStore
 from omnijourney.runtime.supervision import (
@@ -345,17 +346,13 @@ class Worker:
         raw = self.identity.data.get(key.encode())
         return raw.decode() if raw is not None else None
 
-    async def send_all(self, outgoing: list[Outgoing]) -> list[Any]:
-        """Send and wait until the broker has them all; their record metadata, in order."""
-        producer = self.app.producer
-        pending = [await producer.send(o.topic, o.key, o.value, o.partition, None,
-                                       list(o.headers) or None) for o in outgoing]
-        if not pending:
-            return []
-        return list(await asyncio.gather(*pending))  # the broker has them before we go on
+    async def send_all(self, outgoing: list[Outgoing]) -> list[Acked]:
+        """Send and wait until the broker has them all (runtime/produce.py): one record
+        batch per partition; where each batch's last record went."""
+        return await send_all(self.app.producer, outgoing)
 
     @staticmethod
-    def _reflect(table: Any, written: list[Outgoing], acked: list[Any] | None) -> None:
+    def _reflect(table: Any, written: list[Outgoing], acked: list[Acked] | None) -> None:
         """Tell a bulk-restored table what was just written to its data after its
         changelog acked it: each key's partition and the offsets (runtime/restore.py)."""
         if not acked:
@@ -365,7 +362,7 @@ class Worker:
             return
         store.reflect([(o.key, o.partition, o.value is None) for o in written
                        if o.key is not None and o.partition is not None],
-                      [(m.topic, m.partition, m.offset) for m in acked])
+                      acked)
 
     # ------------------------------------------------------------------ timer
     def owned(self) -> frozenset[int]:
