@@ -150,3 +150,87 @@ def test_a_sink_without_a_hold_writes_each_line() -> None:
     sink.write("a")
     sink.write("b")
     assert out.getvalue() == "a\nb\n" and (out.writes, out.flushes) == (2, 2)
+
+
+def _a_batch() -> object:
+    js = load(REPO / "journeys").journey_set
+    assert js is not None
+    topics = Topics.with_prefix("x-")
+    engine = Engine(js, topics, Clock("event"))
+    states: dict[str, CustomerState] = {}
+    records = [Record(topics.touchpoints, 0, i, f"c{i}".encode(), encode_event(
+        signup(at="2026-03-02T10:00:00Z", customer=f"c{i}", email=f"c{i}@example.com",
+               phone="+15550100"))) for i in range(3)]
+    records.append(Record(topics.touchpoints, 0, 3, b"c0", encode_event(
+        ev("product.viewed", "2026-03-02T10:01:00Z", customer="c0", product_id="p1"))))
+    records.append(Record(topics.touchpoints, 0, 4, b"c1", b"\xc3\x01 not an event"))
+    return engine.process(records, states.get)
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning"])
+def test_decision_lines_written_directly_read_as_structlogs_own(
+        stream: Stream, level: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``logs.lines`` writes what structlog's chain writes: the same fields in the same
+    order, at the same levels, filtered by the same level; only the timestamp may differ."""
+    from omnijourney.logs import lines as direct_lines
+    from omnijourney.runtime.decisions import log_evaluation
+
+    monkeypatch.setattr(sys, "stderr", stream)  # pytest's capture put its own back
+    configure(level)
+    structlog.configure(cache_logger_on_first_use=False)
+    result = _a_batch()
+    writer = direct_lines()
+    assert writer is not None
+    for e in result.evaluated:  # type: ignore[attr-defined]
+        log_evaluation(e, writer)
+    direct = lines(stream)
+    stream.seek(0)
+    stream.truncate()
+    for e in result.evaluated:  # type: ignore[attr-defined]
+        log_evaluation(e, None)  # through structlog
+    chained = lines(stream)
+
+    def shown(got: list[dict[str, object]]) -> list[list[tuple[str, object]]]:
+        return [[(k, v) for k, v in x.items() if k != "timestamp"] for x in got]
+
+    assert shown(direct) == shown(chained)
+    assert [list(x) for x in direct] == [list(x) for x in chained]  # key order too
+    events = [x["event"] for x in direct]
+    if level == "warning":
+        assert direct == []
+    else:
+        assert events.count("sent") == 3
+        assert ("debug" in [x["level"] for x in direct]) == (level == "debug")
+    for x in direct:
+        assert str(x["timestamp"]).endswith("Z")
+
+
+def test_log_batch_goes_through_structlog_while_tests_capture_it(stream: Stream) -> None:
+    """Capturing (structlog's ``capture_logs`` replaces the chain): lines go to the capture,
+    none straight to the sink; after it, straight to the sink again."""
+    result = _a_batch()
+    with structlog.testing.capture_logs() as captured:
+        log_batch(result)  # type: ignore[arg-type]
+    assert [x["event"] for x in captured].count("sent") == 3
+    assert any(x["event"] == "dead_letter" for x in captured)
+    assert stream.getvalue() == ""
+    log_batch(result)  # type: ignore[arg-type]
+    got = lines(stream)
+    assert [x["event"] for x in got].count("sent") == 3
+    assert (stream.writes, stream.flushes) == (1, 1)
+
+
+def test_direct_lines_carry_bound_contextvars(stream: Stream) -> None:
+    from omnijourney.logs import lines as direct_lines
+
+    structlog.contextvars.bind_contextvars(worker="w1")
+    try:
+        writer = direct_lines()
+        assert writer is not None
+        writer.write(20, "sent", {"customer_id": "c<1>\"\n", "n": 2**64})
+        writer.write(10, "quiet", {"customer_id": "c2"})  # below info: not written
+    finally:
+        structlog.contextvars.clear_contextvars()
+    (line,) = lines(stream)
+    assert line["worker"] == "w1" and line["customer_id"] == "c<1>\"\n" and line["n"] == 2**64
+    assert (line["event"], line["level"]) == ("sent", "info")

@@ -11,11 +11,13 @@ decision lines carry only what the trace says.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import structlog
 
 from omnijourney.core.trace import TraceEntry, TraceKind
-from omnijourney.logs import held
+from omnijourney.logs import LineWriter, held
+from omnijourney.logs import lines as logs_lines
 from omnijourney.runtime.engine import BatchResult, Evaluated
 
 log = structlog.get_logger("omnijourney.worker")
@@ -31,26 +33,40 @@ def _decision(x: TraceEntry) -> str:
     return f"{x.kind} {where}" if where else str(x.kind)
 
 
-def log_evaluation(e: Evaluated) -> None:
+def log_evaluation(e: Evaluated, lines: LineWriter | None = None) -> None:
+    """``lines``: write straight to the log's sink (``logs.lines``); else through structlog."""
     decisions = [x for x in e.trace if x.kind in LOGGED_DECISIONS]
-    if not decisions and not log.is_enabled_for(logging.DEBUG):
+    if not decisions and not (lines.enabled(logging.DEBUG) if lines is not None
+                              else log.is_enabled_for(logging.DEBUG)):
         return  # most evaluations (a product view) decide nothing: no line to build
-    emit = log.info if decisions else log.debug
-    emit("evaluated", customer_id=e.customer_id, input=e.input, event_id=e.event_id,
-         decisions=[_decision(x) for x in decisions],
-         journeys=sorted({x.journey for x in e.trace if x.journey}),
-         ms=round(e.seconds * 1000, 3))
+    fields = {"customer_id": e.customer_id, "input": e.input, "event_id": e.event_id,
+              "decisions": [_decision(x) for x in decisions],
+              "journeys": sorted({x.journey for x in e.trace if x.journey}),
+              "ms": round(e.seconds * 1000, 3)}
+    _emit(lines, logging.INFO if decisions else logging.DEBUG, "evaluated", fields)
     for x in decisions:
         # "event" is structlog's message key; the trace's event type is renamed.
-        detail = {("event_type" if k == "event" else k): v
-                  for k, v in x.text_detail().items()}
-        log.info(x.kind, customer_id=x.customer_id, journey=x.journey, step=x.step, **detail)
+        detail = {"customer_id": x.customer_id, "journey": x.journey, "step": x.step}
+        detail.update({("event_type" if k == "event" else k): v
+                       for k, v in x.text_detail().items()})
+        _emit(lines, logging.INFO, str(x.kind), detail)
+
+
+def _emit(lines: LineWriter | None, level: int, event: str, fields: dict[str, Any]) -> None:
+    if lines is not None:
+        lines.write(level, event, fields)
+    elif level == logging.INFO:
+        log.info(event, **fields)
+    else:
+        log.debug(event, **fields)
 
 
 def log_batch(result: BatchResult) -> None:
-    """A batch's lines, written together (``logs.held``)."""
+    """A batch's lines, written together (``logs.held``), straight to the log's sink
+    when it can (``logs.lines``)."""
     with held():
+        lines = logs_lines()
         for e in result.evaluated:
-            log_evaluation(e)
+            log_evaluation(e, lines)
         for reason in result.dead_reasons:
             log.warning("dead_letter", reason=reason)
