@@ -14,11 +14,12 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
 import structlog
+
+from omnijourney import wallclock
 
 
 def render_json(event: dict[str, Any], default: Callable[[Any], Any] | None = None,
@@ -99,7 +100,7 @@ class Direct:
         ``configure`` left it (tests capturing logs, a later ``structlog.configure``)."""
         if tuple(structlog.get_config()["processors"]) != self.processors:
             return None
-        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        stamp = wallclock.now().isoformat().replace("+00:00", "Z")
         return LineWriter(self, stamp, structlog.contextvars.get_contextvars())
 
 

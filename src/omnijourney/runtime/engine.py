@@ -36,10 +36,12 @@ from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.runtime.timers import Clock
 from omnijourney.settings import ClockMode, Topics
 
-
 # Record, Outgoing and Evaluated are made several times per event and only read after:
 # plain slotted classes, not frozen (a frozen dataclass sets each field through
 # ``object.__setattr__``, four times the cost: 0.4 against 0.1 us for five fields).
+_CONFLICT, _ERASED = TraceKind.EVENT_CONFLICT, TraceKind.ERASED
+
+
 @dataclass(slots=True)
 class Record:
     topic: str
@@ -319,11 +321,18 @@ class Engine:
         started = time.perf_counter()
         out = evaluate(self.journeys, state, inp, now)
         took = time.perf_counter() - started
-        if any(x.kind == TraceKind.EVENT_CONFLICT for x in out.trace):
+        conflict = erased = False
+        for x in out.trace:  # one pass, no generator
+            kind = x.kind
+            if kind == _CONFLICT:
+                conflict = True
+            elif kind == _ERASED:
+                erased = True
+        if conflict:
             self._dead(rec, f"event_id {out.trace[0].detail['event_id']!r} was seen before "
                             "with other content; a producer reused an id", result, "conflict")
             return False
-        if any(x.kind == TraceKind.ERASED for x in out.trace):
+        if erased:
             result.states.pop(cid, None)
             result.erased[cid] = rec.partition
             self._count(result, cid, out.trace, inp, took)
