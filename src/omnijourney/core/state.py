@@ -211,8 +211,12 @@ class CustomerState:
         )
 
 
+_STRINGS_ONLY = frozenset({str})
+
+
 def _seen(value: Any) -> dict[str, str]:
-    if type(value) is dict and all(type(v) is str for v in value.values()):
+    # The types of the values, collected in C (a generator took a tenth of a state's read).
+    if type(value) is dict and set(map(type, value.values())) <= _STRINGS_ONLY:
         return value  # as this engine writes it (JSON keys are strings): read as it is
     if isinstance(value, dict):
         return {str(k): str(v or "") for k, v in value.items()}
