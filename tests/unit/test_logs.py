@@ -17,7 +17,7 @@ from omnijourney.config import load
 from omnijourney.core import CustomerState
 from omnijourney.logs import LineSink, configure, held, render_json
 from omnijourney.runtime.decisions import log_batch
-from omnijourney.runtime.engine import Engine, Record
+from omnijourney.runtime.engine import BatchResult, Engine, Record
 from omnijourney.runtime.timers import Clock
 from omnijourney.settings import Topics
 from tests.helpers import ev, signup
@@ -124,35 +124,9 @@ def test_held_lines_are_written_even_when_the_block_raises(stream: Stream) -> No
     assert [x["event"] for x in lines(stream)] == ["before the error"]
 
 
-def test_a_batchs_decision_lines_are_one_write(stream: Stream) -> None:
-    js = load(REPO / "journeys").journey_set
-    assert js is not None
-    topics = Topics.with_prefix("x-")
-    engine = Engine(js, topics, Clock("event"))
-    states: dict[str, CustomerState] = {}
-    records = [Record(topics.touchpoints, 0, i, f"c{i}".encode(), encode_event(
-        signup(at="2026-03-02T10:00:00Z", customer=f"c{i}", email=f"c{i}@example.com",
-               phone="+15550100"))) for i in range(3)]
-    records.append(Record(topics.touchpoints, 0, 3, b"c0", encode_event(
-        ev("product.viewed", "2026-03-02T10:01:00Z", customer="c0", product_id="p1"))))
-    result = engine.process(records, states.get)
-    log_batch(result)
-    got = lines(stream)
-    evaluated = [x["customer_id"] for x in got if x["event"] == "evaluated"]
-    assert evaluated == ["c0", "c1", "c2"]  # the view decided nothing: at debug, not shown
-    assert [x["customer_id"] for x in got if x["event"] == "sent"] == ["c0", "c1", "c2"]
-    assert (stream.writes, stream.flushes) == (1, 1)
-
-
-def test_a_sink_without_a_hold_writes_each_line() -> None:
-    out = Stream()
-    sink = LineSink(out)
-    sink.write("a")
-    sink.write("b")
-    assert out.getvalue() == "a\nb\n" and (out.writes, out.flushes) == (2, 2)
-
-
-def _a_batch() -> object:
+def _a_batch() -> BatchResult:
+    """Three sign-ups (a send each), a view that decides nothing, a record that is not an
+    event (a dead letter)."""
     js = load(REPO / "journeys").journey_set
     assert js is not None
     topics = Topics.with_prefix("x-")
@@ -165,6 +139,26 @@ def _a_batch() -> object:
         ev("product.viewed", "2026-03-02T10:01:00Z", customer="c0", product_id="p1"))))
     records.append(Record(topics.touchpoints, 0, 4, b"c1", b"\xc3\x01 not an event"))
     return engine.process(records, states.get)
+
+
+def test_a_batchs_decision_lines_are_one_write(stream: Stream) -> None:
+    result = _a_batch()
+    log_batch(result)
+    got = lines(stream)
+    evaluated = [x["customer_id"] for x in got if x["event"] == "evaluated"]
+    assert evaluated == ["c0", "c1", "c2"]  # the view decided nothing: at debug, not shown
+    assert [x["customer_id"] for x in got if x["event"] == "sent"] == ["c0", "c1", "c2"]
+    assert [x["event"] for x in got][-1] == "dead_letter"  # through structlog, same write
+    assert (stream.writes, stream.flushes) == (1, 1)
+
+
+def test_a_sink_without_a_hold_writes_each_line() -> None:
+    out = Stream()
+    sink = LineSink(out)
+    sink.write("a")
+    sink.write("b")
+    assert out.getvalue() == "a\nb\n" and (out.writes, out.flushes) == (2, 2)
+
 
 
 @pytest.mark.parametrize("level", ["debug", "info", "warning"])
@@ -181,12 +175,12 @@ def test_decision_lines_written_directly_read_as_structlogs_own(
     result = _a_batch()
     writer = direct_lines()
     assert writer is not None
-    for e in result.evaluated:  # type: ignore[attr-defined]
+    for e in result.evaluated:
         log_evaluation(e, writer)
     direct = lines(stream)
     stream.seek(0)
     stream.truncate()
-    for e in result.evaluated:  # type: ignore[attr-defined]
+    for e in result.evaluated:
         log_evaluation(e, None)  # through structlog
     chained = lines(stream)
 
@@ -210,11 +204,11 @@ def test_log_batch_goes_through_structlog_while_tests_capture_it(stream: Stream)
     none straight to the sink; after it, straight to the sink again."""
     result = _a_batch()
     with structlog.testing.capture_logs() as captured:
-        log_batch(result)  # type: ignore[arg-type]
+        log_batch(result)
     assert [x["event"] for x in captured].count("sent") == 3
     assert any(x["event"] == "dead_letter" for x in captured)
     assert stream.getvalue() == ""
-    log_batch(result)  # type: ignore[arg-type]
+    log_batch(result)
     got = lines(stream)
     assert [x["event"] for x in got].count("sent") == 3
     assert (stream.writes, stream.flushes) == (1, 1)
