@@ -18,7 +18,9 @@ from typing import Any
 import faust
 
 from omnijourney.runtime.batching import take_batches
+from omnijourney.runtime.engine import Outgoing
 from omnijourney.runtime.faustguard import deliver_without_tasks
+from omnijourney.runtime.produce import send_all
 from omnijourney.settings import Settings
 
 app = faust.App(os.environ.get("FLOOR_APP", "omnijourney-floor"),
@@ -35,13 +37,22 @@ if os.environ.get("FLOOR_FAST_DELIVERY", "1") == "1":  # the engine's guard 5 (f
     deliver_without_tasks(app)
 
 
+# As the engine sends: one record batch per partition (runtime/produce.py). FLOOR_BATCHED=0
+# sends a record at a time, the way Faust's own ``send`` does (the floor before 2026-12-05).
+BATCHED = os.environ.get("FLOOR_BATCHED", "1") == "1"
+
+
 @app.agent(source)
 async def forward(stream: Any) -> None:
     async for events in take_batches(stream, 500, 0.05):
         started = time.perf_counter()
-        pending = [await app.producer.send(SINK, e.message.key, e.message.value, None, None,
-                                           None) for e in events]
-        await asyncio.gather(*pending)
+        if BATCHED:
+            await send_all(app.producer, [Outgoing(SINK, e.message.key, e.message.value)
+                                          for e in events])
+        else:
+            pending = [await app.producer.send(SINK, e.message.key, e.message.value, None,
+                                               None, None) for e in events]
+            await asyncio.gather(*pending)
         print(json.dumps({"event": "batch", "records": len(events),
                           "ms": round((time.perf_counter() - started) * 1000, 2),
                           "timestamp": datetime.now(UTC).isoformat()}), flush=True)
