@@ -3,9 +3,9 @@
 All drain the same pre-filled records (Avro touchpoint events from the realistic mix of
 bench/evaluator.py). The raw loop only forwards each record to another topic; so does a
 Faust agent with the engine's batching (bench/faust_floor.py: the floor of any Faust
-worker on this broker); the engine decodes, evaluates all five journeys, sends
-commands, waits for their acks and writes state to its changelog. Prints events/s for
-each and the ratios.
+worker on this broker, sending as the engine sends: one record batch per partition); the
+engine decodes, evaluates all five journeys, sends commands, waits for their acks and
+writes state to its changelog. Prints events/s for each and the ratios.
 
     python bench/live.py [--customers 5000] [--broker kafka|embedded|both] [--scale]
                          [--latency] [--rate EVENTS_PER_S] [--seconds 60]
