@@ -84,8 +84,11 @@ def _batching(producer: Any) -> Any:
     if ensure is None:
         return None
     inner = ensure()
-    needed = ("create_batch", "send_batch", "_partition", "client")
-    return inner if all(hasattr(inner, name) for name in needed) else None
+    needed = ("create_batch", "send_batch", "_partition")
+    if all(hasattr(inner, name) for name in needed) and hasattr(
+            getattr(inner, "client", None), "_wait_on_metadata"):
+        return inner
+    return None  # another aiokafka: a record at a time, as Faust sends them
 
 
 async def _send_each(producer: Any, outgoing: Sequence[Outgoing]) -> list[Acked]:
