@@ -152,22 +152,14 @@ def decode_event(data: bytes) -> Event:
             rec = events().decode(data)
         except CodecError as exc:
             raise InvalidEvent(str(exc)) from None
-        text = rec["properties"]
-        size = 0
-        if text:
-            try:
-                body: str | bytes = text.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate: the parser names it
-                body, size = text, len(text.encode("utf-8", "surrogatepass"))
-            else:
-                size = len(body)
-            rec["properties"] = parse_json(body, "properties is not JSON")
-        else:
-            rec["properties"] = {}
+        # fastavro decodes strings as strict UTF-8, so the text encodes back: once, here,
+        # for both the parser and the size bound.
+        body = rec["properties"].encode("utf-8")
+        rec["properties"] = parse_json(body, "properties is not JSON") if body else {}
         rec["occurred_at"] = _aware(rec["occurred_at"])
         if not rec.get("identifiers"):
             rec.pop("identifiers", None)
-        return parse_event(rec, text_bytes=size)
+        return parse_event(rec, text_bytes=len(body))
     text = data.lstrip()
     if text[:1] != b"{":
         raise InvalidEvent("neither Avro (C3 01 ...) nor a JSON object")
