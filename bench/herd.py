@@ -18,10 +18,11 @@ The baseline, measured in the same run: the due index handing out the same herd
 in-process, without Kafka or the engine.
 
     python bench/herd.py [--customers 100000] [--spread 200] [--partitions 8]
-                         [--herd-only] [--workers 1]
+                         [--herd-only] [--workers 1] [--profile]
 
 ``--workers 2`` runs two workers in one group (each owns half the partitions, and so
-half the herd) on the same machine as the broker.
+half the herd) on the same machine as the broker. ``--profile`` samples the (first)
+worker with py-spy for 8 s from the herd's due time and prints where its time goes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -48,6 +50,7 @@ from omnijourney.runtime.topics import changelog_topic, ensure_topics
 from omnijourney.settings import ClockMode, Settings, Topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from live import where_time_goes  # --profile: as live.py shows a profile
 from recovery import bench_dir, kafka_node, produce, wait_line  # as the restore bench does
 from scale import real_states  # the same states as the rebuild bench
 
@@ -145,7 +148,7 @@ def settled(logs: list[Path], partitions: int) -> bool:
 
 
 def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, work: Path,
-        workers: int = 1) -> dict[str, float]:
+        workers: int = 1, profile: Path | None = None) -> dict[str, float]:
     run_id = uuid.uuid4().hex[:6]
     settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-herd-{run_id}",
                         partitions=partitions, topics=Topics.with_prefix(f"herd-{run_id}-"))
@@ -185,9 +188,18 @@ def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, wo
         if slack < 0:
             print(f"  ({kind}: the worker was ready {-slack:.1f} s after the first due time;"
                   " raise the lead)")
+        spy: list[subprocess.Popen[bytes]] = []
+        if profile is not None:  # from the due time, while the herd is handled
+            py_spy = str(Path(sys.executable).with_name("py-spy"))
+            threading.Timer(max(0.0, slack), lambda: spy.append(subprocess.Popen(
+                [py_spy, "record", "--pid", str(procs[0].pid), "-d", "8", "-r", "100",
+                 "--format", "raw", "--nonblocking", "-o", str(profile)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))).start()
         seen = asyncio.run(handled(bootstrap, topic, start, n,
                                    timeout=max(0.0, slack) + spread + 120))
         cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
+        for sampler in spy:
+            sampler.wait(30)
     finally:
         for proc in procs:
             proc.terminate()
@@ -219,6 +231,8 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--herd-only", action="store_true")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy the worker for 8 s of the herd: where its time goes")
     args = ap.parse_args()
     n = args.customers
     work = bench_dir("herd-")
@@ -227,7 +241,8 @@ def main() -> int:
           f"worker(s); logs in {work}")
     with kafka_node() as bootstrap:
         herd = run("herd", n, spread=0.0, partitions=args.partitions, bootstrap=bootstrap,
-                   work=work, workers=args.workers)
+                   work=work, workers=args.workers,
+                   profile=work / "herd.pyspy" if args.profile else None)
         spread = None if args.herd_only else run(
             "spread", n, spread=args.spread, partitions=args.partitions, bootstrap=bootstrap,
             work=work, workers=args.workers)
@@ -238,6 +253,10 @@ def main() -> int:
           f" {herd['handled'] / max(herd['drained'], 1e-9):,.0f} ticks/s)")
     print(f"  lateness p50 {herd['p50']:.2f} s, p99 {herd['p99']:.2f} s; the worker's CPU "
           f"{herd['cpu_us']:.0f} us per tick (all workers, from ready to the last handled)")
+    if args.profile and (work / "herd.pyspy").exists():
+        print("  where the worker's time goes (py-spy, 8 s of the herd, self time):")
+        for line in where_time_goes(work / "herd.pyspy", top=25):
+            print(f"    {line}")
     if spread is None:
         return 0
     print(f"spread, {n:,} due over {args.spread:.0f} s ({n / args.spread:,.0f}/s): handled "

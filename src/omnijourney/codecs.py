@@ -17,12 +17,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
 from omnijourney.core.commands import ChannelCommand, DeliveryReport
 from omnijourney.core.events import (
+    EVENT_TYPE,
     Event,
     InvalidEvent,
     may_hold_long_integer,
@@ -202,8 +204,73 @@ def _state_json(doc: dict[str, Any]) -> bytes:
 
 
 def decode_state(raw: bytes) -> tuple[int, CustomerState]:
+    read = _typed_state(raw)
+    if read is not None:
+        return read
     doc = _state_doc(raw)
     return int(doc["p"]), CustomerState.from_dict(doc["s"])
+
+
+class _TypedState(msgspec.Struct):
+    """A table value as ``encode_state`` writes it, for msgspec to read straight into the
+    core's classes (``d``, the due time in the head, is not needed here: skipped)."""
+
+    p: int
+    s: CustomerState
+
+
+_TYPED_STATE = msgspec.json.Decoder(_TypedState)
+
+
+def _typed_state(raw: bytes) -> tuple[int, CustomerState] | None:
+    """The short way: msgspec reads the JSON into the core's dataclasses, in C, typed by
+    their annotations (half of ``orjson`` + ``from_dict``: 12 against 25 µs for a state
+    of 2 kB; a herd of timers reads a hundred thousand). Only a value the long way would
+    read to the same state is taken from it; anything else, None: a value the types
+    refuse (a null where a map goes, a list of event ids as states once held them, a
+    status that is not one), a number msgspec could read otherwise (a long run of
+    digits), or what the checks below see (an instant not in UTC, an event the long way
+    would order or refuse). Unlike the long way, it passes over a key a stored event
+    does not know; it reads every other value as the long way does, or not at all."""
+    if may_hold_long_integer(raw):
+        return None
+    try:
+        doc = _TYPED_STATE.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    st = doc.s
+    st.seen_owned, st.unshared = True, False  # as from_dict makes them (never written)
+    if st.merged_into == "" or not _in_utc(st):
+        return None
+    for inst in st.instances.values():
+        # "running" is also the class's default for a status not written: the long way
+        # refuses that, and a stored run is never running (it stops at a wait or ends).
+        if inst.status == "running" or not (
+                _stored(inst.trigger) and _stored(inst.last_event) and _instant(inst.entered_at)
+                and (inst.due_at is None or _instant(inst.due_at))):
+            return None
+        if inst.last_event == inst.trigger:
+            inst.last_event = inst.trigger  # one object, as from_dict shares it
+    return doc.p, st
+
+
+def _instant(at: datetime) -> bool:
+    # parse_instant's answer is always in UTC; an offset written otherwise goes that way.
+    return at.tzinfo is UTC
+
+
+def _in_utc(st: CustomerState) -> bool:
+    return ((st.clock is None or st.clock.tzinfo is UTC)
+            and all(at.tzinfo is UTC for at in st.entries.values())
+            and all(at.tzinfo is UTC for times in st.sent.values() for at in times)
+            and all(g.entered_at.tzinfo is UTC and g.deadline.tzinfo is UTC for g in st.goals))
+
+
+def _stored(ev: Event) -> bool:
+    """What ``stored_event`` reads the short way: no identifiers (the long way orders
+    them), ids that are not blank, a well-formed type."""
+    return (not ev.identifiers and ev.event_id.strip() != "" and ev.customer_id.strip() != ""
+            and EVENT_TYPE.match(ev.type) is not None and ev.occurred_at.tzinfo is UTC)
 
 
 def _state_doc(raw: bytes) -> Any:
@@ -262,8 +329,9 @@ def tick_record(customer_id: str, now: datetime) -> bytes:
 
 
 def read_tick_record(value: bytes) -> tuple[str, datetime]:
-    """The customer and the time of a tick; ValueError, KeyError or TypeError if it is none."""
-    body = json.loads(value)
+    """The customer and the time of a tick; ValueError, KeyError or TypeError if it is none
+    (read as untrusted JSON is: orjson first, a herd reads a hundred thousand)."""
+    body = parse_json(value, "tick record")
     return str(body["customer_id"]), parse_instant(body["now"])
 
 

@@ -467,3 +467,66 @@ def test_the_faust_app_produces_in_batches_of_the_settings_size(tmp_path: Path) 
     for size in (Settings().producer_batch_bytes, 65536):
         app = faust_app(Settings(producer_batch_bytes=size, datadir=str(tmp_path)))
         assert app.conf.producer_max_batch_size == size
+
+
+def test_a_state_loaded_for_one_evaluation_is_changed_in_place_and_never_kept_half_done(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state table hands the state it loads (out of its cache, or decoded) to the
+    evaluator, which changes it in place. It is kept (cached) again only as the stored
+    result: an evaluation that fails half-way leaves nothing of itself, whether the
+    state came from the cache or the bytes, and the next tick reads the stored bytes
+    again and gives what a fresh evaluation gives. A repeat (nothing changed) stores
+    nothing and keeps nothing."""
+    from omnijourney.codecs import decode_state, encode_state
+    from omnijourney.core import TICK, evaluate
+    from omnijourney.core.state import CustomerState as State
+    from omnijourney.runtime.states import StateStore
+
+    clock = Clock("event")
+    engine, mem = Engine(JS, TOPICS, clock), Store()
+    first = engine.process([rec(encode_event(signup(sms_opt_in=False)))], mem.load)
+    waiting = first.states["c1"][1]
+    due = waiting.next_due()
+    data = {b"c1": encode_state(3, waiting)}
+    store = StateStore(lambda: data)
+    engine.process([rec(clock_record(due), key=None)], store.load)
+    loaded = store.load("c1")
+    assert loaded is not None and loaded.unshared and "c1" not in store.cache
+    assert loaded is not store.load("c1")  # each load its own, none kept
+
+    real_prune = State.prune
+
+    def half_done(self: State, *args: object) -> None:
+        real_prune(self, *args)  # the wait has fired, the send is made: then a fault
+        self.profile["damaged"] = True
+        raise RuntimeError("fault past the steps")
+
+    tick = rec(tick_record("c1", due), topic=TOPICS.ticks)
+    expected = evaluate(JS, decode_state(data[b"c1"])[1], TICK, due)
+    assert expected.commands
+    for cached in (False, True):
+        if cached:  # from the cache this time: the same state, decoded and kept
+            store.put("c1", decode_state(data[b"c1"])[1], data[b"c1"])
+            assert "c1" in store.cache
+        monkeypatch.setattr(State, "prune", half_done)
+        failed = engine.process([tick], store.load)
+        monkeypatch.setattr(State, "prune", real_prune)
+        assert (failed.dead_kinds, failed.states, failed.commands) == \
+            (["internal_error"], {}, [])
+        assert "c1" not in store.cache
+        done = engine.process([tick], store.load)
+        assert [decode_command(c.value).to_dict() for c in done.commands] == \
+            [c.to_dict() for c in expected.commands]
+        stored = done.states["c1"][1]
+        assert stored.to_dict() == expected.state.to_dict() and "damaged" not in stored.profile
+        assert not stored.unshared
+
+    store.put("c1", stored, done.states["c1"][2])
+    again = store.load("c1")
+    assert again is stored and again.unshared and "c1" not in store.cache  # handed over
+    store.put("c1", again, done.states["c1"][2])
+    view = ev("product.viewed", "2026-03-03T10:00:00Z")
+    data[b"c1"] = encode_state(3, evaluate(JS, stored, view, view.occurred_at).state)
+    store.cache.clear()
+    assert engine.process([rec(encode_event(view))], store.load).states == {}  # a repeat
+    assert "c1" not in store.cache

@@ -548,6 +548,49 @@ def test_no_evaluation_of_a_whole_replay_mutates_the_state_it_was_given(
     assert checked > 1000 and sends > 100
 
 
+@pytest.mark.parametrize("realistic", [True, False], ids=["realistic", "send-heavy"])
+def test_a_state_handed_over_is_evaluated_in_place_to_the_same_outcome(
+        realistic: bool) -> None:
+    """``unshared``: the worker hands over a state it decoded for one evaluation and the
+    evaluator works on it in place, without its copy. Over a whole replay of both mixes
+    (each input state a fresh copy, handed over), every outcome equals the outcome on a
+    shared state: the state, the commands, the trace, the outbox. The result is the
+    object handed over, says so, and is no longer marked as handed over."""
+    from omnijourney.config import load
+    from omnijourney.synthetic import synth
+
+    js = load(Path(__file__).resolve().parents[2] / "journeys").journey_set
+    assert js is not None
+    compared = in_place = 0
+    for timeline in synth(150, seed=4, realistic=realistic):
+        state: CustomerState | None = None
+        inputs = [(e, e.occurred_at) for e in timeline]
+        ticks = 0
+        while inputs and ticks < 100:
+            inp, now = inputs.pop(0)
+            shared = evaluate(js, state, inp, now)
+            if state is not None:
+                mine = CustomerState.from_dict(json.loads(json.dumps(state.to_dict())))
+                mine.unshared = True
+                out = evaluate(js, mine, inp, now)
+                assert out.state.to_dict() == shared.state.to_dict(), (inp, now)
+                assert [c.to_dict() for c in out.commands] == \
+                    [c.to_dict() for c in shared.commands]
+                assert out.trace == shared.trace and out.outbox == shared.outbox
+                if out.in_place:
+                    assert out.state is mine and not mine.unshared
+                    in_place += 1
+                else:  # nothing evaluated (a repeat): handed back as it was
+                    assert out.state is not mine or shared.state is state
+                compared += 1
+            assert not shared.in_place
+            state = shared.state
+            if not inputs and (due := state.next_due()) is not None:
+                inputs.append((TICK, due))
+                ticks += 1
+    assert compared > 1000 and in_place > 1000
+
+
 def test_state_round_trips_through_json_mid_journey() -> None:
     js = build(WAIT_FOR.replace('when: event.properties.get_or_missing != "no"', ""))
     d = Driver(js).send(signup(), ev("cart.item_added", "2026-03-02T11:00:00Z", cart_id="k1"))

@@ -49,6 +49,9 @@ class Evaluation:
     commands: list[ChannelCommand]
     trace: list[TraceEntry]
     outbox: list[Message] = field(default_factory=list)
+    # The given state was handed over (``unshared``) and evaluated in place: ``state`` is
+    # that object, changed. Otherwise a result that is the given state is unchanged.
+    in_place: bool = False
 
 
 Input = Event | Tick | Identified | Linked | MergeOffer | Handover | Absorbed
@@ -99,7 +102,10 @@ def evaluate(journeys: JourneySet, state: CustomerState | None, input: Input,
         raise ValueError("a timer tick needs the customer's state")
     elif state.merged_into is not None:
         return Evaluation(state, [], [])  # its runs went with it
-    run = _Run(journeys, state.clone(), now)
+    in_place = state.unshared
+    if in_place:
+        state.unshared = False  # the result's from now on, shared as any other
+    run = _Run(journeys, state if in_place else state.clone(), now)
     outbox: list[Message] = []
     if isinstance(input, Event):
         run.on_event(input)
@@ -110,7 +116,7 @@ def evaluate(journeys: JourneySet, state: CustomerState | None, input: Input,
         run.fire_due(now, inclusive=True)
     run.st.prune(journeys.policies.longest_cap_window,
                  journeys.re_entry if run.entered else None)
-    return Evaluation(run.st, run.commands, run.trace, outbox)
+    return Evaluation(run.st, run.commands, run.trace, outbox, in_place)
 
 
 def _without(ev: Event, keys: set[str]) -> Event:

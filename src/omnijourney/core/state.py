@@ -2,7 +2,8 @@
 
 State is plain data with a JSON form (``to_dict``/``from_dict``) so the runtime can keep
 it in a changelog-backed table. The evaluator never mutates a state it was given: it
-works on ``clone()`` and returns the new one.
+works on ``clone()`` and returns the new one (unless the state is handed over:
+``CustomerState.unshared``).
 """
 
 from __future__ import annotations
@@ -115,6 +116,11 @@ class CustomerState:
     # Whether ``seen`` is this state's own: a clone shares it until ``remember`` writes
     # (a tick, most product views' repeats and every merge message read it only).
     seen_owned: bool = field(default=True, repr=False, compare=False)
+    # Held by no one else: a reader that loaded it for one evaluation (the worker's
+    # state table, which takes it out of its cache or decodes it) hands it over, and
+    # ``evaluate`` works on it in place instead of on a copy. Cleared when the evaluator
+    # takes it. Never on the changelog.
+    unshared: bool = field(default=False, repr=False, compare=False)
 
     def prune(self, horizon: timedelta,
               re_entry: Callable[[str], str | timedelta | None] | None) -> None:

@@ -135,7 +135,7 @@ class Steps:
             assert isinstance(step, m.SendStep)
             if self.send(cj, inst, step, at, deferred=True) == "deferred":
                 return  # deferred again (quiet hours, or a cap that still holds)
-            if inst.slot in self.runaway:
+            if self.runaway and inst.slot in self.runaway:
                 self.finish(inst, at, TraceKind.ABORTED)
                 return
             self.run(cj, inst, cj.next_of(step), at)
@@ -153,7 +153,7 @@ class Steps:
             self.note(at, TraceKind.STEP, inst, step_id, cohort=inst.cohort,
                       visit=inst.visits[step_id])
             nxt = self.step(cj, inst, step, at)
-            if inst.slot in self.runaway:
+            if self.runaway and inst.slot in self.runaway:
                 self.finish(inst, at, TraceKind.ABORTED)
                 return
             if nxt is _PARK:

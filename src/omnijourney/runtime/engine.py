@@ -338,7 +338,7 @@ class Engine:
             self._count(result, cid, out.trace, inp, took)
             return True
         stored: tuple[int, CustomerState, bytes] | None = None
-        if out.state is not state:  # a duplicate event returns the state untouched
+        if out.state is not state or out.in_place:  # a duplicate returns it untouched
             doc = encode_state(rec.partition, out.state)
             if len(doc) > self.limits.max_state_bytes:
                 self._dead(rec, f"the customer's state would be {len(doc)} bytes, over the "

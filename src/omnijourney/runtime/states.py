@@ -1,6 +1,7 @@
 """The state table as the worker reads and writes it: Faust's table data (restored from
 the changelog on assignment) holds each customer's encoded state and each partition's
-event-clock time; decoded states are kept in an LRU cache, the table staying the truth.
+event-clock time; decoded states are kept in an LRU cache, the table staying the truth
+(a state loaded leaves the cache until its evaluation's result is put back).
 Writing to the changelog is the worker's (``Worker.store``): this only mirrors what was
 acked."""
 
@@ -35,15 +36,18 @@ class StateStore:
         self.cache_size = cache_size
 
     def load(self, cid: str) -> CustomerState | None:
-        st = self.cache.get(cid)
-        if st is not None:
-            self.cache.move_to_end(cid)
-            return st
-        raw = self._data().get(cid.encode())
-        if raw is None:
-            return None
-        _, st = decode_state(raw)
-        self._remember(cid, st)
+        """The customer's state, handed over (``unshared``) to the one evaluation it is
+        loaded for, which changes it in place instead of on a copy: taken out of the
+        cache (or decoded), it is kept again only as that evaluation's stored result
+        (``put``). An evaluation that fails half-way or changes nothing leaves the cache
+        without it, and the next load reads the table, which is the truth."""
+        st = self.cache.pop(cid, None)
+        if st is None:
+            raw = self._data().get(cid.encode())
+            if raw is None:
+                return None
+            _, st = decode_state(raw)
+        st.unshared = True
         return st
 
     def put(self, cid: str, st: CustomerState, doc: bytes) -> None:
