@@ -571,7 +571,7 @@ def test_a_state_handed_over_is_evaluated_in_place_to_the_same_outcome(
             shared = evaluate(js, state, inp, now)
             if state is not None:
                 mine = CustomerState.from_dict(json.loads(json.dumps(state.to_dict())))
-                mine.unshared = True
+                mine.hand_over()
                 out = evaluate(js, mine, inp, now)
                 assert out.state.to_dict() == shared.state.to_dict(), (inp, now)
                 assert [c.to_dict() for c in out.commands] == \

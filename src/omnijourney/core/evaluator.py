@@ -104,7 +104,7 @@ def evaluate(journeys: JourneySet, state: CustomerState | None, input: Input,
         return Evaluation(state, [], [])  # its runs went with it
     in_place = state.unshared
     if in_place:
-        state.unshared = False  # the result's from now on, shared as any other
+        state.hand_over(False)  # the result's from now on, shared as any other
     run = _Run(journeys, state if in_place else state.clone(), now)
     outbox: list[Message] = []
     if isinstance(input, Event):

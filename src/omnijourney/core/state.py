@@ -100,8 +100,31 @@ class GoalWatch:
                    parse_instant(d["entered_at"]), parse_instant(d["deadline"]))
 
 
+class _Holding:
+    """Who holds a state object, which is no part of its value: slots outside the
+    dataclass's fields, so never compared, copied by ``replace`` or written."""
+
+    __slots__ = ("seen_owned", "unshared")
+    # Whether ``seen`` is this state's own: a clone shares it until ``remember`` writes
+    # (a tick, most product views' repeats and every merge message read it only).
+    seen_owned: bool
+    # Held by no one else: a reader that loaded it for one evaluation (the worker's
+    # state table, which takes it out of its cache or decodes it) hands it over, and
+    # ``evaluate`` works on it in place instead of on a copy. Cleared when the evaluator
+    # takes it.
+    unshared: bool
+
+    # Set through these, in this class: type checkers do not see slots a dataclass with
+    # slots of its own inherits.
+    def share_seen(self, shared: bool = True) -> None:
+        self.seen_owned = not shared
+
+    def hand_over(self, handed: bool = True) -> None:
+        self.unshared = handed
+
+
 @dataclass(slots=True)
-class CustomerState:
+class CustomerState(_Holding):
     customer_id: str
     profile: dict[str, Any] = field(default_factory=dict)
     instances: dict[str, Instance] = field(default_factory=dict)
@@ -113,14 +136,10 @@ class CustomerState:
     # Merged into another customer (core/identity.py): nothing else is kept; what still
     # arrives for this one goes on to that one.
     merged_into: str | None = None
-    # Whether ``seen`` is this state's own: a clone shares it until ``remember`` writes
-    # (a tick, most product views' repeats and every merge message read it only).
-    seen_owned: bool = field(default=True, repr=False, compare=False)
-    # Held by no one else: a reader that loaded it for one evaluation (the worker's
-    # state table, which takes it out of its cache or decodes it) hands it over, and
-    # ``evaluate`` works on it in place instead of on a copy. Cleared when the evaluator
-    # takes it. Never on the changelog.
-    unshared: bool = field(default=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.share_seen(False)
+        self.hand_over(False)
 
     def prune(self, horizon: timedelta,
               re_entry: Callable[[str], str | timedelta | None] | None) -> None:
@@ -158,8 +177,8 @@ class CustomerState:
                 del self.entries[slot]
 
     def clone(self) -> CustomerState:
-        self.seen_owned = False  # shared from now on: neither writes it in place
-        return CustomerState(
+        self.share_seen()  # shared from now on: neither writes it in place
+        copy = CustomerState(
             customer_id=self.customer_id,
             profile=_copy_profile(self.profile),
             instances={k: _copy_instance(v) for k, v in self.instances.items()},
@@ -169,8 +188,9 @@ class CustomerState:
             seen=self.seen,
             clock=self.clock,
             merged_into=self.merged_into,
-            seen_owned=False,
         )
+        copy.share_seen()
+        return copy
 
     def next_due(self) -> datetime | None:
         """When this customer next needs a timer tick (the runtime indexes this)."""
@@ -183,7 +203,7 @@ class CustomerState:
             return False
         if not self.seen_owned:
             self.seen = dict(self.seen)
-            self.seen_owned = True
+            self.share_seen(False)
         self.seen[event_id] = fingerprint
         if len(self.seen) > SEEN_EVENT_IDS:
             del self.seen[next(iter(self.seen))]

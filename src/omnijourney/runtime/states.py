@@ -47,7 +47,7 @@ class StateStore:
             if raw is None:
                 return None
             _, st = decode_state(raw)
-        st.unshared = True
+        st.hand_over()
         return st
 
     def put(self, cid: str, st: CustomerState, doc: bytes) -> None:
