@@ -8,7 +8,7 @@ and simulated ones are counted by the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from omnijourney.core.trace import TraceEntry, TraceKind
@@ -53,31 +53,53 @@ def facts(entry: TraceEntry) -> Iterator[tuple[str, tuple[str, ...]]]:
 def fact(entry: TraceEntry) -> tuple[str, tuple[str, ...]] | None:
     """The one counter increment (fact name, label values) a trace entry stands for, if
     any (``facts``, without a generator: the worker counts five entries a tick)."""
-    kind = entry.kind
-    if kind not in _COUNTED:
+    rule = FACT_OF.get(entry.kind)
+    return rule(entry) if rule is not None else None
+
+
+Increment = tuple[str, tuple[str, ...]]
+
+
+def _entered(e: TraceEntry) -> Increment:
+    return "entries", (e.journey or "", str(e.detail.get("version", "")))
+
+
+def _step(e: TraceEntry) -> Increment | None:
+    d = e.detail
+    if d.get("visit", 1) != 1:  # reach: a loop's revisits not again
         return None
-    journey = entry.journey or ""
-    d = entry.detail
-    if kind == TraceKind.ENTERED:
-        return "entries", (journey, str(d.get("version", "")))
-    if kind == TraceKind.STEP:
-        if d.get("visit", 1) != 1:  # reach: a loop's revisits not again
-            return None
-        return "steps", (journey, entry.step or "", str(d.get("cohort") or NO_COHORT))
-    if kind == TraceKind.SPLIT:
-        return "cohorts", (journey, entry.step or "", str(d.get("cohort") or NO_COHORT))
-    if kind in ENDINGS:
-        return "exits", (journey, kind, str(d.get("cohort") or NO_COHORT))
-    if kind == TraceKind.GOAL:
-        return "goals", (journey, str(d.get("cohort") or NO_COHORT))
-    if kind == TraceKind.SENT:
-        return "sends", (journey, entry.step or "", str(d.get("channel", "")))
-    return kind, (journey, entry.step or "", str(d.get("channel", "")),  # suppressed, deferred
-                  str(d.get("reason", "")))
+    return "steps", (e.journey or "", e.step or "", str(d.get("cohort") or NO_COHORT))
 
 
-_COUNTED = ENDINGS | {TraceKind.ENTERED, TraceKind.STEP, TraceKind.SPLIT, TraceKind.GOAL,
-                     TraceKind.SENT, TraceKind.SUPPRESSED, TraceKind.DEFERRED}
+def _split(e: TraceEntry) -> Increment:
+    return "cohorts", (e.journey or "", e.step or "", str(e.detail.get("cohort") or NO_COHORT))
+
+
+def _ending(e: TraceEntry) -> Increment:
+    return "exits", (e.journey or "", e.kind, str(e.detail.get("cohort") or NO_COHORT))
+
+
+def _goal(e: TraceEntry) -> Increment:
+    return "goals", (e.journey or "", str(e.detail.get("cohort") or NO_COHORT))
+
+
+def _sent(e: TraceEntry) -> Increment:
+    return "sends", (e.journey or "", e.step or "", str(e.detail.get("channel", "")))
+
+
+def _not_sent(e: TraceEntry) -> Increment:  # suppressed, deferred: the fact is the kind
+    d = e.detail
+    return e.kind, (e.journey or "", e.step or "", str(d.get("channel", "")),
+                    str(d.get("reason", "")))
+
+
+# Each counted trace kind and its rule: one lookup per entry (the worker counts every
+# entry of every batch; a chain of comparisons cost a fifth of a herd's metrics).
+FACT_OF: dict[TraceKind, Callable[[TraceEntry], Increment | None]] = {
+    TraceKind.ENTERED: _entered, TraceKind.STEP: _step, TraceKind.SPLIT: _split,
+    **dict.fromkeys(ENDINGS, _ending), TraceKind.GOAL: _goal, TraceKind.SENT: _sent,
+    TraceKind.SUPPRESSED: _not_sent, TraceKind.DEFERRED: _not_sent,
+}
 
 
 @dataclass

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from omnijourney import wallclock
-from omnijourney.core.analytics import FACTS, fact
+from omnijourney.core.analytics import FACT_OF, FACTS
 from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
 from omnijourney.serving import LOOPBACK, BackgroundServer, QuietHandler
@@ -32,6 +32,7 @@ NS = "omnijourney"
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
 LATENESS_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+Tallied = dict[tuple[Counter, tuple[str, ...]], int]  # increments per label set
 # Trace kinds counted by counters of their own (beside the journey facts).
 _RARE_KINDS = frozenset({TraceKind.RUNAWAY, TraceKind.TRAIT_REJECTED, TraceKind.MERGED,
                          TraceKind.MERGE_REFUSED})
@@ -133,28 +134,36 @@ class WorkerMetrics(ProcessMetrics):
                 batch_seconds: float) -> None:
         # Counted per label set first: a batch of 500 holds a few dozen distinct ones,
         # and each ``labels`` lookup takes a lock.
-        counts: Tally[tuple[Counter, tuple[str, ...]]] = Tally()
+        counts: Tallied = {}
+        key: tuple[Counter, tuple[str, ...]]
         for kind in inputs:
-            counts[self.events, (kind,)] += 1
+            key = (self.events, (kind,))
+            counts[key] = counts.get(key, 0) + 1
         for reason in dead:
-            counts[self.dead, (reason,)] += 1
+            key = (self.dead, (reason,))
+            counts[key] = counts.get(key, 0) + 1
         journey = self.journey
         rare = _RARE_KINDS
+        rules = FACT_OF
         for entry in trace:
-            got = fact(entry)
-            if got is not None:
-                counts[journey[got[0]], got[1]] += 1
             kind = entry.kind
+            rule = rules.get(kind)
+            if rule is not None:
+                got = rule(entry)
+                if got is not None:
+                    key = (journey[got[0]], got[1])
+                    counts[key] = counts.get(key, 0) + 1
             if kind not in rare:
                 continue
             if kind == TraceKind.RUNAWAY:
-                counts[self.runaway, (entry.journey or "",)] += 1
+                key = (self.runaway, (entry.journey or "",))
             elif kind == TraceKind.TRAIT_REJECTED:
-                counts[self.rejected, (str(entry.detail.get("trait", "")),)] += 1
+                key = (self.rejected, (str(entry.detail.get("trait", "")),))
             elif kind == TraceKind.MERGED:
-                counts[self.merges, ("merged",)] += 1
+                key = (self.merges, ("merged",))
             else:  # MERGE_REFUSED
-                counts[self.merges, (str(entry.detail.get("reason", "")),)] += 1
+                key = (self.merges, (str(entry.detail.get("reason", "")),))
+            counts[key] = counts.get(key, 0) + 1
         for (counter, values), n in counts.items():
             counter.labels(*values).inc(n)
         observe_all(self.evaluation, evaluation_seconds)
