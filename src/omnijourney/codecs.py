@@ -239,12 +239,11 @@ def _typed_state(raw: bytes) -> tuple[int, CustomerState] | None:
     of 2 kB; a herd of timers reads a hundred thousand). Only a value the long way would
     read to the same state is taken from it; anything else, None: a value the types
     refuse (a null where a map goes, a list of event ids as states once held them, a
-    status that is not one), a number msgspec could read otherwise (a long run of
-    digits), or what the checks below see (an instant not in UTC, an event the long way
-    would order or refuse). Unlike the long way, it passes over a key a stored event
-    does not know; it reads every other value as the long way does, or not at all."""
-    if may_hold_long_integer(raw):
-        return None
+    status that is not one), a number it will not read (past a float's range, an integer
+    of thousands of digits), or what the checks below see (an instant not in UTC, an
+    event the long way would order or refuse). Integers past 64 bits it reads exactly, as
+    ``json`` does. Unlike the long way, it passes over a key a stored event does not know;
+    it reads every other value as the long way does, or not at all."""
     try:
         doc = _TYPED_STATE.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):

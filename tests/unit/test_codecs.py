@@ -211,7 +211,8 @@ def test_states_read_the_short_way_are_the_states_the_long_way_reads() -> None:
         assert decode_state(raw)[1] == st
 
 
-_ODD_VALUES = [None, "", " ", "x", 7, 1.5, True, [], {}, 2**70, "Cart Added",
+_ODD_VALUES = [None, "", " ", "x", 7, 1.5, True, [], {}, 2**70, -(2**64), 10**400, 1e300,
+               "Cart Added",
                "2026-03-02T12:00:00+02:00", "2026-03-02T10:00:00", "2026-03-02T10:00:00Z",
                ["2026-03-02T10:00:00Z"], {"k": "2026-03-02T10:00:00Z"}, {"k": 1},
                "running", "\ud800", float("inf")]
@@ -283,6 +284,26 @@ def test_a_damaged_state_is_read_the_short_way_only_as_the_long_way_reads_it() -
                 assert _same(short, long), raw
             compared += 1
     assert compared > 2000 and taken > 200  # both kinds were seen
+
+
+def test_numbers_past_what_a_float_or_the_int_limit_holds_read_as_the_long_way_reads() -> None:
+    """1e400 (json reads an infinity) and an integer of 5,000 digits (json refuses it)
+    are left to the long way, which answers as it did."""
+    from omnijourney.codecs import _typed_state, decode_state, encode_state
+    from omnijourney.core.state import CustomerState as State
+
+    st = State("c1")
+    st.profile["attributes"] = {"n": 12345}
+    raw = encode_state(0, st)
+    inf = raw.replace(b"12345", b"1e400")
+    assert _typed_state(inf) is None
+    assert decode_state(inf)[1].profile["attributes"]["n"] == float("inf")
+    huge = raw.replace(b"12345", b"9" * 5000)
+    assert _typed_state(huge) is None
+    with pytest.raises(ValueError, match="4300 digits"):
+        decode_state(huge)
+    long = raw.replace(b"12345", b"9" * 400)
+    assert decode_state(long)[1].profile["attributes"]["n"] == int("9" * 400)
 
 
 def test_a_stored_event_with_a_key_it_does_not_know_is_read_without_it() -> None:
