@@ -114,8 +114,11 @@ class _Holding:
     # takes it.
     unshared: bool
 
-    # Set through these, in this class: type checkers do not see slots a dataclass with
-    # slots of its own inherits.
+    # Set in this class only: type checkers do not see slots a dataclass with slots of
+    # its own inherits. The dataclass's ``__init__`` calls this one.
+    def __post_init__(self) -> None:
+        self.seen_owned, self.unshared = True, False
+
     def share_seen(self, shared: bool = True) -> None:
         self.seen_owned = not shared
 
@@ -137,9 +140,6 @@ class CustomerState(_Holding):
     # arrives for this one goes on to that one.
     merged_into: str | None = None
 
-    def __post_init__(self) -> None:
-        self.share_seen(False)
-        self.hand_over(False)
 
     def prune(self, horizon: timedelta,
               re_entry: Callable[[str], str | timedelta | None] | None) -> None:
