@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from omnijourney.core import TICK, CustomerState, evaluate
+from omnijourney.core.catalog import JourneySet
+from omnijourney.core.evaluator import Evaluation, Input
 from omnijourney.core.profile import view
 from omnijourney.core.steps import MAX_STEPS_PER_RUN, cohort_bucket
 from tests.helpers import Driver, build, ev, signup, t
@@ -517,77 +520,84 @@ def test_evaluate_never_mutates_the_state_it_was_given() -> None:
     assert json.dumps(first.to_dict(), sort_keys=True) == before
 
 
-@pytest.mark.parametrize("realistic", [True, False], ids=["realistic", "send-heavy"])
-def test_no_evaluation_of_a_whole_replay_mutates_the_state_it_was_given(
-        realistic: bool) -> None:
-    """Every input state of the example journeys over the benchmark's timelines (sends,
-    waits, wait-fors, goals, caps, ticks), compared with its snapshot after ``evaluate``:
-    the guard for anything that makes the state copy cheaper."""
+def _replay(realistic: bool, seed: int,
+            step: Callable[[JourneySet, CustomerState | None, Input, datetime], Evaluation],
+            ) -> None:
+    """A whole replay of the example journeys over the benchmark's timelines (sends,
+    waits, wait-fors, goals, caps), then every wait a customer is left in ticked, to the
+    end. ``step`` evaluates each input (and checks what it likes); its outcome's state
+    is the next input state."""
     from omnijourney.config import load
     from omnijourney.synthetic import synth
 
     js = load(Path(__file__).resolve().parents[2] / "journeys").journey_set
     assert js is not None
-    checked = sends = 0
-    for timeline in synth(150, seed=3, realistic=realistic):
+    for timeline in synth(150, seed=seed, realistic=realistic):
         state: CustomerState | None = None
-        inputs = [(e, e.occurred_at) for e in timeline]
+        inputs: list[tuple[Input, datetime]] = [(e, e.occurred_at) for e in timeline]
         ticks = 0
         while inputs and ticks < 100:
             inp, now = inputs.pop(0)
-            before = json.dumps(state.to_dict(), sort_keys=True) if state else None
-            out = evaluate(js, state, inp, now)
-            if state is not None:
-                assert json.dumps(state.to_dict(), sort_keys=True) == before, (inp, now)
-                checked += 1
-            sends += len(out.commands)
-            state = out.state
+            state = step(js, state, inp, now).state
             if not inputs and (due := state.next_due()) is not None:
-                inputs.append((TICK, due))  # then every wait it is left in, to the end
+                inputs.append((TICK, due))
                 ticks += 1
+
+
+@pytest.mark.parametrize("realistic", [True, False], ids=["realistic", "send-heavy"])
+def test_no_evaluation_of_a_whole_replay_mutates_the_state_it_was_given(
+        realistic: bool) -> None:
+    """Every input state of a whole replay (``_replay``) compared with its snapshot
+    after ``evaluate``: the guard for anything that makes the state copy cheaper."""
+    checked = sends = 0
+
+    def step(js: JourneySet, state: CustomerState | None, inp: Input,
+             now: datetime) -> Evaluation:
+        nonlocal checked, sends
+        before = json.dumps(state.to_dict(), sort_keys=True) if state else None
+        out = evaluate(js, state, inp, now)
+        if state is not None:
+            assert json.dumps(state.to_dict(), sort_keys=True) == before, (inp, now)
+            checked += 1
+        sends += len(out.commands)
+        return out
+
+    _replay(realistic, 3, step)
     assert checked > 1000 and sends > 100
 
 
 @pytest.mark.parametrize("realistic", [True, False], ids=["realistic", "send-heavy"])
 def test_a_state_handed_over_is_evaluated_in_place_to_the_same_outcome(
         realistic: bool) -> None:
-    """``unshared``: the worker hands over a state it decoded for one evaluation and the
+    """``unshared``: the worker hands over a state it loaded for one evaluation and the
     evaluator works on it in place, without its copy. Over a whole replay of both mixes
     (each input state a fresh copy, handed over), every outcome equals the outcome on a
     shared state: the state, the commands, the trace, the outbox. The result is the
     object handed over, says so, and is no longer marked as handed over."""
-    from omnijourney.config import load
-    from omnijourney.synthetic import synth
-
-    js = load(Path(__file__).resolve().parents[2] / "journeys").journey_set
-    assert js is not None
     compared = in_place = 0
-    for timeline in synth(150, seed=4, realistic=realistic):
-        state: CustomerState | None = None
-        inputs = [(e, e.occurred_at) for e in timeline]
-        ticks = 0
-        while inputs and ticks < 100:
-            inp, now = inputs.pop(0)
-            shared = evaluate(js, state, inp, now)
-            if state is not None:
-                mine = CustomerState.from_dict(json.loads(json.dumps(state.to_dict())))
-                mine.hand_over()
-                out = evaluate(js, mine, inp, now)
-                assert out.state.to_dict() == shared.state.to_dict(), (inp, now)
-                assert [c.to_dict() for c in out.commands] == \
-                    [c.to_dict() for c in shared.commands]
-                assert out.trace == shared.trace and out.outbox == shared.outbox
-                if out.in_place:
-                    assert out.state is mine and not mine.unshared
-                    in_place += 1
-                else:  # nothing evaluated (a repeat): handed back as it was
-                    assert out.state is not mine or shared.state is state
-                compared += 1
-            assert not shared.in_place
-            state = shared.state
-            if not inputs and (due := state.next_due()) is not None:
-                inputs.append((TICK, due))
-                ticks += 1
+
+    def step(js: JourneySet, state: CustomerState | None, inp: Input,
+             now: datetime) -> Evaluation:
+        nonlocal compared, in_place
+        shared = evaluate(js, state, inp, now)
+        assert not shared.in_place
+        if state is None:
+            return shared
+        mine = CustomerState.from_dict(json.loads(json.dumps(state.to_dict())))
+        mine.hand_over()
+        out = evaluate(js, mine, inp, now)
+        assert out.state.to_dict() == shared.state.to_dict(), (inp, now)
+        assert [c.to_dict() for c in out.commands] == [c.to_dict() for c in shared.commands]
+        assert out.trace == shared.trace and out.outbox == shared.outbox
+        if out.in_place:
+            assert out.state is mine and not mine.unshared
+            in_place += 1
+        else:  # nothing evaluated (a repeat): handed back as it was
+            assert out.state is not mine or shared.state is state
+        compared += 1
+        return shared
+
+    _replay(realistic, 4, step)
     assert compared > 1000 and in_place > 1000
 
 
