@@ -70,6 +70,75 @@ def test_every_email_arrives_once_and_a_restart_sends_nothing_again(engine: Live
         cid: cmd.send_at for cid, cmd in emails.items()}
 
 
+class Flaky:
+    """A consumer whose polls and commits fail the way kafka-python 3.0's do while a
+    broker is gone (its connection error raised out of ``poll``), a few times each."""
+
+    def __init__(self, consumer: Any, failures: int) -> None:
+        self.consumer, self.polls, self.commits = consumer, failures, failures
+
+    def poll(self, **kw: Any) -> Any:
+        from kafka.errors import KafkaConnectionError
+
+        if self.polls:
+            self.polls -= 1
+            raise KafkaConnectionError("111 ECONNREFUSED")
+        return self.consumer.poll(**kw)
+
+    def commit(self, *a: Any, **kw: Any) -> Any:
+        from kafka.errors import NodeNotReadyError
+
+        if self.commits:
+            self.commits -= 1
+            raise NodeNotReadyError("the coordinator's node is gone")
+        return self.consumer.commit(*a, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.consumer, name)
+
+
+def test_the_adapter_rides_out_the_clusters_errors_and_gives_up_on_others(
+        engine: LiveEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker killed under the adapter (the fault test saw the email adapter exit on
+    kafka-python's connection error out of ``poll``): polls and commits that fail with
+    the cluster's passing errors are tried again, and every email still goes out once.
+    An error that is not the cluster's, or one that outlasts the cluster patience, is
+    raised: the process exits, for its supervisor."""
+    from kafka.errors import KafkaConnectionError, UnsupportedVersionError
+
+    events, expected = sample()
+    emails = {c.command_id for c in expected if c.channel == "email"}
+    engine.start()
+    engine.produce(events, watermark=events[-1].occurred_at + timedelta(days=90))
+    engine.read([engine.settings.topics.command("email")], until=len(emails))
+    real = Runner._consumer
+    monkeypatch.setattr(Runner, "_consumer", lambda self, offsets: Flaky(
+        real(self, offsets), failures=3))
+    with SmtpServer() as smtp:
+        counts = run_adapter(engine, smtp.port, "adapter-flaky")
+    assert counts == {"sent": len(emails)}
+    assert sorted(m["X-Omnijourney-Command-Id"] for m in smtp.messages) == sorted(emails)
+
+    class Broken(Flaky):
+        def poll(self, **kw: Any) -> Any:
+            raise UnsupportedVersionError("not the cluster's passing trouble")
+
+    monkeypatch.setattr(Runner, "_consumer", lambda self, offsets: Broken(
+        real(self, offsets), failures=0))
+    with SmtpServer() as smtp, pytest.raises(UnsupportedVersionError):
+        run_adapter(engine, smtp.port, "adapter-broken")
+    patient = dataclasses.replace(engine.settings, app_id="adapter-down",
+                                  cluster_patience=1.0)
+    monkeypatch.setattr(Runner, "_consumer", lambda self, offsets: Flaky(
+        real(self, offsets), failures=10**6))
+    runner = Runner(patient, EmailChannel(port=free_port()))
+    try:
+        with pytest.raises(KafkaConnectionError):
+            runner.run(idle_exit=30.0)
+    finally:
+        runner.close()
+
+
 @pytest.mark.parametrize("policy", ["resend", "skip"])
 def test_killed_mid_send_the_unconfirmed_email_follows_the_operators_policy(
         engine: LiveEngine, tmp_path: Path, policy: str) -> None:

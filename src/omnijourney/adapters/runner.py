@@ -46,6 +46,7 @@ from omnijourney.core.profile import address_digest
 from omnijourney.kafkaclients import (
     ConsumerRebalanceListener,
     KafkaConsumer,
+    KafkaError,
     MemberState,
     OffsetAndMetadata,
     TopicPartition,
@@ -66,6 +67,12 @@ def _joined(consumer: KafkaConsumer) -> bool:
         raise RuntimeError("kafka-python changed: KafkaConsumer._coordinator.state is gone; "
                            "omnijourney.adapters.runner._joined needs a look")
     return bool(state is MemberState.STABLE)
+
+
+def transient(exc: BaseException) -> bool:
+    """A Kafka client error that passes with the cluster's trouble (a broker gone, a
+    coordinator moving): retried. Anything else is raised."""
+    return bool(getattr(exc, "retriable", False)) or type(exc).__name__ == "NoBrokersAvailable"
 
 
 class Runner:
@@ -123,7 +130,8 @@ class Runner:
         offsets = Offsets()
         pool = KeyedPool(self.concurrency, name=f"{self.channel.name}-deliver")
         consumer = self._consumer(offsets)
-        last = joined_at = time.monotonic()
+        last = joined_at = calm = time.monotonic()
+        patience = self.settings.cluster_patience
         owned: set[int] | None = None
         try:
             while idle_exit is None or time.monotonic() - last < idle_exit:
@@ -134,7 +142,20 @@ class Runner:
                     consumer.pause(*consumer.assignment())
                 else:
                     consumer.resume(*consumer.paused())
-                batch = consumer.poll(timeout_ms=100 if full or offsets.in_flight() else 500)
+                try:
+                    batch = consumer.poll(timeout_ms=100 if full or offsets.in_flight() else 500)
+                except KafkaError as exc:
+                    if not transient(exc) or time.monotonic() - calm > patience:
+                        raise  # not the cluster's passing trouble: exit, for a restart
+                    # A broker gone (killed, restarting): kafka-python 3.0 raises its
+                    # connection error out of poll. The consumer looks the group
+                    # coordinator up again on the next poll; nothing was fetched.
+                    log.warning("consumer_retry", channel=self.channel.name,
+                                error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                                waited=round(time.monotonic() - calm, 1))
+                    time.sleep(0.5)
+                    continue
+                calm = time.monotonic()
                 self.alive.beat()
                 self.consuming = True
                 if _joined(consumer):
@@ -195,7 +216,16 @@ class Runner:
         points = {tp: p for tp, p in offsets.committable().items()
                   if tp in consumer.assignment()}
         if points:
-            consumer.commit({tp: OffsetAndMetadata(p, "", -1) for tp, p in points.items()})
+            try:
+                consumer.commit({tp: OffsetAndMetadata(p, "", -1) for tp, p in points.items()})
+            except KafkaError as exc:
+                if not transient(exc):
+                    raise
+                # Committed at the next try; a crash before repeats what the delivered
+                # log then drops.
+                log.warning("commit_retry", channel=self.channel.name,
+                            error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                return
             offsets.mark_committed(points)
 
     def _drain(self, offsets: Offsets, tps: set[TopicPartition],
