@@ -71,8 +71,15 @@ def _joined(consumer: KafkaConsumer) -> bool:
 
 def transient(exc: BaseException) -> bool:
     """A Kafka client error that passes with the cluster's trouble (a broker gone, a
-    coordinator moving): retried. Anything else is raised."""
-    return bool(getattr(exc, "retriable", False)) or type(exc).__name__ == "NoBrokersAvailable"
+    coordinator moving: kafka-python marks those ``retriable``): retried. Anything else
+    is raised."""
+    return bool(getattr(exc, "retriable", False))
+
+
+def brief(exc: BaseException) -> str:
+    """An error for a log line or a report, addresses scrubbed (a provider's reply may
+    quote the recipient)."""
+    return scrub(f"{type(exc).__name__}: {str(exc)[:200]}") or ""
 
 
 class Runner:
@@ -151,7 +158,7 @@ class Runner:
                     # connection error out of poll. The consumer looks the group
                     # coordinator up again on the next poll; nothing was fetched.
                     log.warning("consumer_retry", channel=self.channel.name,
-                                error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                                error=brief(exc),
                                 waited=round(time.monotonic() - calm, 1))
                     time.sleep(0.5)
                     continue
@@ -224,7 +231,7 @@ class Runner:
                 # Committed at the next try; a crash before repeats what the delivered
                 # log then drops.
                 log.warning("commit_retry", channel=self.channel.name,
-                            error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                            error=brief(exc))
                 return
             offsets.mark_committed(points)
 
@@ -340,7 +347,7 @@ class Runner:
                                     what=f"{len(todo)} {channel.name} commands",
                                     now=self.now, on_retry=self._retried)
         except Exception as exc:
-            result = Outcome("failed", reason=scrub(f"{type(exc).__name__}: {str(exc)[:200]}"))
+            result = Outcome("failed", reason=brief(exc))
         self.metrics.latency.labels(channel.name).observe(
             (time.perf_counter() - started) / len(todo))
         for cmd in todo:
