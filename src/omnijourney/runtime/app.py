@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import faust
 import structlog
@@ -39,7 +39,7 @@ from omnijourney.ops.metrics import (
 )
 from omnijourney.runtime.batching import take_batches
 from omnijourney.runtime.decisions import log_batch
-from omnijourney.runtime.engine import Engine, Outgoing, Record, dead_letter
+from omnijourney.runtime.engine import BatchResult, Engine, Outgoing, Record, dead_letter
 from omnijourney.runtime.faustapp import faust_app
 from omnijourney.runtime.faustguard import guard_handover
 from omnijourney.runtime.produce import Acked, send_all
@@ -69,6 +69,11 @@ Handler = Callable[[Sequence[EventT[Any]]], Awaitable[None]]
 # fewer objects): the herd's worker 100-106 -> 91-94 us of CPU per tick (three rounds
 # alternating, ``bench/herd.py --herd-only``); latency p99 at half load 45 -> 40 ms.
 GC_THRESHOLDS = (200_000, 50, 100)
+
+
+# The timer's in-process ticks: batches per turn of the state table (``tick_turn``); the
+# agent's batches wait at most this many.
+TICK_TURN_BATCHES = 4
 
 
 def tune_collector() -> None:
@@ -178,25 +183,36 @@ class Worker:
         it. Awaiting the acks here makes the state durable before its events are acked.
         The partitions' event-clock times go with them, for the same reason.
         """
+        written = self.state_records(states, erased, watermarks)
+        self.stored(written, await self.send_all(written.outgoing))
+
+    def state_records(self, states: dict[str, tuple[int, CustomerState, bytes]],
+                      erased: dict[str, int] | None = None,
+                      watermarks: dict[int, datetime] | None = None) -> StateWrite:
+        """The changelog records of a batch's states (``store``), to send."""
         marks = {p: encode_watermark(p, at) for p, at in (watermarks or {}).items()}
+        erased = erased or {}
         outgoing = ([Outgoing(self.changelog, cid.encode(), doc, partition)
                      for cid, (partition, _, doc) in states.items()]
                     + [Outgoing(self.changelog, cid.encode(), None, partition)
-                       for cid, partition in (erased or {}).items()]
+                       for cid, partition in erased.items()]
                     + [Outgoing(self.changelog, watermark_key(partition), doc, partition)
                        for partition, doc in marks.items()])
-        acked = await self.send_all(outgoing)
-        for partition, doc in marks.items():
+        return StateWrite(outgoing, states, erased, marks)
+
+    def stored(self, written: StateWrite, acked: list[Acked]) -> None:
+        """The changelog acked ``written``: its states are served (cache, table, index)."""
+        for partition, doc in written.marks.items():
             self.states.put_watermark(partition, doc)
-        for cid, (partition, st, doc) in states.items():
+        for cid, (partition, st, doc) in written.states.items():
             self.states.put(cid, st, doc)
             self.index.update(cid, partition, st.next_due())
-        for cid, partition in (erased or {}).items():
+        for cid, partition in written.erased.items():
             # Erased: a tombstone on the changelog (compaction removes the customer's
             # earlier states), and nothing left in memory.
             self.states.drop(cid)
             self.index.update(cid, partition, None)
-        self._reflect(self.table, outgoing, acked)
+        self._reflect(self.table, written.outgoing, acked)
 
     # ----------------------------------------------------------------- stream
     async def run_stream(self, stream: StreamT[Any]) -> None:
@@ -299,6 +315,14 @@ class Worker:
         await self.send_all(result.commands + result.other)
         sent = time.perf_counter()
         await self.store(result.states, result.erased, result.watermarks)
+        self.handled(records, result, started, processed, sent)
+
+    def handled(self, records: Sequence[Record], result: BatchResult, started: float,
+                processed: float, sent: float) -> None:
+        """A batch written (commands acked, then states): its ticked customers may tick
+        again, its records count as handled, then its metrics and decision lines.
+        ``started``, ``processed``, ``sent``: when its processing began and ended and when
+        its commands were acked."""
         for cid in result.ticked:
             self.index.release(cid)  # its next due time (if any) may tick again
         read_to = self.read_to
@@ -415,32 +439,86 @@ class Worker:
 
     async def hand_ticks(self) -> None:
         """Each due customer of a caught-up partition (``caught_up``) gets its tick
-        straight from the due index: a batch at a time, in turn with the agent's batches,
-        so records that came in meanwhile are handled between two of them. That saves a
-        tick's way through Kafka and Faust's stream, a third of a herd's cost. Until
-        nothing is due there, a rebalance begins or the index is out of date."""
-        topic = self.settings.topics.ticks
+        straight from the due index: a few batches per turn of the state table
+        (``tick_turn``), in turn with the agent's batches, so records that came in
+        meanwhile are handled between two turns. That saves a tick's way through Kafka
+        and Faust's stream, a third of a herd's cost. Until nothing is due there, a
+        rebalance begins or the index is out of date."""
         try:
-            while not (self.app.rebalancing or self.app.in_recovery):
-                owned = self.owned()
-                if owned != self.indexed:
-                    return
-                here = [p for p in sorted(owned) if self.caught_up(p)]
-                due = self.index.due(self.clock, here, limit=self.settings.batch_size)
-                if not due:
-                    return
-                self._count_ticks(due, "in_process")
-                ticks = [Handed(Record(topic, partition, -1, cid.encode(),
-                                       tick_record(cid, now)))
-                         for cid, partition, now in due]
-                async with self.turn:
-                    await self.handle_safely(cast(Sequence[EventT[Any]], ticks))
+            while await self.tick_turn():
                 self.alive.beat()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.fail(exc)
             raise
+
+    def due_ticks(self) -> list[Handed] | None:
+        """The next batch of due customers' ticks (each marked pending in the index), or
+        None: nothing is due on a caught-up partition, a rebalance is under way or the
+        index is out of date."""
+        if self.app.rebalancing or self.app.in_recovery:
+            return None
+        owned = self.owned()
+        if owned != self.indexed:
+            return None
+        here = [p for p in sorted(owned) if self.caught_up(p)]
+        due = self.index.due(self.clock, here, limit=self.settings.batch_size)
+        if not due:
+            return None
+        self._count_ticks(due, "in_process")
+        topic = self.settings.topics.ticks
+        return [Handed(Record(topic, partition, -1, cid.encode(), tick_record(cid, now)))
+                for cid, partition, now in due]
+
+    async def tick_turn(self) -> bool:
+        """One turn of the state table for the timer: up to ``TICK_TURN_BATCHES`` batches
+        of ticks, written as the agent writes a batch (commands acked, then states) but
+        with one round trip to the broker per batch instead of two: a batch's states go
+        out with the next batch's commands, and the last batch's alone. A round trip is
+        mostly waiting (a herd's batch of 500: ~3 ms idle of each ~6 ms write).
+
+        Safe because a tick's customer stays pending in the index until its batch's
+        states are written, so no two batches of a turn share a customer, and the turn
+        (the lock the agent's batches and a revoke take) lasts until the last states are
+        written. After a failure, every batch of the turn whose states are not known
+        written is handled again, alone, the agent's way (``handle_safely``: the
+        cluster's errors retried, a record's isolated). Nothing of such a batch was kept
+        (a state is cached only once written), so it is evaluated again from the table,
+        and its commands repeat with the same ids. False when nothing was due."""
+        async with self.turn:
+            unwritten: list[list[Handed]] = []  # handed out, states not known written
+            held: _Held | None = None  # commands acked, states to go with the next send
+            handed = 0
+            try:
+                for _ in range(TICK_TURN_BATCHES):
+                    ticks = self.due_ticks()
+                    if ticks is None:
+                        break
+                    handed += 1
+                    unwritten.append(ticks)
+                    started = time.perf_counter()
+                    records = [t.message for t in ticks]
+                    result = self.engine.process(records, self.states.load)
+                    processed = time.perf_counter()
+                    before = held.state_write(self) if held is not None else None
+                    acked = await self.send_all(result.commands + result.other
+                                                + (before.outgoing if before else []))
+                    if held is not None and before is not None:
+                        self.stored(before, acked)
+                        self.handled(*held)
+                        del unwritten[0]
+                    held = _Held(records, result, started, processed, time.perf_counter())
+                if held is not None:
+                    last = held.state_write(self)
+                    self.stored(last, await self.send_all(last.outgoing))
+                    self.handled(*held)
+                    del unwritten[0]
+            except Exception as exc:
+                log.warning("ticks_again", batches=len(unwritten), error=brief(exc))
+                for ticks in unwritten:
+                    await self.handle_safely(cast(Sequence[EventT[Any]], ticks))
+            return handed > 0
 
     def caught_up(self, partition: int) -> bool:
         """Whether this worker has handled every record the broker has told it of on the
@@ -486,6 +564,30 @@ class Worker:
         for cid, partition, now in due:
             await self.app.producer.send(ticks, cid.encode(), tick_record(cid, now), partition,
                                          None, None)
+
+
+class StateWrite(NamedTuple):
+    """A batch's changelog records (``Worker.state_records``) and what they hold."""
+
+    outgoing: list[Outgoing]
+    states: dict[str, tuple[int, CustomerState, bytes]]
+    erased: dict[str, int]
+    marks: dict[int, bytes]  # partition -> its event-clock record
+
+
+class _Held(NamedTuple):
+    """A batch of ticks whose commands are acked, its states still to write: the
+    arguments of ``Worker.handled`` for when they are."""
+
+    records: list[Record]
+    result: BatchResult
+    started: float
+    processed: float
+    sent: float
+
+    def state_write(self, worker: Worker) -> StateWrite:
+        r = self.result
+        return worker.state_records(r.states, r.erased, r.watermarks)
 
 
 class Handed:
