@@ -55,3 +55,48 @@ def test_one_canonical_line_per_evaluation_with_its_decisions_and_no_address() -
         log_batch(quiet)
     assert [(x["event"], x["log_level"], x["decisions"]) for x in logs] == [
         ("evaluated", "debug", [])]
+
+
+def test_detail_lines_carry_the_trace_as_shown_anywhere_else() -> None:
+    """Over the decisions of 200 synthetic customers (sends, suppressions, deferrals
+    with their times, exits, goals): each detail line is the decision's customer,
+    journey and step, then its detail as ``TraceEntry.text_detail`` shows it (times as
+    RFC 3339 text, the event type renamed); each canonical line names the journeys the
+    evaluation touched, sorted, and its decisions as ``kind journey/step``."""
+    from omnijourney.runtime.decisions import LOGGED_DECISIONS
+    from omnijourney.synthetic import synth
+
+    engine = Engine(JS, TOPICS, Clock("event"))
+    states: dict[str, CustomerState] = {}
+    events = sorted((e for tl in synth(200) for e in tl), key=lambda e: e.occurred_at)
+    records = [Record(TOPICS.touchpoints, 0, i, e.customer_id.encode(), encode_event(e))
+               for i, e in enumerate(events)]
+    kinds: set[str] = set()
+    timed = 0
+    for i in range(0, len(records), 500):
+        result = engine.process(records[i:i + 500], states.get)
+        for cid, (_, st, _) in result.states.items():
+            states[cid] = st
+        with capture_logs() as logs:
+            log_batch(result)
+        details = iter(x for x in logs if x["event"] != "evaluated")
+        canonical = iter(x for x in logs if x["event"] == "evaluated")
+        for e in result.evaluated:  # capture_logs takes debug too: a line for each
+            decisions = [x for x in e.trace if x.kind in LOGGED_DECISIONS]
+            line = next(canonical)
+            assert line["customer_id"] == e.customer_id
+            assert line["journeys"] == sorted({x.journey for x in e.trace if x.journey})
+            assert line["decisions"] == [
+                f"{x.kind} {'/'.join(p for p in (x.journey, x.step) if p)}".strip()
+                for x in decisions]
+            for x in decisions:
+                got = next(details)
+                shown = {("event_type" if k == "event" else k): v
+                         for k, v in x.text_detail().items()}
+                assert got == {"customer_id": x.customer_id, "journey": x.journey,
+                               "step": x.step, **shown, "event": str(x.kind),
+                               "log_level": "info"}
+                kinds.add(str(x.kind))
+                timed += any(isinstance(v, str) and v.endswith("Z") and "T" in v
+                             for v in shown.values())
+    assert {"sent", "suppressed", "deferred", "goal"} <= kinds and timed

@@ -11,10 +11,12 @@ decision lines carry only what the trace says.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import structlog
 
+from omnijourney.core.timeutil import format_instant
 from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.logs import LineWriter, held
 from omnijourney.logs import lines as logs_lines
@@ -29,6 +31,8 @@ LOGGED_DECISIONS = frozenset({TraceKind.SENT, TraceKind.SUPPRESSED, TraceKind.DE
 
 
 def _decision(x: TraceEntry) -> str:
+    if x.journey and x.step:  # nearly every decision
+        return f"{x.kind} {x.journey}/{x.step}"
     where = "/".join(p for p in (x.journey, x.step) if p)
     return f"{x.kind} {where}" if where else str(x.kind)
 
@@ -39,16 +43,19 @@ def log_evaluation(e: Evaluated, lines: LineWriter | None = None) -> None:
     if not decisions and not (lines.enabled(logging.DEBUG) if lines is not None
                               else log.is_enabled_for(logging.DEBUG)):
         return  # most evaluations (a product view) decide nothing: no line to build
+    journeys = {x.journey for x in e.trace if x.journey}
     fields = {"customer_id": e.customer_id, "input": e.input, "event_id": e.event_id,
               "decisions": [_decision(x) for x in decisions],
-              "journeys": sorted({x.journey for x in e.trace if x.journey}),
+              "journeys": sorted(journeys) if len(journeys) > 1 else list(journeys),
               "ms": round(e.seconds * 1000, 3)}
     _emit(lines, logging.INFO if decisions else logging.DEBUG, "evaluated", fields)
     for x in decisions:
-        # "event" is structlog's message key; the trace's event type is renamed.
+        # "event" is structlog's message key; the trace's event type is renamed. Times
+        # as RFC 3339 text, as ``TraceEntry.text_detail`` gives them (one pass, not two).
         detail = {"customer_id": x.customer_id, "journey": x.journey, "step": x.step}
-        detail.update({("event_type" if k == "event" else k): v
-                       for k, v in x.text_detail().items()})
+        for k, v in x.detail.items():
+            detail["event_type" if k == "event" else k] = (
+                format_instant(v) if isinstance(v, datetime) else v)
         _emit(lines, logging.INFO, str(x.kind), detail)
 
 
