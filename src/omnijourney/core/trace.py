@@ -92,5 +92,9 @@ class TraceEntry(NamedTuple):
 
     def text_detail(self) -> dict[str, Any]:
         """Detail with times as RFC 3339 text (they are kept as datetimes until shown)."""
-        return {k: format_instant(v) if isinstance(v, datetime) else v
-                for k, v in self.detail.items()}
+        return {k: shown(v) for k, v in self.detail.items()}
+
+
+def shown(value: Any) -> Any:
+    """A detail value as text shows it: a time as RFC 3339, anything else as it is."""
+    return format_instant(value) if isinstance(value, datetime) else value

@@ -501,18 +501,16 @@ class Worker:
                     records = [t.message for t in ticks]
                     result = self.engine.process(records, self.states.load)
                     processed = time.perf_counter()
-                    before = held.state_write(self) if held is not None else None
                     acked = await self.send_all(result.commands + result.other
-                                                + (before.outgoing if before else []))
-                    if held is not None and before is not None:
-                        self.stored(before, acked)
-                        self.handled(*held)
+                                                + (held.write.outgoing if held else []))
+                    if held is not None:
+                        held.written(self, acked)
                         del unwritten[0]
-                    held = _Held(records, result, started, processed, time.perf_counter())
+                    held = _Held(records, result, started, processed, time.perf_counter(),
+                                 self.state_records(result.states, result.erased,
+                                                    result.watermarks))
                 if held is not None:
-                    last = held.state_write(self)
-                    self.stored(last, await self.send_all(last.outgoing))
-                    self.handled(*held)
+                    held.written(self, await self.send_all(held.write.outgoing))
                     del unwritten[0]
             except Exception as exc:
                 log.warning("ticks_again", batches=len(unwritten), error=brief(exc))
@@ -576,18 +574,19 @@ class StateWrite(NamedTuple):
 
 
 class _Held(NamedTuple):
-    """A batch of ticks whose commands are acked, its states still to write: the
-    arguments of ``Worker.handled`` for when they are."""
+    """A batch of ticks whose commands are acked, its states (``write``) still to send."""
 
     records: list[Record]
     result: BatchResult
     started: float
     processed: float
     sent: float
+    write: StateWrite
 
-    def state_write(self, worker: Worker) -> StateWrite:
-        r = self.result
-        return worker.state_records(r.states, r.erased, r.watermarks)
+    def written(self, worker: Worker, acked: list[Acked]) -> None:
+        """Its states acked: served, and the batch done."""
+        worker.stored(self.write, acked)
+        worker.handled(self.records, self.result, self.started, self.processed, self.sent)
 
 
 class Handed:

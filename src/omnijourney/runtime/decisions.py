@@ -11,13 +11,11 @@ decision lines carry only what the trace says.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 import structlog
 
-from omnijourney.core.timeutil import format_instant
-from omnijourney.core.trace import TraceEntry, TraceKind
+from omnijourney.core.trace import TraceEntry, TraceKind, shown
 from omnijourney.logs import LineWriter, held
 from omnijourney.logs import lines as logs_lines
 from omnijourney.runtime.engine import BatchResult, Evaluated
@@ -31,9 +29,7 @@ LOGGED_DECISIONS = frozenset({TraceKind.SENT, TraceKind.SUPPRESSED, TraceKind.DE
 
 
 def _decision(x: TraceEntry) -> str:
-    if x.journey and x.step:  # nearly every decision
-        return f"{x.kind} {x.journey}/{x.step}"
-    where = "/".join(p for p in (x.journey, x.step) if p)
+    where = f"{x.journey}/{x.step}" if x.journey and x.step else x.journey or x.step
     return f"{x.kind} {where}" if where else str(x.kind)
 
 
@@ -43,19 +39,17 @@ def log_evaluation(e: Evaluated, lines: LineWriter | None = None) -> None:
     if not decisions and not (lines.enabled(logging.DEBUG) if lines is not None
                               else log.is_enabled_for(logging.DEBUG)):
         return  # most evaluations (a product view) decide nothing: no line to build
-    journeys = {x.journey for x in e.trace if x.journey}
     fields = {"customer_id": e.customer_id, "input": e.input, "event_id": e.event_id,
               "decisions": [_decision(x) for x in decisions],
-              "journeys": sorted(journeys) if len(journeys) > 1 else list(journeys),
+              "journeys": sorted({x.journey for x in e.trace if x.journey}),
               "ms": round(e.seconds * 1000, 3)}
     _emit(lines, logging.INFO if decisions else logging.DEBUG, "evaluated", fields)
     for x in decisions:
-        # "event" is structlog's message key; the trace's event type is renamed. Times
-        # as RFC 3339 text, as ``TraceEntry.text_detail`` gives them (one pass, not two).
+        # "event" is structlog's message key; the trace's event type is renamed. Values
+        # as ``TraceEntry.text_detail`` shows them, in the same pass.
         detail = {"customer_id": x.customer_id, "journey": x.journey, "step": x.step}
         for k, v in x.detail.items():
-            detail["event_type" if k == "event" else k] = (
-                format_instant(v) if isinstance(v, datetime) else v)
+            detail["event_type" if k == "event" else k] = shown(v)
         _emit(lines, logging.INFO, str(x.kind), detail)
 
 
