@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from omnijourney.config import load
 from omnijourney.core import TICK, CustomerState, Event, evaluate
+from omnijourney.core.channels import CHANNELS
 from omnijourney.core.commands import ChannelCommand
+from omnijourney.core.profile import address, has_address
 from omnijourney.core.timeutil import ContactWindow
 from omnijourney.simulator import simulate
 
@@ -203,3 +205,18 @@ def test_no_evaluation_sends_a_customer_more_than_the_cap_whatever_the_journey(
         out = evaluate(js, state, inp, now)  # type: ignore[arg-type]
         assert len(out.commands) <= MAX_COMMANDS_PER_EVALUATION <= 16
         state = out.state
+
+
+_ADDRESS_VALUES = st.none() | st.integers() | st.sampled_from(["", "  ", "\t", "a@b.io", "+1 555",
+                                                                 "x", "tok-1"]) | st.text(max_size=6)
+
+
+@given(st.fixed_dictionaries({}, optional={
+    "email": _ADDRESS_VALUES, "phone": _ADDRESS_VALUES, "push_token": _ADDRESS_VALUES}))
+@PROPERTY_SETTINGS
+def test_having_an_address_is_what_building_it_says(profile: dict[str, object]) -> None:
+    """``reachable`` asks ``has_address``, which skips building the ads digest: for any
+    profile, it answers as building the address would."""
+    for channel in (*CHANNELS, "pigeon"):
+        assert has_address(profile, channel) == (address(profile, channel) is not None), (
+            channel, profile)

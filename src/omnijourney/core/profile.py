@@ -234,6 +234,17 @@ def address(profile: dict[str, Any], channel: str) -> str | None:
     return None
 
 
+def has_address(profile: dict[str, Any], channel: str) -> bool:
+    """Whether ``address`` gives one, without building it (the ads address is a digest:
+    a view asks on every evaluation, a send only when it sends)."""
+    if channel in ADDRESS_TRAITS:
+        return _nonblank(profile.get(ADDRESS_TRAITS[channel])) is not None
+    if channel == "ads":
+        return _nonblank(profile.get("email")) is not None \
+            or _nonblank(profile.get("phone")) is not None
+    return False
+
+
 _PERSONAL = PERSONAL_CHANNELS
 
 
@@ -254,7 +265,7 @@ def view(profile: dict[str, Any], policies: Policies) -> dict[str, Any]:
     marks = {ch: bounced(profile, ch) for ch in _PERSONAL} if profile.get("bounced") \
         else dict.fromkeys(_PERSONAL, False)
     v["bounced"] = marks
-    v["reachable"] = {ch: ok and not marks[ch] and address(profile, ch) is not None
+    v["reachable"] = {ch: ok and not marks[ch] and has_address(profile, ch)
                       for ch, ok in consent.items()}
     for key in ("attributes", "counts", "identifiers", "channels"):
         if key not in v:
