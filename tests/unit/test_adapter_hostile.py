@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from omnijourney.adapters.addresses import InvalidAddress, digest, email_address, scrub
+from omnijourney.adapters.addresses import InvalidAddress, email_address
 from omnijourney.adapters.email import EmailChannel
 from omnijourney.adapters.protocols import Outcome, TransientError
 from omnijourney.adapters.retry import RetryPolicy
@@ -24,6 +24,7 @@ from omnijourney.core import CustomerState
 from omnijourney.core.commands import DeliveryReport
 from omnijourney.core.events import delivery_event
 from omnijourney.core.profile import address_digest, bounced, fold
+from omnijourney.core.redaction import digest, scrub
 from omnijourney.tracking.bounces import read_bounce
 from omnijourney.tracking.clicks import ClickServer
 from omnijourney.tracking.tokens import (

@@ -13,6 +13,7 @@ from omnijourney.core import TICK, CustomerState, evaluate
 from omnijourney.core.catalog import JourneySet
 from omnijourney.core.evaluator import Evaluation, Input
 from omnijourney.core.profile import view
+from omnijourney.core.redaction import digest
 from omnijourney.core.steps import MAX_STEPS_PER_RUN, cohort_bucket
 from tests.helpers import Driver, build, ev, signup, t
 
@@ -259,6 +260,25 @@ def test_a_missing_or_unreadable_until_date_ends_the_run_unless_told_to_go_on(
     going_on = Driver(build(steps.replace("IF", ", if_missing: continue"))).send(
         signup(), ev("order.placed", "2026-03-02T11:00:00Z", **props))
     assert len(going_on.commands) == 1 and going_on.kinds("wait_skipped")
+
+
+def test_an_error_that_quotes_a_profile_value_names_an_address_by_its_digest() -> None:
+    """A wait's ``until`` rendering the customer's email is an unreadable time; the error
+    the trace keeps (and the worker logs in its decision lines) quotes what it read: its
+    digest, not the address."""
+    js = build("""
+        trigger: {event: order.placed}
+        steps:
+          - {id: w, type: wait, until: "{{ profile.email }}", if_missing: continue}
+          - {id: s, type: send, channel: email, template: hello_email}
+    """)
+    d = Driver(js).send(signup(email="Ana.Secret@example.com"),
+                        ev("order.placed", "2026-03-02T11:00:00Z"))
+    (bad,) = [x for x in d.kinds("error") if x.detail.get("reason") == "bad_until"]
+    assert bad.detail["error"] == f"'{digest('Ana.Secret@example.com')}' is not an RFC " \
+        "3339 timestamp", bad.detail
+    assert "example.com" not in json.dumps([x.detail for x in d.trace], default=str)
+    assert len(d.commands) == 1  # the run went on, as told, and sent
 
 
 def test_nothing_fires_early() -> None:

@@ -19,6 +19,7 @@ from omnijourney.codecs import codec, decode_any, encode_event
 from omnijourney.config import load
 from omnijourney.core import CustomerState, Event
 from omnijourney.core.events import MAX_PROPERTIES_BYTES, InvalidEvent, fingerprint, parse_json
+from omnijourney.core.redaction import brief, digest
 from omnijourney.runtime.engine import BatchResult, Engine, Limits, Record
 from omnijourney.runtime.timers import Clock
 from omnijourney.settings import Topics
@@ -240,6 +241,21 @@ def test_a_corrupt_stored_state_dead_letters_its_customers_records_not_the_batch
     assert result.dead_kinds == ["internal_error"]
     assert "could not be processed: KeyError" in dead_letters(result)[0]["error"]
     assert "c2" in result.states
+
+
+def test_a_fault_that_quotes_an_address_dead_letters_with_its_digest() -> None:
+    """An exception's message is the dead letter's reason, which the worker logs and
+    counts: an address or phone number in it is named by its digest."""
+    def load(cid: str) -> CustomerState | None:
+        raise ValueError("no state for Ana.Secret@example.com (+49 151 2345 6789)")
+
+    engine = Engine(JS, TOPICS, Clock("event"))
+    result = engine.process([rec(raw_event())], load)
+    (reason,) = result.dead_reasons
+    assert reason == (f"could not be processed: ValueError: no state for "
+                      f"{digest('Ana.Secret@example.com')} ({digest('+4915123456789')})")
+    assert dead_letters(result)[0]["error"] == reason
+    assert brief(KeyError("x" * 400)) == "KeyError: '" + "x" * 299
 
 
 # --------------------------------------------------------------------------- fuzzing

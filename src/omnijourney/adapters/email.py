@@ -12,11 +12,12 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING
 
 from omnijourney.core.commands import ChannelCommand
+from omnijourney.core.redaction import scrub
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # smtplib's own annotation (typeshed)
 
-from omnijourney.adapters.addresses import InvalidAddress, email_address, header_text, scrub
+from omnijourney.adapters.addresses import InvalidAddress, email_address, header_text
 from omnijourney.adapters.protocols import Outcome, TransientError, Unconfirmed
 from omnijourney.tracking.preferences import PreferenceLinks, preferences_link, with_preferences
 from omnijourney.tracking.tokens import REPORT, REPORT_HEADER, UNSUBSCRIBE, make_token, track

@@ -14,8 +14,8 @@ from typing import TypeVar
 
 import structlog
 
-from omnijourney.adapters.addresses import scrub
 from omnijourney.adapters.protocols import Limiter, Outcome, TransientError
+from omnijourney.core.redaction import scrub
 
 log = structlog.get_logger("omnijourney.adapter")
 T = TypeVar("T")

@@ -29,7 +29,6 @@ from typing import Any
 import structlog
 
 from omnijourney import kafkaclients, wallclock
-from omnijourney.adapters.addresses import digest, scrub
 from omnijourney.adapters.delivered import ATTEMPTING, DeliveredLog
 from omnijourney.adapters.flow import KeyedPool, Offsets
 from omnijourney.adapters.protocols import (
@@ -43,6 +42,7 @@ from omnijourney.adapters.retry import RetryPolicy
 from omnijourney.codecs import CodecError, decode_command, encode_dead_letter, encode_delivery
 from omnijourney.core.commands import ChannelCommand, DeliveryReport
 from omnijourney.core.profile import address_digest
+from omnijourney.core.redaction import brief, digest, scrub
 from omnijourney.kafkaclients import (
     ConsumerRebalanceListener,
     KafkaConsumer,
@@ -74,12 +74,6 @@ def transient(exc: BaseException) -> bool:
     coordinator moving: kafka-python marks those ``retriable``): retried. Anything else
     is raised."""
     return bool(getattr(exc, "retriable", False))
-
-
-def brief(exc: BaseException) -> str:
-    """An error for a log line or a report, addresses scrubbed (a provider's reply may
-    quote the recipient)."""
-    return scrub(f"{type(exc).__name__}: {str(exc)[:200]}") or ""
 
 
 class Runner:

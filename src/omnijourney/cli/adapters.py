@@ -14,7 +14,6 @@ from typing import Any
 import structlog
 
 from omnijourney import kafkaclients, wallclock
-from omnijourney.adapters.addresses import scrub
 from omnijourney.cli.common import (
     WORKER_METRICS_PORT,
     metrics_port,
@@ -23,6 +22,7 @@ from omnijourney.cli.common import (
 from omnijourney.core.channels import CHANNELS
 from omnijourney.core.commands import DeliveryReport
 from omnijourney.core.events import Event
+from omnijourney.core.redaction import scrub
 from omnijourney.kafkaclients import KafkaProducer
 from omnijourney.settings import ClockMode
 

@@ -18,6 +18,7 @@ from omnijourney.core.catalog import CompiledJourney, JourneySet
 from omnijourney.core.commands import ChannelCommand, command_id
 from omnijourney.core.context import Views, render_tree, typed_value
 from omnijourney.core.expressions import compile_condition
+from omnijourney.core.redaction import scrub
 from omnijourney.core.state import CustomerState, Instance
 from omnijourney.core.templates import TemplateError, compile_text
 from omnijourney.core.timeutil import (
@@ -84,7 +85,7 @@ class Steps:
         value, error = compile_condition(source).evaluate(ctx)
         if error:
             self.note(at, TraceKind.CONDITION_ERROR, inst, step, journey=journey, what=what,
-                      condition=source, error=error)
+                      condition=source, error=scrub(error))
         return value
 
     def grace(self, cj: CompiledJourney) -> timedelta:
@@ -248,7 +249,7 @@ class Steps:
                 changed[key] = typed_value(src, ctx)
             except TemplateError as exc:
                 self.note(at, TraceKind.ERROR, inst, step.id, reason="template_error",
-                          field=key, error=str(exc))
+                          field=key, error=_said(exc))
         self.st.profile.setdefault("attributes", {}).update(changed)
         self.views.forget_profile()
         self.note(at, TraceKind.PROFILE_UPDATED, inst, step.id, fields=sorted(changed))
@@ -268,14 +269,14 @@ class Steps:
         try:
             raw = compile_text(step.until or "").render(self.ctx(inst, at)).strip()
         except TemplateError as exc:
-            self.note(at, TraceKind.ERROR, inst, step.id, reason="template_error", error=str(exc))
+            self.note(at, TraceKind.ERROR, inst, step.id, reason="template_error", error=_said(exc))
             return None
         if not raw:
             return None
         try:
             target = _instant_or_date(raw, tz)
         except ValueError as exc:
-            self.note(at, TraceKind.ERROR, inst, step.id, reason="bad_until", error=str(exc))
+            self.note(at, TraceKind.ERROR, inst, step.id, reason="bad_until", error=_said(exc))
             return None
         if step.offset:
             off = parse_duration(step.offset.lstrip("-"))
@@ -313,7 +314,7 @@ class Steps:
                                               ctx)
         except TemplateError as exc:
             self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel=ch, reason="template_error",
-                      error=str(exc))
+                      error=_said(exc))
             return "skipped"
         self.emit(cj, inst, step.id, at, channel=ch, to=to, content=content,
                   template=step.template, transactional=transactional, locale=locale)
@@ -336,7 +337,7 @@ class Steps:
             headers = {k: compile_text(v).render(ctx) for k, v in step.headers.items()}
         except TemplateError as exc:
             self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel="webhook",
-                      reason="template_error", error=str(exc))
+                      reason="template_error", error=_said(exc))
             return
         # Command content is a string map on the wire (schemas/channel_command.avsc).
         content = {"method": step.method, "url": url,
@@ -356,7 +357,7 @@ class Steps:
             headers = {k: compile_text(v).render(ctx) for k, v in step.headers.items()}
         except TemplateError as exc:
             self.note(at, TraceKind.SUPPRESSED, inst, step.id, channel="webhook",
-                      reason="template_error", error=str(exc))
+                      reason="template_error", error=_said(exc))
             return
         request: dict[str, Any] = {
             "handoff": step.kind, "customer_id": self.st.customer_id, "journey": cj.id,
@@ -427,6 +428,12 @@ def _field(profile: dict[str, Any], name: str) -> Any:
     for part in name.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
+
+
+def _said(exc: Exception) -> str | None:
+    """An error's message for the trace, which is logged: a value it quotes (a profile's
+    email as a wait's ``until``) is named by its digest."""
+    return scrub(str(exc))
 
 
 def _brief(ev: Any) -> dict[str, Any]:

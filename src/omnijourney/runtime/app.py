@@ -30,6 +30,7 @@ from omnijourney.codecs import (
     watermark_key,
 )
 from omnijourney.core import CustomerState, JourneySet
+from omnijourney.core.redaction import brief
 from omnijourney.ops.metrics import (
     Heartbeat,
     ProgressWatch,
@@ -48,7 +49,6 @@ from omnijourney.runtime.states import StateStore
 from omnijourney.runtime.supervision import (
     EXIT_FAILED,
     Supervisor,
-    brief,
     cluster_error,
 )
 from omnijourney.runtime.timers import Clock, DueIndex

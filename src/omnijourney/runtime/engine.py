@@ -32,6 +32,7 @@ from omnijourney.core.evaluator import Input
 from omnijourney.core.events import KNOWN_EVENT_TYPES, delivery_event
 from omnijourney.core.identity import start, visit
 from omnijourney.core.merging import Identified, Linked, Message, resolved, resolves_first
+from omnijourney.core.redaction import brief, scrub
 from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.runtime.timers import Clock
 from omnijourney.settings import ClockMode, Topics
@@ -156,8 +157,8 @@ class Engine:
                 else:
                     self._event(rec, load, result)
             except Exception as exc:
-                self._dead(rec, f"could not be processed: {type(exc).__name__}: "
-                                f"{str(exc)[:300]}", result, "internal_error")
+                self._dead(rec, f"could not be processed: {brief(exc)}", result,
+                           "internal_error")
         for partition, was in before.items():
             mark = self.clock.now(partition)
             if mark is not None and mark != was:
@@ -221,8 +222,8 @@ class Engine:
             try:
                 self._hop(rec, owner, result)
             except Exception as exc:
-                self._dead(rec, f"could not be resolved: {type(exc).__name__}: "
-                                f"{str(exc)[:300]}", result, "invalid_resolution")
+                self._dead(rec, f"could not be resolved: {brief(exc)}", result,
+                           "invalid_resolution")
         return result
 
     def _hop(self, rec: Record, owner: Callable[[str], str | None], result: BatchResult) -> None:
@@ -380,8 +381,9 @@ class Engine:
         result.evaluated.append(Evaluated(cid, what, event_id, tuple(trace), took))
 
     def _dead(self, rec: Record, reason: str, result: BatchResult, kind: str) -> None:
-        # A reason may quote the record (an exception's message): keep it encodable.
-        reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+        # A reason may quote the record (an exception's message): keep it encodable, and
+        # name any address in it by its digest (the reason is logged and counted).
+        reason = scrub(reason.encode("utf-8", "backslashreplace").decode("utf-8")) or ""
         result.dead_reasons.append(reason)
         result.dead_kinds.append(kind)
         result.other.append(dead_letter(self.topics, rec, reason, self.wall()))

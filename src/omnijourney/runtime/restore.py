@@ -43,6 +43,7 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types import TP, EventT
 
 from omnijourney import wallclock
+from omnijourney.core.redaction import brief
 from omnijourney.runtime import snapshots
 
 log = structlog.get_logger("omnijourney.worker")
@@ -117,7 +118,7 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
         except Exception as exc:
             # What was read stays read (``offsets`` says how far); Faust's recovery reads
             # the rest, record by record, as it would have read all of it.
-            log.warning("changelog_bulk_read_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning("changelog_bulk_read_failed", error=brief(exc))
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)  # drops other keys
@@ -237,7 +238,7 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
             size = await asyncio.to_thread(write_all)
         except OSError as exc:
             log.error("snapshot_failed", table=self.table_name,
-                      error=f"{type(exc).__name__}: {exc}"[:300])
+                      error=brief(exc))
             return
         log.info("snapshot_saved", table=self.table_name, partitions=sorted(rows),
                  entries=sum(len(r) for r in rows.values()), mb=round(size / 1e6, 1),
@@ -265,7 +266,7 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
             max_age = await self._max_age(next(iter(found)).topic)
         except Exception as exc:
             log.warning("snapshots_unused", table=self.table_name,
-                        reason=f"changelog retention unknown: {type(exc).__name__}: {exc}"[:300])
+                        reason=f"changelog retention unknown: {brief(exc)}")
             return
         loaded: list[int] = []
         entries = 0
@@ -298,7 +299,7 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
                 path.unlink()
             except OSError as exc:
                 log.error("snapshot_not_removed", table=self.table_name, file=path.name,
-                          error=f"{type(exc).__name__}: {exc}"[:300])
+                          error=brief(exc))
 
     def _client_options(self) -> dict[str, Any]:
         """The app's brokers, credentials and timeout, for this store's own clients."""

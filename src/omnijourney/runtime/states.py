@@ -23,6 +23,7 @@ from omnijourney.codecs import (
     watermark_key,
 )
 from omnijourney.core import CustomerState
+from omnijourney.core.redaction import brief
 
 log = structlog.get_logger("omnijourney.worker")
 STATE_CACHE = 200_000  # decoded states kept in memory
@@ -68,7 +69,7 @@ class StateStore:
             return decode_watermark(raw)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("unreadable_watermark", partition=partition,
-                      error=f"{type(exc).__name__}: {str(exc)[:300]}")
+                      error=brief(exc))
             return None
 
     def put_watermark(self, partition: int, doc: bytes) -> None:

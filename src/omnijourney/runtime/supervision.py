@@ -50,10 +50,6 @@ def cluster_error(exc: BaseException) -> bool:
     return any(isinstance(x, KafkaError | ProducerSendError) for x in chain)
 
 
-def brief(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
-
-
 class Supervisor(faust.Service):
     """Started with the app (Faust starts its own timers only after the first table
     restore, too late to watch that one); every second it checks the restore and the

@@ -32,9 +32,9 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from omnijourney import wallclock
-from omnijourney.adapters.addresses import scrub
 from omnijourney.core.commands import DeliveryReport, delivery_status
 from omnijourney.core.profile import address_digest
+from omnijourney.core.redaction import scrub
 from omnijourney.tracking.clicks import report_from
 from omnijourney.tracking.tokens import REPORT, REPORT_HEADER, read_token
 
