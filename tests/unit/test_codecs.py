@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from omnijourney.codecs import (
     MAGIC,
+    commands,
     crc64_avro,
     decode_any,
     decode_command,
@@ -20,6 +24,8 @@ from omnijourney.codecs import (
     events,
 )
 from omnijourney.config import load
+from omnijourney.core.channels import CHANNELS
+from omnijourney.core.commands import ChannelCommand
 from omnijourney.core.events import Event, InvalidEvent
 from omnijourney.schemacheck import check_dir, compare
 from omnijourney.simulator import read_events, simulate
@@ -333,6 +339,39 @@ def _old_bytes(partition: int, st) -> bytes:  # what encode_state wrote before m
     return head + _state_json(st.to_dict()) + b"}"
 
 
+def test_a_state_written_in_one_pass_is_the_bytes_of_a_head_and_a_body_written_apart() -> None:
+    """``encode_state`` writes the head (partition, due time) and the state in one msgspec
+    pass; the bytes are those of the head built as text (``format_instant``'s due time,
+    in UTC with Z, to the microsecond) before the state's own msgspec JSON, as session 13
+    wrote them: the restore's glance and ``state_due`` read the same head."""
+    import msgspec
+
+    from omnijourney.codecs import encode_state
+    from omnijourney.core.state import CustomerState
+    from omnijourney.core.timeutil import format_instant
+
+    def apart(partition: int, st) -> bytes:
+        due = st.next_due()
+        head = (f'{{"p":{partition},"d":'
+                + (f'"{format_instant(due)}"' if due is not None else "null") + ',"s":')
+        body = msgspec.json.encode(st)
+        tail = b',"merged_into":null}'
+        body = body[:-len(tail)] + b"}" if body.endswith(tail) else body
+        return head.encode() + body + b"}"
+
+    berlin = timezone(timedelta(hours=1))
+    states = _real_states(150)
+    for i, st in enumerate(states):
+        for inst in st.instances.values():
+            if inst.due_at is not None and i % 3:  # to the microsecond, and in another zone
+                inst.due_at = (inst.due_at + timedelta(microseconds=i * 1013)).astimezone(
+                    berlin if i % 3 == 2 else UTC)
+    assert sum(st.next_due() is not None for st in states) > 20
+    assert any(st.next_due() is not None and st.next_due().tzinfo is berlin for st in states)
+    for i, st in enumerate([*states, CustomerState("m1", merged_into="c9")]):
+        assert encode_state(i % 11, st) == apart(i % 11, st), i
+
+
 def test_states_written_by_msgspec_read_back_as_the_states_written_before() -> None:
     """``encode_state`` writes the core's dataclasses with msgspec. Its JSON differs from
     ``to_dict``'s only by an event's empty ``identifiers`` and a null ``merged_into``:
@@ -368,3 +407,64 @@ def test_states_written_by_msgspec_read_back_as_the_states_written_before() -> N
     lone.profile["first_name"] = "\ud800"
     assert encode_state(0, lone) == _old_bytes(0, lone)  # escaped by json, as before
     assert decode_state(encode_state(0, lone))[1].profile["first_name"] == "\ud800"
+
+
+_TEXT = hst.text(max_size=80) | hst.sampled_from(["", "é" * 40, "x" * 200, "😀", "a\x00b"])
+
+
+@hst.composite
+def _commands(draw: hst.DrawFn) -> ChannelCommand:
+    at = draw(hst.datetimes(min_value=datetime(1900, 1, 1),  # noqa: DTZ001 - hypothesis'
+                            max_value=datetime(2200, 1, 1),  # noqa: DTZ001 - bounds are naive
+                            timezones=hst.just(UTC)))
+    return ChannelCommand(
+        command_id=draw(_TEXT), journey=draw(_TEXT), journey_version=draw(_TEXT),
+        step=draw(_TEXT), channel=draw(hst.sampled_from(CHANNELS)),
+        customer_id=draw(_TEXT), send_at=at,
+        deadline=at + timedelta(microseconds=draw(hst.integers(0, 10**12))),
+        template=draw(hst.none() | _TEXT), to=draw(hst.none() | _TEXT),
+        content=draw(hst.dictionaries(_TEXT, _TEXT, max_size=3)
+                     | hst.dictionaries(hst.text(min_size=2, max_size=4), _TEXT,
+                                       min_size=64, max_size=70)),
+        transactional=draw(hst.booleans()), trigger_event_id=draw(_TEXT),
+        instance_key=draw(_TEXT), locale=draw(hst.none() | _TEXT))
+
+
+def _fastavro_command(cmd: ChannelCommand) -> bytes:
+    rec = cmd.to_dict()
+    rec["send_at"], rec["deadline"] = cmd.send_at, cmd.deadline
+    return commands().encode(rec)
+
+
+@given(_commands())
+@settings(max_examples=300, deadline=None)
+def test_a_command_is_written_as_fastavro_writes_it(cmd: ChannelCommand) -> None:
+    """``encode_command`` writes the body itself: the bytes fastavro writes for the same
+    command, for any text (multi-byte, past 63 bytes, empty), any map size, either side
+    of 1970, every channel; and they read back to the command."""
+    assert encode_command(cmd) == _fastavro_command(cmd)
+    assert decode_command(encode_command(cmd)) == cmd
+
+
+def test_what_the_command_writer_cannot_take_fastavro_writes_or_refuses_as_before() -> None:
+    from omnijourney.codecs import AvroCodec, _command_writer_fits
+
+    base = ChannelCommand("id", "j", "1", "s", "sms", "c1", datetime(2026, 3, 2, tzinfo=UTC),
+                          datetime(2026, 3, 3, tzinfo=UTC), None, "+15550100", {"text": "hi"},
+                          False, "e1", "")
+    naive = replace(base, send_at=datetime(2026, 3, 2))  # noqa: DTZ001 - fastavro: UTC
+    assert encode_command(naive) == _fastavro_command(naive)
+    for bad in (replace(base, content={"text": "\ud800"}), replace(base, channel="pigeon"),
+                replace(base, content={"n": 5})):
+        raised = []
+        for write in (encode_command, _fastavro_command):
+            try:
+                write(bad)
+            except Exception as exc:  # whatever fastavro raises, ours raises
+                raised.append(type(exc))
+        assert len(raised) == 2 and raised[0] is raised[1], (bad, raised)
+    # A schema with other fields is fastavro's to write.
+    schema = json.loads((REPO / "schemas" / "channel_command.avsc").read_text())
+    assert _command_writer_fits(AvroCodec(schema))
+    schema["fields"].insert(3, {"name": "priority", "type": "int", "default": 0})
+    assert not _command_writer_fits(AvroCodec(schema))
