@@ -445,9 +445,10 @@ def encode_command(cmd: ChannelCommand) -> bytes:
     cannot take (a value of another type, a lone surrogate) fastavro writes, or refuses,
     as it always did."""
     codec_ = commands()
-    if _command_writer_fits(codec_):
+    channels = _command_channels(codec_)
+    if channels is not None:
         try:
-            return codec_.header + _command_body(cmd)
+            return codec_.header + _command_body(cmd, channels)
         except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
             pass
     rec = cmd.to_dict()
@@ -481,18 +482,16 @@ def _layout(schema: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 @cache
-def _command_writer_fits(codec_: AvroCodec) -> bool:
-    """Whether the command schema is the one ``_command_body`` writes (once per codec);
-    its channel symbols' indexes are taken from it."""
+def _command_channels(codec_: AvroCodec) -> dict[str, bytes] | None:
+    """Each channel's enum index as written, when the command schema is the one
+    ``_command_body`` writes (found once per codec); None when it is another."""
     schema = codec_.schema
     if not isinstance(schema, dict) or _layout(schema) != _COMMAND_LAYOUT:
-        return False
+        return None
     symbols = next(f["type"]["symbols"] for f in schema["fields"] if f["name"] == "channel")
-    _CHANNEL_INDEX.update({s: _long(i) for i, s in enumerate(symbols)})
-    return True
+    return {s: _long(i) for i, s in enumerate(symbols)}
 
 
-_CHANNEL_INDEX: dict[str, bytes] = {}
 _SHORT_LENGTH = [bytes([n << 1]) for n in range(64)]  # zig-zag varints of 0..63: one byte
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -508,7 +507,7 @@ def _long(n: int) -> bytes:
     return bytes(out)
 
 
-def _command_body(cmd: ChannelCommand) -> bytes:
+def _command_body(cmd: ChannelCommand, channels: dict[str, bytes]) -> bytes:
     """The Avro binary body of channel_command.avsc, field by field (``_COMMAND_LAYOUT``):
     a string is its UTF-8 length and bytes, a time its microseconds since the epoch, a
     nullable string a branch index (0 null, 1 string) first, the map one block of
@@ -520,7 +519,7 @@ def _command_body(cmd: ChannelCommand) -> bytes:
         b = text.encode()
         put(short[len(b)] if len(b) < 64 else long_(len(b)))
         put(b)
-    put(_CHANNEL_INDEX[cmd.channel])
+    put(channels[cmd.channel])
     b = cmd.customer_id.encode()
     put(short[len(b)] if len(b) < 64 else long_(len(b)))
     put(b)

@@ -447,7 +447,7 @@ def test_a_command_is_written_as_fastavro_writes_it(cmd: ChannelCommand) -> None
 
 
 def test_what_the_command_writer_cannot_take_fastavro_writes_or_refuses_as_before() -> None:
-    from omnijourney.codecs import AvroCodec, _command_writer_fits
+    from omnijourney.codecs import AvroCodec, _command_channels
 
     base = ChannelCommand("id", "j", "1", "s", "sms", "c1", datetime(2026, 3, 2, tzinfo=UTC),
                           datetime(2026, 3, 3, tzinfo=UTC), None, "+15550100", {"text": "hi"},
@@ -465,6 +465,7 @@ def test_what_the_command_writer_cannot_take_fastavro_writes_or_refuses_as_befor
         assert len(raised) == 2 and raised[0] is raised[1], (bad, raised)
     # A schema with other fields is fastavro's to write.
     schema = json.loads((REPO / "schemas" / "channel_command.avsc").read_text())
-    assert _command_writer_fits(AvroCodec(schema))
+    assert _command_channels(AvroCodec(schema)) == {
+        ch: bytes([i << 1]) for i, ch in enumerate(["email", "sms", "push", "ads", "webhook"])}
     schema["fields"].insert(3, {"name": "priority", "type": "int", "default": 0})
-    assert not _command_writer_fits(AvroCodec(schema))
+    assert _command_channels(AvroCodec(schema)) is None
