@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
+from itertools import pairwise
 from typing import Any
 
 import faust
@@ -108,12 +109,14 @@ def test_batched_sends_land_where_single_sends_land_in_order_with_their_headers(
     assert sorted((p, repr(x)) for p, xs in _by_partition(rows_single).items()
                   for x in xs) == sorted((p, repr(x)) for p, xs in expected.items() for x in xs)
     assert len(expected) == PARTITIONS  # keys and named partitions spread them
-    # One batch per partition, each reporting its last record's offset.
-    assert sorted(acked) == sorted(produce.Acked(batched, p, max(r[1] for r in rows
-                                                                if r[0] == p))
+    # One batch per partition, each reporting its last record's offset and its first's.
+    assert sorted(acked) == sorted(produce.Acked(batched, p,
+                                                 max(r[1] for r in rows if r[0] == p),
+                                                 min(r[1] for r in rows if r[0] == p))
                                    for p in range(PARTITIONS))
     assert len(acked_single) == n
     assert {(a.partition, a.offset) for a in acked_single} == {(r[0], r[1]) for r in rows_single}
+    assert all(a.first == a.offset for a in acked_single)
 
 
 def test_a_batch_fuller_than_the_batch_size_goes_out_as_several_and_none_is_lost(
@@ -140,6 +143,10 @@ def test_a_batch_fuller_than_the_batch_size_goes_out_as_several_and_none_is_lost
         offsets = sorted(a.offset for a in acked if a.partition == p)
         assert offsets[-1] == max(r[1] for r in rows if r[0] == p)
         assert len(set(offsets)) == len(offsets)
+        # The batches tile the partition: each starts right after the one before.
+        spans = sorted((a.first, a.offset) for a in acked if a.partition == p)
+        assert spans[0][0] == min(r[1] for r in rows if r[0] == p)
+        assert all(nxt[0] == prev[1] + 1 for prev, nxt in pairwise(spans))
 
 
 def test_a_producer_without_the_batch_interface_is_sent_to_a_record_at_a_time(

@@ -86,10 +86,33 @@ def test_what_the_worker_writes_itself_is_placed_and_claimed_only_for_a_restored
     store._key_partition[b"gone"] = 0
     del store.data[b"gone"]
     store.reflect([(b"w0", 0, False), (b"w1", 1, False), (b"gone", 0, True)],
-                  [(TOPIC, 0, 9), (TOPIC, 0, 7), (TOPIC, 1, 12)])
+                  [(TOPIC, 0, 9, 6), (TOPIC, 0, 7, 7), (TOPIC, 1, 12, 12)])
     assert store._key_partition == {b"w0": 0, b"w1": 1}
-    assert store.persisted_offset(ACTIVE) == 9  # the highest acked
+    assert store.persisted_offset(ACTIVE) == 9  # the highest acked, right after offset 5
     assert store.persisted_offset(STANDBY) is None  # never restored here: not claimed
     holder["actives"] = set()
     asyncio.run(store.on_recovery_completed(set(), {ACTIVE}))  # both moved away
     assert dict(store.data) == {}
+
+
+def test_a_write_after_another_writers_records_claims_nothing_past_them() -> None:
+    """Issue 13's fault test lost two waits this way: a worker paused past its session
+    wrote (as it learnt only then that it was fenced) after the partition's new owner had
+    written; claiming its own write's offset told the next recovery that ``data`` held
+    the owner's records too, and they were never read. A write claims its offset only
+    when it follows what ``data`` holds with nothing between; one after a gap leaves the
+    offset where it was, and so does every write after it, until a recovery reads the
+    gap."""
+    store, _ = store_with({ACTIVE})
+    store.set_persisted_offset(ACTIVE, 5)
+    store.reflect([(b"w0", 0, False)], [(TOPIC, 0, 6, 6)])
+    assert store.persisted_offset(ACTIVE) == 6  # ours, right after: claimed
+    store.reflect([(b"w0", 0, False)], [(TOPIC, 0, 12, 10)])  # 7-9 another's
+    assert store.persisted_offset(ACTIVE) == 6
+    store.reflect([(b"w1", 0, False)], [(TOPIC, 0, 13, 13)])
+    assert store.persisted_offset(ACTIVE) == 6  # still not past 7-9
+    store.apply_changelog_batch([event(ACTIVE, o, b"x", b"v") for o in range(7, 14)],
+                                to_key=lambda k: k, to_value=lambda v: v)
+    assert store.persisted_offset(ACTIVE) == 13  # the recovery read the gap and on
+    store.reflect([(b"w1", 0, False)], [(TOPIC, 0, 16, 14)])
+    assert store.persisted_offset(ACTIVE) == 16

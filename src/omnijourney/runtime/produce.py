@@ -23,16 +23,17 @@ from omnijourney.runtime.engine import Outgoing
 
 
 class Acked(NamedTuple):
-    """Where the broker put the last record of one batch."""
+    """Where the broker put one batch: its last record's offset and its first's."""
 
     topic: str
     partition: int
     offset: int
+    first: int
 
 
 async def send_all(producer: Any, outgoing: Sequence[Outgoing]) -> list[Acked]:
     """Send ``outgoing`` through Faust's ``producer`` and wait for the broker's acks; for
-    each batch sent, its partition and the offset of its last record."""
+    each batch sent, its partition and the offsets of its last and first records."""
     if not outgoing:
         return []
     inner = _batching(producer)
@@ -67,7 +68,7 @@ async def send_all(producer: Any, outgoing: Sequence[Outgoing]) -> list[Acked]:
             count += 1
         sent.append((topic, partition, count, await _submit(inner, batch, topic, partition)))
     acks = await asyncio.gather(*(future for *_, future in sent))
-    return [Acked(topic, partition, meta.offset + count - 1)
+    return [Acked(topic, partition, meta.offset + count - 1, meta.offset)
             for (topic, partition, count, _), meta in zip(sent, acks, strict=True)]
 
 
@@ -94,4 +95,5 @@ def _batching(producer: Any) -> Any:
 async def _send_each(producer: Any, outgoing: Sequence[Outgoing]) -> list[Acked]:
     pending = [await producer.send(o.topic, o.key, o.value, o.partition, None,
                                    list(o.headers) or None) for o in outgoing]
-    return [Acked(m.topic, m.partition, m.offset) for m in await asyncio.gather(*pending)]
+    return [Acked(m.topic, m.partition, m.offset, m.offset)
+            for m in await asyncio.gather(*pending)]

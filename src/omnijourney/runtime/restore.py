@@ -68,21 +68,27 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
 
     # ------------------------------------------------ what the worker writes itself
     def reflect(self, rows: Iterable[tuple[bytes, int, bool]],
-                acked: Iterable[tuple[str, int, int]]) -> None:
+                acked: Iterable[tuple[str, int, int, int]]) -> None:
         """The worker put these keys in ``data`` itself (key, partition, removed) once the
-        changelog acked them at these (topic, partition, offset): remember each key's
-        partition (so it is dropped when the partition moves, and saved with it), and that
-        ``data`` reflects the changelog up to those offsets."""
+        changelog acked them at these (topic, partition, last offset, first offset):
+        remember each key's partition (so it is dropped when the partition moves, and
+        saved with it), and that ``data`` reflects the changelog up to those offsets, when
+        it does: only a write that follows what ``data`` holds with no record between.
+        Another writer's records before ours (a worker that owned the partition a moment
+        ago, or one paused past its session that writes before it learns it was fenced)
+        are not in ``data``: the offset stays before them, and the next recovery reads
+        them, in the changelog's order, rather than skip them for good."""
         where = self._key_partition
         for key, partition, removed in rows:
             if removed:
                 where.pop(key, None)
             else:
                 where[key] = partition
-        for topic, partition, offset in acked:
+        for topic, partition, last, first in acked:
             tp = TP(topic, partition)
-            if tp in self.offsets:  # an active partition, restored: still ours
-                self.offsets[tp] = max(offset, self.offsets[tp])
+            known = self.offsets.get(tp)  # None: not an active partition restored here
+            if known is not None and first <= known + 1:
+                self.offsets[tp] = max(last, known)
 
     # -------------------------------------------------- what Faust's recovery asks
     def persisted_offset(self, tp: TP) -> int | None:
