@@ -79,8 +79,9 @@ def test_a_bulk_read_holds_the_latest_value_of_every_key_and_resumes_where_it_st
 
 
 async def write_acked(bootstrap: str, topic: str, rows: list[tuple[int, bytes, bytes | None]]
-                      ) -> list[tuple[str, int, int]]:
-    """Write as the worker does, and say where each record landed."""
+                      ) -> list[tuple[str, int, int, int]]:
+    """Write as the worker does, and say where each record landed (as ``Acked``: the
+    last offset of what was sent, then the first; one record each here)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
@@ -88,7 +89,7 @@ async def write_acked(bootstrap: str, topic: str, rows: list[tuple[int, bytes, b
                  for partition, key, value in rows]
     finally:
         await producer.stop()
-    return [(m.topic, m.partition, m.offset) for m in metas]
+    return [(m.topic, m.partition, m.offset, m.offset) for m in metas]
 
 
 def store_at(settings: Settings, datadir: Path) -> BulkRestoredStore:
