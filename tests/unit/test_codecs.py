@@ -13,6 +13,7 @@ from hypothesis import strategies as hst
 
 from omnijourney.codecs import (
     MAGIC,
+    command_record,
     commands,
     crc64_avro,
     decode_any,
@@ -329,14 +330,18 @@ def test_a_stored_event_with_a_key_it_does_not_know_is_read_without_it() -> None
         _long_way(raw)
 
 
-def _old_bytes(partition: int, st) -> bytes:  # what encode_state wrote before msgspec
-    from omnijourney.codecs import _state_json
+def _head(partition: int, st) -> bytes:  # a table value's head, built as text
     from omnijourney.core.timeutil import format_instant
 
     due = st.next_due()
-    head = (f'{{"p":{partition},"d":'
+    return (f'{{"p":{partition},"d":'
             + (f'"{format_instant(due)}"' if due is not None else "null") + ',"s":').encode()
-    return head + _state_json(st.to_dict()) + b"}"
+
+
+def _old_bytes(partition: int, st) -> bytes:  # what encode_state wrote before msgspec
+    from omnijourney.codecs import _state_json
+
+    return _head(partition, st) + _state_json(st.to_dict()) + b"}"
 
 
 def test_a_state_written_in_one_pass_is_the_bytes_of_a_head_and_a_body_written_apart() -> None:
@@ -348,16 +353,12 @@ def test_a_state_written_in_one_pass_is_the_bytes_of_a_head_and_a_body_written_a
 
     from omnijourney.codecs import encode_state
     from omnijourney.core.state import CustomerState
-    from omnijourney.core.timeutil import format_instant
 
     def apart(partition: int, st) -> bytes:
-        due = st.next_due()
-        head = (f'{{"p":{partition},"d":'
-                + (f'"{format_instant(due)}"' if due is not None else "null") + ',"s":')
         body = msgspec.json.encode(st)
         tail = b',"merged_into":null}'
         body = body[:-len(tail)] + b"}" if body.endswith(tail) else body
-        return head.encode() + body + b"}"
+        return _head(partition, st) + body + b"}"
 
     berlin = timezone(timedelta(hours=1))
     states = _real_states(150)
@@ -431,9 +432,7 @@ def _commands(draw: hst.DrawFn) -> ChannelCommand:
 
 
 def _fastavro_command(cmd: ChannelCommand) -> bytes:
-    rec = cmd.to_dict()
-    rec["send_at"], rec["deadline"] = cmd.send_at, cmd.deadline
-    return commands().encode(rec)
+    return commands().encode(command_record(cmd))
 
 
 @given(_commands())

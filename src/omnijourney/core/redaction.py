@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import overload
 
 # What looks like an address or a phone number inside free text (a provider's error
 # message, an exception): replaced by its digest before the text is logged or reported.
@@ -19,6 +20,14 @@ def digest(address: str) -> str:
     return "sha256:" + hashlib.sha256(address.strip().lower().encode()).hexdigest()[:12]
 
 
+@overload
+def scrub(text: str) -> str: ...
+
+
+@overload
+def scrub(text: None) -> None: ...
+
+
 def scrub(text: str | None) -> str | None:
     """Free text with every email address and phone number in it replaced by a digest."""
     if not text:
@@ -30,4 +39,4 @@ def scrub(text: str | None) -> str | None:
 def brief(exc: BaseException, limit: int = 300) -> str:
     """An error for a log line, a trace or a reason: its type and the first ``limit``
     characters of its message, addresses scrubbed."""
-    return scrub(f"{type(exc).__name__}: {str(exc)[:limit]}") or ""
+    return scrub(f"{type(exc).__name__}: {str(exc)[:limit]}")

@@ -430,7 +430,7 @@ def _field(profile: dict[str, Any], name: str) -> Any:
     return value
 
 
-def _said(exc: Exception) -> str | None:
+def _said(exc: Exception) -> str:
     """An error's message for the trace, which is logged: a value it quotes (a profile's
     email as a wait's ``until``) is named by its digest."""
     return scrub(str(exc))

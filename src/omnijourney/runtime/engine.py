@@ -383,7 +383,7 @@ class Engine:
     def _dead(self, rec: Record, reason: str, result: BatchResult, kind: str) -> None:
         # A reason may quote the record (an exception's message): keep it encodable, and
         # name any address in it by its digest (the reason is logged and counted).
-        reason = scrub(reason.encode("utf-8", "backslashreplace").decode("utf-8")) or ""
+        reason = scrub(reason.encode("utf-8", "backslashreplace").decode("utf-8"))
         result.dead_reasons.append(reason)
         result.dead_kinds.append(kind)
         result.other.append(dead_letter(self.topics, rec, reason, self.wall()))
