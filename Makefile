@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
-install: $(STAMP) ## Create .venv and install omnijourney with dev tools
+# The core's hot modules compiled by mypyc, again whenever a core source changes
+# (src/omnijourney/native.py); without a C compiler the core runs from its sources.
+NATIVE := src/omnijourney/native.json
+$(NATIVE): $(STAMP) $(wildcard src/omnijourney/core/*.py) src/omnijourney/native.py src/omnijourney/nativebuild.py
+	OMNIJOURNEY_NATIVE=off $(BIN)/python -m omnijourney.nativebuild build
+
+install: $(STAMP) $(NATIVE) ## Create .venv, install omnijourney with dev tools, compile the core
 
 kafka: install ## Fetch the pinned Apache Kafka's jars (Maven Central) into ~/.cache/omnijourney
 	$(BIN)/python -c "from omnijourney.runtime.kafkadist import ensure_jars, find_java; find_java(); print(ensure_jars())"
@@ -51,6 +57,7 @@ stats: install ## Funnel of every example journey over the sample timeline (simu
 
 test: install lint types kafka browser ## Lint, type-check and run the whole suite on real Kafka and Chromium (CI runs this)
 	$(BIN)/python -m pytest
+	OMNIJOURNEY_NATIVE=off $(BIN)/python -m pytest tests/unit -q  # the core from its sources too
 
 unit: install ## Run only the fast pure-core tests
 	$(BIN)/python -m pytest tests/unit -q
@@ -80,4 +87,5 @@ bench-herd: install kafka ## Timers through real Kafka: 100k waits ending in one
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info \
+	  src/*.so src/omnijourney/core/*.so src/omnijourney/native.json \
 	  omnijourney-worker.log omnijourney*-data  # the Kafka jars stay in ~/.cache/omnijourney

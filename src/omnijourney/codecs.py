@@ -33,8 +33,9 @@ from omnijourney.core.events import (
 )
 from omnijourney.core.identity import Resolution, message_from_dict, message_to_dict
 from omnijourney.core.merging import Identified, Linked, Message
-from omnijourney.core.state import CustomerState
+from omnijourney.core.state import CustomerState, GoalWatch, Instance
 from omnijourney.core.timeutil import format_instant, parse_instant
+from omnijourney.native import restore_annotations
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC = b"\xc3\x01"
@@ -247,6 +248,8 @@ class _TypedState(msgspec.Struct):
     s: CustomerState
 
 
+# Compiled, the core's classes get back their annotations as written (native.py).
+restore_annotations(CustomerState, Instance, GoalWatch, Event)
 _TYPED_STATE = msgspec.json.Decoder(_TypedState)
 
 

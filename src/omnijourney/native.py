@@ -1,0 +1,125 @@
+"""The pure core's hot modules, compiled to C by mypyc (mypy's compiler for typed Python).
+
+The same source, type-checked as it already is, runs as a C extension: the evaluator,
+its step machine, the profile, the policies' gate, the contexts, the command ids, the
+plain-text templates, the time helpers, the state and the events (``MODULES``). The
+Python sources stay the reference and the fallback:
+
+- ``python -m omnijourney.native build`` (``make install`` runs it) compiles them in
+  place, each extension beside its source, and writes ``native.json``: each source's
+  digest as compiled. Without a C compiler (or when mypyc refuses) it says so and the
+  core runs from its sources.
+- ``guard()``, run when the package is imported: when ``OMNIJOURNEY_NATIVE=off``, or when
+  a compiled module's source no longer has the digest it was compiled from (an edit, a
+  checkout), every compiled module is imported from its source instead, so nothing ever
+  runs code older than its source. One line on stderr says so for a stale build.
+
+The dataclasses msgspec reads states into (the state's, the event's) stay Python classes
+when compiled (``mypyc_attr(native_class=False)``): in a native class a missing integer
+field reads as 0 instead of being refused. Compiled, their annotations are only runtime
+classes (``datetime | None`` becomes ``type``); msgspec reads the fields' types from
+them, so the codecs give them back the ones in the source (``restore_annotations``).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+PACKAGE = Path(__file__).resolve().parent
+SRC = PACKAGE.parent
+CORE = PACKAGE / "core"
+MANIFEST = PACKAGE / "native.json"
+GROUP = "omnijourney_core"  # the compiled modules' shared library: omnijourney_core__mypyc
+MODULES = ("evaluator", "steps", "state", "events", "profile", "gate", "context", "commands",
+           "plaintext", "timeutil")
+SWITCH = "OMNIJOURNEY_NATIVE"  # "off": the sources, even when compiled
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _extensions() -> list[Path]:
+    """The compiled files a build left: every extension in the core (one per module
+    compiled, by this build or an earlier one with other modules) and the group's."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    found = sorted(p for p in CORE.iterdir() if p.name.endswith(suffixes))
+    return found + [p for s in suffixes if (p := SRC / f"{GROUP}__mypyc{s}").exists()]
+
+
+def stale(manifest: dict[str, Any], core: Path = CORE) -> list[str]:
+    """The compiled modules whose source is not the one they were compiled from (or that
+    the manifest does not list): those that must not run."""
+    compiled = manifest.get("modules") or {}
+    return [m for m in MODULES
+            if compiled.get(m) != (_digest(core / f"{m}.py") if (core / f"{m}.py").exists()
+                                   else None)]
+
+
+class _Sources(importlib.abc.MetaPathFinder):
+    """Ahead of the path's finders: the compiled modules, from their ``.py`` files."""
+
+    def __init__(self, names: dict[str, Path]) -> None:
+        self.names = names
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        file = self.names.get(fullname)
+        return importlib.util.spec_from_file_location(fullname, file) if file else None
+
+
+def mode() -> str:
+    """``compiled``, ``sources`` (not built, or switched off) or ``stale``."""
+    if not _extensions():
+        return "sources"
+    if os.environ.get(SWITCH, "").lower() in ("off", "0", "no", "false"):
+        return "sources"
+    try:
+        manifest = json.loads(MANIFEST.read_text())
+    except (OSError, ValueError):
+        return "stale"
+    return "stale" if stale(manifest) else "compiled"
+
+
+def guard() -> str:
+    """Unless the build is current and switched on, the core's compiled modules are
+    imported from their sources (all of them: compiled modules call each other
+    directly, so they are never mixed). Returns the mode."""
+    now = mode()
+    if now == "compiled" or not _extensions():
+        return now
+    if now == "stale":
+        print("omnijourney: the compiled core is older than its sources; running the sources"
+              " (make install compiles it again)", file=sys.stderr)
+    if not any(isinstance(f, _Sources) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Sources({f"omnijourney.core.{m}": CORE / f"{m}.py"
+                                          for m in MODULES}))
+    return "sources"
+
+
+def restore_annotations(*classes: type) -> None:
+    """Give the compiled modules' dataclasses the annotations written in their source:
+    mypyc keeps only runtime classes (``datetime | None`` becomes ``type``), and msgspec
+    reads the fields' types from the annotations. Classes run from source keep theirs."""
+    for cls in classes:
+        file = Path(sys.modules[cls.__module__].__file__ or "")
+        if file.suffix == ".py":
+            continue
+        source = file.parent / f"{cls.__module__.rsplit('.', 1)[-1]}.py"
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        node = next(n for n in tree.body
+                    if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
+        cls.__annotations__ = {
+            item.target.id: ast.unparse(item.annotation) for item in node.body
+            if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
