@@ -273,10 +273,14 @@ def _typed_state(raw: bytes) -> tuple[int, CustomerState] | None:
     st.hand_over(False)
     if st.merged_into == "" or not _in_utc(st):
         return None
+    # Compiled by mypyc, a run's or goal watch's missing version reads as 0 rather than
+    # being refused: 0 goes the long way, which refuses a missing one and reads a 0.
+    if any(g.version == 0 for g in st.goals):
+        return None
     for inst in st.instances.values():
         # "running" is also the class's default for a status not written: the long way
         # refuses that, and a stored run is never running (it stops at a wait or ends).
-        if inst.status == "running" or not (
+        if inst.status == "running" or inst.version == 0 or not (
                 _stored(inst.trigger) and _stored(inst.last_event) and _instant(inst.entered_at)
                 and (inst.due_at is None or _instant(inst.due_at))):
             return None

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from mypy_extensions import mypyc_attr
 
 from omnijourney.core.channels import CHANNELS
 from omnijourney.core.commands import DELIVERY_STATUSES, DeliveryReport
@@ -276,9 +275,6 @@ def fingerprint(ev: Event) -> str:
     return hashlib.blake2b(body, digest_size=5).hexdigest()
 
 
-# A Python class even when this module is compiled (omnijourney/native.py): msgspec reads
-# stored events into it by its annotations, which a compiled class does not keep.
-@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class Event:
     event_id: str

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
-from mypy_extensions import mypyc_attr
-
 from omnijourney.core.events import Event, stored_event
 from omnijourney.core.timeutil import format_instant, parse_instant
 
@@ -30,7 +28,6 @@ InstanceStatus = Literal["running", "wait", "wait_for", "deferred", "done"]
 INSTANCE_STATUSES: tuple[InstanceStatus, ...] = get_args(InstanceStatus)
 
 
-@mypyc_attr(native_class=False)  # a Python class, compiled or not: msgspec builds it
 @dataclass(slots=True)
 class Instance:
     """One customer's live run through one journey (per correlation key)."""
@@ -79,7 +76,6 @@ class Instance:
         )
 
 
-@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class GoalWatch:
     """A conversion window opened when a customer entered a journey with a goal."""
@@ -104,7 +100,6 @@ class GoalWatch:
                    parse_instant(d["entered_at"]), parse_instant(d["deadline"]))
 
 
-@mypyc_attr(native_class=False)
 class _Holding:
     """Who holds a state object, which is no part of its value: slots outside the
     dataclass's fields, so never compared, copied by ``replace`` or written."""
@@ -131,7 +126,6 @@ class _Holding:
         self.unshared = handed
 
 
-@mypyc_attr(native_class=False)
 @dataclass(slots=True)
 class CustomerState(_Holding):
     customer_id: str
