@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 # The core's hot modules compiled by mypyc, again whenever a core source changes
 # (src/omnijourney/native.py); without a C compiler the core runs from its sources.
 NATIVE := src/omnijourney/native.json
-$(NATIVE): $(STAMP) $(wildcard src/omnijourney/core/*.py) src/omnijourney/native.py src/omnijourney/nativebuild.py
+$(NATIVE): $(STAMP) $(wildcard src/omnijourney/core/*.py src/omnijourney/runtime/*.py) src/omnijourney/native.py src/omnijourney/nativebuild.py
 	OMNIJOURNEY_NATIVE=off $(BIN)/python -m omnijourney.nativebuild build
 
 install: $(STAMP) $(NATIVE) ## Create .venv, install omnijourney with dev tools, compile the core
@@ -87,5 +87,5 @@ bench-herd: install kafka ## Timers through real Kafka: 100k waits ending in one
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info \
-	  src/*.so src/omnijourney/core/*.so src/omnijourney/native.json \
+	  src/*.so src/omnijourney/core/*.so src/omnijourney/runtime/*.so src/omnijourney/native.json \
 	  omnijourney-worker.log omnijourney*-data  # the Kafka jars stay in ~/.cache/omnijourney

@@ -38,12 +38,17 @@ from typing import Any
 
 PACKAGE = Path(__file__).resolve().parent
 SRC = PACKAGE.parent
-CORE = PACKAGE / "core"
 MANIFEST = PACKAGE / "native.json"
 GROUP = "omnijourney_core"  # the compiled modules' shared library: omnijourney_core__mypyc
-MODULES = ("evaluator", "steps", "state", "events", "profile", "gate", "context", "commands",
-           "plaintext", "timeutil")
+MODULES = ("core.evaluator", "core.steps", "core.state", "core.events", "core.profile",
+           "core.gate", "core.context", "core.commands", "core.plaintext", "core.timeutil",
+           "runtime.engine", "runtime.decisions", "runtime.timers", "runtime.states")
 SWITCH = "OMNIJOURNEY_NATIVE"  # "off": the sources, even when compiled
+
+
+def source(module: str, package: Path = PACKAGE) -> Path:
+    """The ``.py`` file of one of ``MODULES`` (``core.gate``: ``core/gate.py``)."""
+    return package.joinpath(*module.split(".")).with_suffix(".py")
 
 
 def _digest(path: Path) -> str:
@@ -51,19 +56,21 @@ def _digest(path: Path) -> str:
 
 
 def _extensions() -> list[Path]:
-    """The compiled files a build left: every extension in the core (one per module
-    compiled, by this build or an earlier one with other modules) and the group's."""
+    """The compiled files a build left: every extension in the folders of ``MODULES``
+    (one per module compiled, by this build or an earlier one with other modules) and
+    the group's."""
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    found = sorted(p for p in CORE.iterdir() if p.name.endswith(suffixes))
+    folders = sorted({source(m).parent for m in MODULES})
+    found = sorted(p for d in folders for p in d.iterdir() if p.name.endswith(suffixes))
     return found + [p for s in suffixes if (p := SRC / f"{GROUP}__mypyc{s}").exists()]
 
 
-def stale(manifest: dict[str, Any], core: Path = CORE) -> list[str]:
+def stale(manifest: dict[str, Any], package: Path = PACKAGE) -> list[str]:
     """The compiled modules whose source is not the one they were compiled from (or that
     the manifest does not list): those that must not run."""
     compiled = manifest.get("modules") or {}
     return [m for m in MODULES
-            if compiled.get(m) != (_digest(core / f"{m}.py") if (core / f"{m}.py").exists()
+            if compiled.get(m) != (_digest(source(m, package)) if source(m, package).exists()
                                    else None)]
 
 
@@ -103,8 +110,7 @@ def guard() -> str:
         print("omnijourney: the compiled core is older than its sources; running the sources"
               " (make install compiles it again)", file=sys.stderr)
     if not any(isinstance(f, _Sources) for f in sys.meta_path):
-        sys.meta_path.insert(0, _Sources({f"omnijourney.core.{m}": CORE / f"{m}.py"
-                                          for m in MODULES}))
+        sys.meta_path.insert(0, _Sources({f"omnijourney.{m}": source(m) for m in MODULES}))
     return "sources"
 
 

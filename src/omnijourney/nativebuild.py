@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from omnijourney.native import CORE, GROUP, MANIFEST, MODULES, SRC, _digest, _extensions, mode
+from omnijourney.native import GROUP, MANIFEST, MODULES, SRC, _digest, _extensions, mode, source
 
 
 def clean() -> None:
@@ -29,7 +29,7 @@ def build() -> bool:
     manifest: dict[str, Any] = {"modules": {}}
     setup = ("import os\nfrom setuptools import setup\nfrom mypyc.build import mypycify\n"
              "setup(name='omnijourney_core', ext_modules=mypycify("
-             f"{[f'omnijourney/core/{m}.py' for m in MODULES]!r}, opt_level='3', "
+             f"{[str(source(m).relative_to(SRC)) for m in MODULES]!r}, opt_level='3', "
              f"group_name={GROUP!r}, target_dir=os.environ['OMNIJOURNEY_NATIVE_C']))\n")
     with tempfile.TemporaryDirectory(prefix="omnijourney-native-") as tmp:
         try:
@@ -49,7 +49,7 @@ def build() -> bool:
               file=sys.stderr)
         manifest["error"] = tail
     else:
-        manifest["modules"] = {m: _digest(CORE / f"{m}.py") for m in MODULES}
+        manifest["modules"] = {m: _digest(source(m)) for m in MODULES}
     MANIFEST.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return bool(manifest["modules"])
 

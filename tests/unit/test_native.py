@@ -17,7 +17,7 @@ import pytest
 from omnijourney import native
 
 SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-WHICH = ("import omnijourney.core, sys; print(','.join(sys.modules['omnijourney.core.' + m]"
+WHICH = ("import importlib; print(','.join(importlib.import_module('omnijourney.' + m)"
          ".__file__ for m in " + repr(native.MODULES) + "))")
 
 
@@ -31,7 +31,7 @@ def _files(env: dict[str, str], path: Path | None = None) -> tuple[list[str], st
 
 def test_the_suite_tests_the_core_the_build_says() -> None:
     mode = native.mode()
-    loaded = [importlib.import_module(f"omnijourney.core.{m}").__file__ or ""
+    loaded = [importlib.import_module(f"omnijourney.{m}").__file__ or ""
               for m in native.MODULES]
     if mode == "compiled":
         assert all(f.endswith(SUFFIXES) for f in loaded), loaded
@@ -44,11 +44,13 @@ def test_the_suite_tests_the_core_the_build_says() -> None:
 
 def test_a_source_changed_since_the_build_is_stale(tmp_path: Path) -> None:
     for m in native.MODULES:
-        (tmp_path / f"{m}.py").write_text(f"X = {m!r}\n")
-    manifest = {"modules": {m: native._digest(tmp_path / f"{m}.py") for m in native.MODULES}}
+        native.source(m, tmp_path).parent.mkdir(exist_ok=True)
+        native.source(m, tmp_path).write_text(f"X = {m!r}\n")
+    manifest = {"modules": {m: native._digest(native.source(m, tmp_path))
+                            for m in native.MODULES}}
     assert native.stale(manifest, tmp_path) == []
-    (tmp_path / "gate.py").write_text("X = 'changed'\n")
-    assert native.stale(manifest, tmp_path) == ["gate"]
+    (tmp_path / "core" / "gate.py").write_text("X = 'changed'\n")
+    assert native.stale(manifest, tmp_path) == ["core.gate"]
     assert native.stale({"modules": {}}, tmp_path) == list(native.MODULES)  # not compiled
     assert native.stale({"error": "no compiler"}, tmp_path) == list(native.MODULES)
 
