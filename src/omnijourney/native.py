@@ -1,24 +1,25 @@
-"""The pure core's hot modules, compiled to C by mypyc (mypy's compiler for typed Python).
+"""The hot modules, compiled to C by mypyc (mypy's compiler for typed Python).
 
-The same source, type-checked as it already is, runs as a C extension: the evaluator,
-its step machine, the profile, the policies' gate, the contexts, the command ids, the
-plain-text templates, the time helpers, the state and the events (``MODULES``). The
-Python sources stay the reference and the fallback:
+The same source, type-checked as it already is, runs as a C extension: of the pure core
+the evaluator, its step machine, the state, the events, the profile, the policies' gate,
+the contexts, the command ids, the plain-text templates and the time helpers; of the
+runtime the engine, the decision lines, the timers and the state table (``MODULES``).
+The Python sources stay the reference and the fallback:
 
-- ``python -m omnijourney.native build`` (``make install`` runs it) compiles them in
-  place, each extension beside its source, and writes ``native.json``: each source's
-  digest as compiled. Without a C compiler (or when mypyc refuses) it says so and the
-  core runs from its sources.
+- ``python -m omnijourney.nativebuild build`` (``make install`` runs it) compiles them
+  in place, each extension beside its source, and writes ``native.json``: each source's
+  digest as compiled. Without a C compiler (or when mypyc refuses) it says so and
+  everything runs from its sources.
 - ``guard()``, run when the package is imported: when ``OMNIJOURNEY_NATIVE=off``, or when
   a compiled module's source no longer has the digest it was compiled from (an edit, a
   checkout), every compiled module is imported from its source instead, so nothing ever
   runs code older than its source. One line on stderr says so for a stale build.
 
-The dataclasses msgspec reads states into (the state's, the event's) stay Python classes
-when compiled (``mypyc_attr(native_class=False)``): in a native class a missing integer
-field reads as 0 instead of being refused. Compiled, their annotations are only runtime
-classes (``datetime | None`` becomes ``type``); msgspec reads the fields' types from
-them, so the codecs give them back the ones in the source (``restore_annotations``).
+Compiled, a dataclass's annotations are only runtime classes (``datetime | None``
+becomes ``type``); msgspec reads the fields' types from them, so the codecs give the
+state's and the event's classes back the ones in their source (``restore_annotations``).
+msgspec reads a compiled class's missing integer field as 0 instead of refusing it: the
+codecs' short way sends a version 0 the long way (``codecs._typed_state``).
 """
 
 from __future__ import annotations

@@ -85,8 +85,8 @@ def test_switched_off_or_stale_the_core_runs_from_its_sources(tmp_path: Path) ->
 
 
 def test_states_read_by_msgspec_into_the_compiled_classes_refuse_a_missing_field() -> None:
-    """The state's classes stay Python classes when compiled: a stored run without its
-    journey's version is refused by the short way, as by the long way, not read as 0."""
+    """Compiled, msgspec reads a run's missing version as 0: the short way sends that to
+    the long way, which refuses a stored run without its journey's version."""
     from omnijourney.codecs import _typed_state
     from omnijourney.core.state import Instance
 
