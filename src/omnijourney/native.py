@@ -89,9 +89,11 @@ class _Sources(importlib.abc.MetaPathFinder):
 
 def mode() -> str:
     """``compiled``, ``sources`` (not built, or switched off) or ``stale``."""
-    if not _extensions():
-        return "sources"
-    if os.environ.get(SWITCH, "").lower() in ("off", "0", "no", "false"):
+    return _mode(bool(_extensions()))
+
+
+def _mode(built: bool) -> str:
+    if not built or os.environ.get(SWITCH, "").lower() in ("off", "0", "no", "false"):
         return "sources"
     try:
         manifest = json.loads(MANIFEST.read_text())
@@ -101,11 +103,13 @@ def mode() -> str:
 
 
 def guard() -> str:
-    """Unless the build is current and switched on, the core's compiled modules are
-    imported from their sources (all of them: compiled modules call each other
-    directly, so they are never mixed). Returns the mode."""
-    now = mode()
-    if now == "compiled" or not _extensions():
+    """Unless the build is current and switched on, the compiled modules are imported
+    from their sources (all of them: compiled modules call each other directly, so they
+    are never mixed). Returns the mode. Runs at every start: the folders are listed
+    once."""
+    built = bool(_extensions())
+    now = _mode(built)
+    if now == "compiled" or not built:
         return now
     if now == "stale":
         print("omnijourney: the compiled core is older than its sources; running the sources"
