@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -346,6 +347,75 @@ def test_a_worker_paused_past_its_session_timeout_comes_back(
     finally:
         paused.proc.send_signal(signal.SIGCONT)
     finish(crew, sinks, s, 0.7)
+
+
+def _lines(worker: LiveEngine) -> list[dict[str, Any]]:
+    """The worker's JSON log lines, all its starts, in order (Faust's own lines left out)."""
+    out = []
+    for path in sorted(worker.log_dir.glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            start = line.find("{")
+            if start < 0:
+                continue
+            try:
+                out.append(json.loads(line[start:]))
+            except ValueError:
+                continue
+    return out
+
+
+def _quiet(worker: LiveEngine, seconds: float, timeout: float = 120) -> None:
+    """Until the worker has written batches and then none for ``seconds``."""
+    deadline = time.monotonic() + timeout
+    seen, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        batches = sum(1 for x in _lines(worker) if x.get("event") == "batch")
+        if batches != seen:
+            seen, since = batches, time.monotonic()
+        elif batches and time.monotonic() - since >= seconds:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"never quiet: {seen} batches\n{worker.log()}")
+
+
+def test_a_worker_out_of_its_group_writes_nothing_until_it_is_a_member_again(
+        workers: list[LiveEngine], sinks_for: Callable[[LiveEngine], Sinks]) -> None:
+    """The zombie (runtime/lease.py). One worker owns every partition, caught up, and is
+    stopped (SIGSTOP); events come, a second worker joins and, once the first is out of
+    the group (session 6 s), takes every partition and handles them. Thawed, the first
+    one's consumer still believes in its old assignment and fetches from its old
+    positions: before the lease, it handled those records as their owner and wrote
+    states behind the second's, which a later restore took back. Now it writes no batch
+    (commands or states) until it has joined again and restored, and the sinks end
+    exactly as the simulator says."""
+    s = scenario()
+    other, zombie = workers[0], workers[1]
+    zombie.extra_env["OMNIJOURNEY_BATCH_LOG"] = "1"  # a line for every batch written
+    sinks = start([zombie], sinks_for)
+    zombie.produce_with_cli(s.part(0, 0.3))
+    _quiet(zombie, 3.0)
+    assert zombie.proc is not None
+    zombie.proc.send_signal(signal.SIGSTOP)
+    try:
+        other.produce_with_cli(s.part(0.3, 0.6))
+        other.start()
+        time.sleep(15)  # well past the 6 s session timeout
+    finally:
+        thawed = datetime.now(UTC)
+        zombie.proc.send_signal(signal.SIGCONT)
+    finish([other, zombie], sinks, s, 0.6)
+    lines = _lines(zombie)
+    when = [datetime.fromisoformat(x.get("timestamp", "1970-01-01T00:00:00Z")) for x in lines]
+    before = [x for x, t in zip(lines, when, strict=True) if t < thawed]
+    after = [x for x, t in zip(lines, when, strict=True) if t >= thawed]
+    stopped_in = max(x["generation"] for x in before if x.get("event") == "recovery_completed")
+    # Back in the group: the first restore of a later generation completed.
+    back = next((i for i, x in enumerate(after) if x.get("event") == "recovery_completed"
+                 and x["generation"] > stopped_in), len(after))
+    early = [x for x in after[:back] if x.get("event") in ("batch", "sent", "evaluated")]
+    assert not early, f"written while out of the group: {early[:5]}"
+    fenced = [x for x in after[:back] if x.get("event") == "lease_fenced"]
+    print(f"thawed at {thawed.isoformat()}: {len(fenced)} batches given up before rejoining")
 
 
 def test_compacted_changelogs_restore_the_same_states(

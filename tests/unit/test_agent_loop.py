@@ -8,6 +8,7 @@ batches, the producer an in-memory log whose acks take a while, the table a dict
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from omnijourney.config import load
 from omnijourney.core import Event
 from omnijourney.runtime.app import Worker
 from omnijourney.runtime.engine import Outgoing
+from omnijourney.runtime.restore import FENCE_HEADER, fence
 from omnijourney.runtime.states import StateStore
 from omnijourney.settings import Settings
 from tests.helpers import ev, signup
@@ -90,7 +92,10 @@ class Rig:
         self.ack_delay = ack_delay
         self.fail_for: str | None = None
         self.failures = 0  # how many of fail_for's state writes fail
-        self.worker.send_all = self.send_all  # type: ignore[method-assign]
+        # Past the lease (the worker's own gate in front of every write): a member of
+        # its group for good, unless a test lets the lease run out.
+        self.worker.produce = self.send_all  # type: ignore[method-assign, assignment]
+        self.worker.lease.renew(math.inf)
         self.worker.take = lambda stream, size, within: stream.take(size, within)
         self.offset = 0
 
@@ -189,6 +194,85 @@ def test_records_of_a_write_that_never_finished_stay_unreleased(tmp_path: Path) 
     assert batch[0].message.refs == 1  # held: never acked, so never committed
     assert not [x for x in rig.log if x.startswith("released")]
     assert b"ana" not in rig.table
+
+
+# ------------------------------------------------------------------- the lease
+
+def _out_of_the_group(rig: Rig, after: float) -> None:
+    """The worker's lease has run out (stopped past its session); ``after`` seconds into
+    the loop, its refused heartbeat makes it join again: a rebalance begins."""
+    worker = rig.worker
+    worker.lease.until = -math.inf
+    worker.app.rebalancing = False
+
+    def rebalance() -> None:
+        rig.log.append("rebalance")
+        worker.app.rebalancing = True
+
+    asyncio.get_running_loop().call_later(after, rebalance)
+
+
+def test_a_worker_out_of_its_group_writes_nothing_and_gives_its_batch_up_unacked(
+        tmp_path: Path) -> None:
+    """Nothing of the batch is sent (no command, no state) and none of its records is
+    released, so none is committed: after the rebalance whoever owns the partition reads
+    them again. The loop itself goes on (the agent does not fail)."""
+    rig = Rig(tmp_path)
+    batch = rig.batch(signup(customer="ana", at="2026-03-02T10:00:00Z"))
+    held = batch[0].message  # the worker empties a batch it gives up (batching.py)
+
+    async def fenced() -> None:
+        _out_of_the_group(rig, after=0.2)
+        await rig.worker.run_stream(Batches([batch]))  # type: ignore[arg-type]
+
+    asyncio.run(fenced())
+    assert rig.log == ["rebalance"] and not rig.sent
+    assert held.refs == 1 and not batch  # held, never acked
+    assert b"ana" not in rig.table and "ana" not in rig.worker.states.cache
+    assert rig.worker.metrics.registry.get_sample_value(
+        "omnijourney_lease_waits_total", {"outcome": "fenced"}) == 1
+    # The rebalance over, a member again: the same records, read again, are handled.
+    rig.worker.app.rebalancing = False
+    rig.worker.lease.renew(math.inf)
+    again = rig.batch(signup(customer="ana", at="2026-03-02T10:00:00Z"))
+    rig.run(again)
+    assert rig.log[1:] == ["commands ana", "states ana", f"released {again[0].message.offset}"]
+    assert rig.commands("sms") == ["ana"]
+
+
+def test_in_process_ticks_of_a_worker_out_of_its_group_write_nothing(
+        tmp_path: Path) -> None:
+    """The timer's turn gives up too: nothing written, and the due index is to be built
+    again (from the table, once the rebalance is over), so the customers it had handed
+    out are not left pending for good."""
+    rig = _waiting_rig(tmp_path)
+    worker = rig.worker
+    worker.caught_up = lambda partition: True  # type: ignore[method-assign]
+
+    async def fenced() -> bool:
+        _out_of_the_group(rig, after=0.2)
+        return await worker.tick_turn()
+
+    assert asyncio.run(fenced()) is False
+    assert rig.log == ["rebalance"] and not rig.sent
+    assert worker.indexed is None  # rebuilt at the next timer pass after the rebalance
+    for cid in ("ana", "bo"):
+        _, st = decode_state(rig.table[cid.encode()])
+        assert st.next_due() is not None  # still waiting: the tick never counted
+
+
+def test_the_worker_s_state_records_carry_the_fence_of_its_ownership(tmp_path: Path) -> None:
+    """Each changelog record (states, the event clock) carries the fence of the
+    partition it goes to (runtime/restore.py); commands carry none."""
+    rig = Rig(tmp_path)
+    store = rig.worker.table.data
+    own = ((FENCE_HEADER, fence(3, 2)),)
+    store.fences = {0: own}
+    rig.run(rig.batch(signup(customer="ana", at="2026-03-02T10:00:00Z")))
+    changelog = [o for o in rig.sent if o.topic == rig.worker.changelog]
+    assert changelog and all(o.headers == own for o in changelog)
+    assert all(FENCE_HEADER not in dict(o.headers) for o in rig.sent
+               if o.topic != rig.worker.changelog)
 
 
 # ------------------------------------------------------------- in-process ticks

@@ -113,6 +113,35 @@ def test_a_batch_is_acked_only_after_it_is_handled_and_not_when_cut_short() -> N
     asyncio.run(go())
 
 
+def test_a_batch_the_handler_empties_is_given_up_unacked_and_the_next_ones_go_on() -> None:
+    """What the worker does with a batch it may not write (runtime/lease.py)."""
+    async def go() -> None:
+        app = faust.App(f"batching-{next(_apps)}", broker="kafka://127.0.0.1:1",
+                        store="memory://")
+        seen: list[list[Any]] = []
+
+        async def agent(stream: faust.StreamT[Any]) -> AsyncIterator[int]:
+            async for batch in take_batches(stream, 10, 30.0):
+                seen.append(list(batch))
+                if batch[0].value == 1:
+                    batch.clear()
+                yield len(seen)
+
+        handler = app.agent(app.topic(f"t{next(_apps)}"))(agent)
+        async with handler.test_context() as ctx:
+            await ctx.put(1, wait=False)
+            await settle()
+            await ctx.put(2, wait=False)
+            await settle()
+            await ctx.put(3, wait=False)
+            await settle()
+        assert [[e.value for e in b] for b in seen] == [[1], [2], [3]]
+        assert [Rig.acked(b) for b in seen[:2]] == [[False], [True]]
+        app.consumer._thread.thread_loop.close()
+
+    asyncio.run(go())
+
+
 def test_a_trickle_that_keeps_the_channel_busy_is_bounded_by_the_window(
         monkeypatch: pytest.MonkeyPatch) -> None:
     async def go() -> None:

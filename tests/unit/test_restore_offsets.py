@@ -6,13 +6,16 @@ for a partition that is no longer active."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import TP
 
-from omnijourney.runtime.restore import STORE_URL, BulkRestoredStore
+from omnijourney.runtime import snapshots
+from omnijourney.runtime.restore import FENCE_HEADER, STORE_URL, BulkRestoredStore, fence
 
 TOPIC = "probe-customer-state-changelog"
 ACTIVE, STANDBY = TP(TOPIC, 0), TP(TOPIC, 1)
@@ -23,6 +26,8 @@ class Msg:
     tp: TP
     offset: int
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    key: bytes = b""
 
     @property
     def partition(self) -> int:
@@ -36,8 +41,10 @@ class Ev:
     message: Msg
 
 
-def event(tp: TP, offset: int, key: bytes, value: bytes | None) -> Ev:
-    return Ev(key, value, Msg(tp, offset, value))
+def event(tp: TP, offset: int, key: bytes, value: bytes | None,
+          fenced: bytes | None = None) -> Ev:
+    headers = ((FENCE_HEADER, fenced),) if fenced is not None else ()
+    return Ev(key, value, Msg(tp, offset, value, headers, key))
 
 
 def store_with(actives: set[TP]) -> tuple[BulkRestoredStore, Any]:
@@ -116,3 +123,83 @@ def test_a_write_after_another_writers_records_claims_nothing_past_them() -> Non
     assert store.persisted_offset(ACTIVE) == 13  # the recovery read the gap and on
     store.reflect([(b"w1", 0, False)], [(TOPIC, 0, 16, 14)])
     assert store.persisted_offset(ACTIVE) == 16
+
+
+# ------------------------------------------------------------------------ the fence
+
+def apply(store: BulkRestoredStore, *events: Ev) -> None:
+    store.apply_changelog_batch(list(events), to_key=lambda k: k, to_value=lambda v: v)
+
+
+def test_fences_compare_as_bytes_as_their_offset_and_generation_compare_as_numbers() -> None:
+    pairs = list(itertools.product([-1, 0, 1, 255, 256, 70_000, 2**40], [0, 1, 7, 256, 2**31]))
+    for (a, b), (c, d) in itertools.product(pairs, repeat=2):
+        assert (fence(a, b) < fence(c, d)) == ((a, b) < (c, d))
+
+
+def test_a_record_of_a_writer_fenced_out_is_skipped_wherever_it_lands() -> None:
+    """The new owner (restore ended at 3, generation 5) wrote ``k`` after the zombie's
+    ownership (ended at 1, generation 4); the zombie's record comes after the owner's,
+    yet the owner's stays. The records are read past, none is lost, one without a fence
+    (an older worker's) is read as it comes, and a key only the zombie wrote is left."""
+    store, _ = store_with({ACTIVE})
+    zombie, owner = fence(1, 4), fence(3, 5)
+    apply(store, event(ACTIVE, 0, b"k", b"first", fence(-1, 3)),
+          event(ACTIVE, 1, b"k", b"zombie-early", zombie),  # its ownership: legitimate
+          event(ACTIVE, 4, b"k", b"owner", owner),
+          event(ACTIVE, 5, b"k", b"zombie-late", zombie),
+          event(ACTIVE, 6, b"z", b"zombie-only", zombie),
+          event(ACTIVE, 7, b"old", b"no fence", None))
+    assert store.data[b"k"] == b"owner"
+    assert b"z" not in store.data
+    assert store.data[b"old"] == b"no fence"
+    assert store.persisted_offset(ACTIVE) == 7  # read past what was skipped
+    assert store.fenced_out == 2
+
+
+def test_the_bulk_read_skips_them_too_and_a_read_from_the_start_starts_over() -> None:
+    store, _ = store_with({ACTIVE})
+    owner, zombie = fence(3, 5), fence(1, 4)
+    store._apply(ACTIVE, [Msg(ACTIVE, 4, b"owner", ((FENCE_HEADER, owner),), b"k"),
+                          Msg(ACTIVE, 5, b"zombie", ((FENCE_HEADER, zombie),), b"k")])
+    assert store.data[b"k"] == b"owner"
+    # Read again from the start (the partition came back after it moved away): the
+    # earlier owners' records count again, in order.
+    store._forget({ACTIVE})
+    store._apply(ACTIVE, [Msg(ACTIVE, 1, b"zombie-early", ((FENCE_HEADER, zombie),), b"k"),
+                          Msg(ACTIVE, 4, b"owner", ((FENCE_HEADER, owner),), b"k")])
+    assert store.data[b"k"] == b"owner"
+    store._apply(ACTIVE, [Msg(ACTIVE, 1, b"zombie-early", ((FENCE_HEADER, zombie),), b"k")])
+    assert store.data[b"k"] == b"zombie-early"  # an offset read before: a read anew
+
+
+def test_a_worker_writes_with_the_fence_of_its_ownership_and_reads_on_from_it() -> None:
+    """Its restore complete (last offset 41, generation 9): its writes carry (41, 9); a
+    record with a lower fence read later (a writer it took over from) is skipped, even
+    where the store had read nothing fenced before."""
+    store, _ = store_with({ACTIVE})
+    store.set_persisted_offset(ACTIVE, 41)
+    store.app.consumer_generation_id = 9
+    asyncio.run(store.on_recovery_completed({ACTIVE}, set()))
+    assert store.fences == {0: ((FENCE_HEADER, fence(41, 9)),)}
+    apply(store, event(ACTIVE, 42, b"k", b"fenced out", fence(30, 8)))
+    assert b"k" not in store.data
+    apply(store, event(ACTIVE, 43, b"k", b"ours", fence(41, 9)))
+    assert store.data[b"k"] == b"ours"
+    # Moved away: no fence to write with once the next restore completes without it.
+    asyncio.run(store.on_recovery_completed(set(), set()))
+    assert store.fences == {}
+
+
+def test_a_snapshot_carries_the_fence_and_a_file_from_before_fences_still_loads(
+        tmp_path: Path) -> None:
+    rows = [(b"k", b"v")]
+    snapshots.write(tmp_path, rows, topic=TOPIC, partition=0, offset=7, saved_at=1.0,
+                    fence=fence(5, 2))
+    header, keys, _ = snapshots.read(snapshots.path_of(tmp_path, 0))
+    assert header.fence == fence(5, 2) and keys == [b"k"]
+    snapshots.write(tmp_path, rows, topic=TOPIC, partition=1, offset=7, saved_at=1.0)
+    old = snapshots.path_of(tmp_path, 1)
+    assert b"fence" not in old.read_bytes().split(b"\n", 1)[0]  # as before fences
+    header, keys, _ = snapshots.read(old)
+    assert header.fence == b"" and keys == [b"k"]

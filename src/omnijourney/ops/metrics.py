@@ -121,6 +121,11 @@ class WorkerMetrics(ProcessMetrics):
                               registry=r)
         self.rebalances = Counter(f"{NS}_rebalances", "Partition assignments received",
                                   registry=r)
+        self.lease_waits = Counter(f"{NS}_lease_waits", "Writes held because this worker's "
+                                   "group lease had run out, by outcome: renewed (a "
+                                   "heartbeat came back) or fenced (a rebalance began; the "
+                                   "batch was given up, to be read again)", ["outcome"],
+                                   registry=r)
         self.assigned = Gauge(f"{NS}_assigned_partitions", "Source partitions this worker "
                               "owns", registry=r)
         self.restoring = Gauge(f"{NS}_recovery_remaining", "Changelog records this worker "

@@ -43,6 +43,8 @@ from omnijourney.runtime.decisions import log_batch
 from omnijourney.runtime.engine import BatchResult, Engine, Outgoing, Record, dead_letter
 from omnijourney.runtime.faustapp import faust_app
 from omnijourney.runtime.faustguard import guard_handover
+from omnijourney.runtime.lease import Fenced, Lease
+from omnijourney.runtime.lease import window as lease_window
 from omnijourney.runtime.produce import Acked, send_all
 from omnijourney.runtime.restore import BulkRestoredStore
 from omnijourney.runtime.states import StateStore
@@ -108,6 +110,8 @@ class Worker:
         self.failed = False
         self.diagnostics = False
         self.app = faust_app(settings)
+        # Writes only while the group is known to hold this worker (runtime/lease.py).
+        self.lease = Lease(lease_window(settings.session_timeout, settings.max_poll_interval))
         self.supervisor = Supervisor(self)
         t = settings.topics
         # The agent's sources, all four co-partitioned and keyed by customer_id (a
@@ -132,7 +136,7 @@ class Worker:
         self.app.on_partitions_assigned.connect(self.on_assigned)
         self.app.on_partitions_revoked.connect(self.on_revoked)
         guard_handover(self.app, {*self.sources, t.identity}, fetch_wait=settings.fetch_wait,
-                       fast_delivery=settings.fast_delivery)
+                       fast_delivery=settings.fast_delivery, lease=self.lease)
 
     @staticmethod
     def _changelog_of(table: Any, created: str) -> str:
@@ -192,11 +196,15 @@ class Worker:
         """The changelog records of a batch's states (``store``), to send."""
         marks = {p: encode_watermark(p, at) for p, at in (watermarks or {}).items()}
         erased = erased or {}
-        outgoing = ([Outgoing(self.changelog, cid.encode(), doc, partition)
+        fences = self._fences(self.table)
+        outgoing = ([Outgoing(self.changelog, cid.encode(), doc, partition,
+                              fences.get(partition, ()))
                      for cid, (partition, _, doc) in states.items()]
-                    + [Outgoing(self.changelog, cid.encode(), None, partition)
+                    + [Outgoing(self.changelog, cid.encode(), None, partition,
+                                fences.get(partition, ()))
                        for cid, partition in erased.items()]
-                    + [Outgoing(self.changelog, watermark_key(partition), doc, partition)
+                    + [Outgoing(self.changelog, watermark_key(partition), doc, partition,
+                                fences.get(partition, ()))
                        for partition, doc in marks.items()])
         return StateWrite(outgoing, states, erased, marks)
 
@@ -229,7 +237,13 @@ class Worker:
         try:
             async for events in batches:
                 async with turn or contextlib.nullcontext():
-                    await self.handle_safely(events, handle)
+                    try:
+                        await self.handle_safely(events, handle)
+                    except Fenced:
+                        # Given up, not acked (batching.py): read again from the
+                        # committed offsets once the rebalance is over.
+                        log.warning("batch_fenced", records=len(events))
+                        events.clear()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -252,6 +266,8 @@ class Worker:
         for e in events:
             try:
                 await handle([e])
+            except Fenced:
+                raise
             except Exception as exc:
                 if cluster_error(exc):
                     raise
@@ -270,6 +286,8 @@ class Worker:
             try:
                 await handle(events)
                 return None
+            except Fenced:
+                raise
             except Exception as exc:
                 if not cluster_error(exc):
                     return exc
@@ -353,7 +371,9 @@ class Worker:
                           e.message.key, e.message.value or b"") for e in events]
         result = self.engine.resolve(records, self._holder)
         await self.send_all(result.other)
-        claims = [Outgoing(self.identity_changelog, key.encode(), cid.encode(), partition)
+        fences = self._fences(self.identity)
+        claims = [Outgoing(self.identity_changelog, key.encode(), cid.encode(), partition,
+                           fences.get(partition, ()))
                   for key, (partition, cid) in result.claims.items()]
         acked = await self.send_all(claims)
         data = self.identity.data
@@ -374,9 +394,43 @@ class Worker:
         return raw.decode() if raw is not None else None
 
     async def send_all(self, outgoing: list[Outgoing]) -> list[Acked]:
+        """``produce``, once the lease holds (``hold_lease``): every write goes here."""
+        if not self.lease.held(time.monotonic()):
+            await self.hold_lease()
+        return await self.produce(outgoing)
+
+    async def produce(self, outgoing: list[Outgoing]) -> list[Acked]:
         """Send and wait until the broker has them all (runtime/produce.py): one record
         batch per partition; where each batch's last record went."""
         return await send_all(self.app.producer, outgoing)
+
+    async def hold_lease(self, poll: float = 0.02) -> None:
+        """Until a heartbeat renews the lease; ``Fenced`` if a rebalance begins first (or
+        went by), as it does when the group put this worker out (runtime/lease.py)."""
+        generation = self.app.consumer_generation_id
+        started = time.monotonic()
+        told = started
+        while not self.lease.held(now := time.monotonic()):
+            if self.app.rebalancing or self.app.consumer_generation_id != generation:
+                self.metrics.lease_waits.labels("fenced").inc()
+                log.warning("lease_fenced", generation=generation,
+                            waited=round(now - started, 2))
+                raise Fenced("the lease ran out and a rebalance began")
+            if now - told >= 10.0:
+                told = now
+                log.warning("lease_waiting", generation=generation,
+                            waited=round(now - started, 1))
+            await asyncio.sleep(poll)
+        self.metrics.lease_waits.labels("renewed").inc()
+        log.info("lease_renewed", generation=generation,
+                 waited=round(time.monotonic() - started, 2))
+
+    @staticmethod
+    def _fences(table: Any) -> dict[int, tuple[tuple[str, bytes], ...]]:
+        """Per partition, the fence headers of this worker's writes to a table's changelog
+        (runtime/restore.py, "The fence")."""
+        store = table.data
+        return store.fences if isinstance(store, BulkRestoredStore) else {}
 
     @staticmethod
     def _reflect(table: Any, written: list[Outgoing], acked: list[Acked] | None) -> None:
@@ -512,6 +566,12 @@ class Worker:
                 if held is not None:
                     held.written(self, await self.send_all(held.write.outgoing))
                     del unwritten[0]
+            except Fenced:
+                # Nothing more is written; the customers handed out stay pending in the
+                # index until it is built again, from the table, after the rebalance.
+                self.indexed = None
+                log.warning("ticks_fenced", batches=len(unwritten))
+                return False
             except Exception as exc:
                 log.warning("ticks_again", batches=len(unwritten), error=brief(exc))
                 for ticks in unwritten:

@@ -23,7 +23,10 @@ takes them all, up to ``max_``; under a backlog every batch is full. While a bat
 handled nothing is added to the next one (the processor waits), so no event is taken
 from the channel before there is room for it. A batch's events are acked only once the
 handler is done with them: unlike Faust's ``take_events``, which acks in a ``finally``,
-a batch the handler never finished is not acked.
+a batch the handler never finished is not acked. Nor is a batch the handler emptied
+(``batch.clear()``): it gives the batch up (the worker does so when it may no longer own
+its partitions, runtime/lease.py), and the records are read again from the committed
+offsets after the rebalance.
 """
 
 from __future__ import annotations
@@ -94,9 +97,10 @@ async def take_batches(stream: StreamT[Any], max_: int,
             batch = list(events)
             events.clear()
             yield batch
-            # Resumed: the handler is done with the batch. A batch it never finished
-            # (the agent cancelled by a stop, an error) ends the generator at the yield
-            # instead and is not acked, so its offsets are not committed.
+            # Resumed: the handler is done with the batch (or emptied it: given up). A
+            # batch it never finished (the agent cancelled by a stop, an error) ends the
+            # generator at the yield instead and is not acked, so its offsets are not
+            # committed.
             for event in batch:
                 await s.ack(event)
             ready.clear()

@@ -1,7 +1,8 @@
 """Three places where Faust (faust-streaming 0.15, aiokafka driver) loses source records
 around a rebalance or a table restore, one where its consumer holds them up, one where it
-spends CPU per record for nothing, one where every start waits a second for nothing, and
-the guards the worker puts in front of them.
+spends CPU per record for nothing, one where every start waits a second for nothing, one
+where a worker out of its group goes on writing, and the guards the worker puts in front
+of them.
 
 Both lose records without an error: fetched, never handed to the agent, never acked,
 so never committed, yet not fetched again until the next rebalance. Seen after a restart
@@ -74,6 +75,13 @@ are broker-independent (they are in the client), so the guards hold on any clust
    (``bench/recovery.py``). Guard: the table manager registers its tables and starts
    their recovery at once, as it does after the sleep.
 
+7. **A worker out of its group goes on writing.** Not Faust's doing: Kafka's. A worker
+   stopped past its session timeout is put out of its group, and learns it only at its
+   next heartbeat; meanwhile it writes behind the partitions' new owner. Guard: the
+   consumer's client renews the worker's lease (``runtime/lease.py``) with each
+   heartbeat and SyncGroup answered without an error, and the worker writes only while
+   the lease holds.
+
 The guards wrap the methods on the app's own objects (not Faust's classes) and check
 that the methods exist, so a Faust upgrade that renames them fails at start-up instead
 of silently running unguarded.
@@ -91,15 +99,17 @@ from faust.tables.manager import TableManager
 from faust.transport.consumer import Consumer
 from mode.services import WaitResults
 
+from omnijourney.runtime.lease import Lease, renewing
+
 log = structlog.get_logger("omnijourney.faustguard")
 
 
 def guard_handover(app: faust.App, sources: set[str], *, fetch_wait: float = 0.05,
-                   fast_delivery: bool = True) -> None:
+                   fast_delivery: bool = True, lease: Lease | None = None) -> None:
     """``sources``: the agent's topics (not the changelogs, whose reads Faust seeks itself);
     ``fetch_wait``: seconds a fetch that finds nothing may wait at the broker (guard 4);
-    ``fast_delivery``: guard 5."""
-    _fetch_for_a_copy(app, sources, fetch_wait)
+    ``fast_delivery``: guard 5; ``lease``: the worker's, renewed by its consumer (guard 7)."""
+    _fetch_for_a_copy(app, sources, fetch_wait, lease)
     if fast_delivery:
         deliver_without_tasks(app)
     _resume_sources_after_queues_clear(app)
@@ -132,7 +142,8 @@ def _original(owner: object, name: str) -> Callable[..., Any]:
     return cast(Callable[..., Any], method)
 
 
-def _fetch_for_a_copy(app: faust.App, sources: set[str], fetch_wait: float) -> None:
+def _fetch_for_a_copy(app: faust.App, sources: set[str], fetch_wait: float,
+                      lease: Lease | None) -> None:
     new_consumer = _original(app, "_new_consumer")
 
     def _new_consumer() -> Any:
@@ -155,6 +166,8 @@ def _fetch_for_a_copy(app: faust.App, sources: set[str], fetch_wait: float) -> N
         consumer._getmany = _getmany
         _seek_uncommitted_to_beginning(consumer._thread, sources)
         _wait_less_for_idle_fetches(consumer._thread, fetch_wait)
+        if lease is not None:
+            _renew_lease(consumer._thread, lease)
         return consumer
 
     app._new_consumer = _new_consumer  # type: ignore[method-assign]
@@ -210,6 +223,24 @@ def _wait_less_for_idle_fetches(thread: Any, fetch_wait: float) -> None:
                                "gone; omnijourney.runtime.faustguard needs a look")
         client._fetch_max_wait_ms = round(fetch_wait * 1000)
         return client
+
+    thread._create_worker_consumer = create_worker_consumer
+
+
+def _renew_lease(thread: Any, lease: Lease) -> None:
+    """Guard 7: the group's answers to the consumer renew ``lease``. On the client every
+    request of the consumer goes through (made with the consumer, before it starts: the
+    first SyncGroup is sent while it starts)."""
+    create = _original(thread, "_create_worker_consumer")
+
+    def create_worker_consumer(transport: Any) -> Any:
+        consumer = create(transport)
+        client = getattr(consumer, "_client", None)
+        if client is None or not callable(getattr(client, "send", None)):
+            raise RuntimeError("aiokafka changed: AIOKafkaConsumer._client.send is gone; "
+                               "omnijourney.runtime.faustguard needs a look")
+        client.send = renewing(client.send, lease)
+        return consumer
 
     thread._create_worker_consumer = create_worker_consumer
 

@@ -24,11 +24,24 @@ start), and it is younger than half the changelog's ``delete.retention.ms``. Tha
 one is for erasures: a tombstone written after the file was saved stays on the changelog
 at least that long, so the read that follows the load still sees it and removes the
 customer. Otherwise the partition is read from its start, as without a file.
+
+**The fence.** A worker stopped past its session and thawed may write a few records
+behind the partition's new owner before it learns it is out of its group: the lease
+(runtime/lease.py) stops its writes, but not records its producer held when it was
+stopped. Read in the changelog's order they would take the place of the new owner's later
+states. So each record the worker writes carries the fence of its ownership of the
+partition (header ``oj-fence``): the changelog's last offset when its restore completed,
+then its group generation, packed so that comparing the bytes compares the pair. A later
+owner's fence is higher: its restore ended after every earlier owner's writes (or at the
+same offset, with a higher generation). A read keeps the highest fence seen on each
+partition and skips a record with a lower one: a fenced-out writer's. Records without the
+header (written before it existed) are read as they come.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -54,11 +67,35 @@ STORES.aliases["omnijourney"] = f"{__name__}:BulkRestoredStore"
 FETCH_BYTES = 16 * 1024 * 1024  # per partition and fetch: whole fetches, few round trips
 STALL_SECONDS = 30.0  # a bulk read that gets nothing this long leaves the rest to Faust
 
+FENCE_HEADER = "oj-fence"
+_FENCE = struct.Struct(">QQ")  # offset + 1 (the first is -1: nothing yet), generation
+Headers = tuple[tuple[str, bytes], ...]
+
+
+def fence(offset: int, generation: int) -> bytes:
+    """The fence of an ownership whose restore ended at ``offset`` in ``generation``:
+    ordered as bytes as the pair is as numbers."""
+    return _FENCE.pack(offset + 1, max(generation, 0))
+
+
+def fence_in(headers: Any) -> bytes | None:
+    """A record's fence, when it carries one."""
+    for key, value in headers or ():
+        if key == FENCE_HEADER and isinstance(value, bytes) and len(value) == _FENCE.size:
+            return value
+    return None
+
 
 class BulkRestoredStore(memory.Store[bytes, bytes]):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.offsets: dict[TP, int] = {}
+        # The fence: this worker's own per active partition (as headers, ready to send),
+        # and per partition read, the highest seen and the offset last read.
+        self.fences: dict[int, Headers] = {}
+        self.read_fence: dict[TP, bytes] = {}
+        self.read_at: dict[TP, int] = {}
+        self.fenced_out = 0  # records skipped as a fenced-out writer's
         self.snapshot_max_age: float | None = None  # seconds; read from the changelog
         self.wall = wallclock.now  # when a file is saved, and how old it is when read
 
@@ -100,7 +137,9 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:
         events = list(batch)
-        super().apply_changelog_batch(events, to_key, to_value)
+        kept = [e for e in events if self._admits(e.message.tp, e.message.offset,
+                                                  e.message.headers)]
+        super().apply_changelog_batch(kept, to_key, to_value)
         # Faust's own reading after a bulk read. Only for active partitions: a standby's
         # keys are dropped when a recovery completes while Faust goes on reading it from
         # where it was, so what it holds of a standby is never the whole partition.
@@ -117,6 +156,7 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
         actives = {tp for tp in self.app.assignor.assigned_actives() if tp.topic == changelog}
         for tp in [tp for tp in self.offsets if tp not in actives]:
             del self.offsets[tp]  # revoked, or a standby now: read whole if it comes back
+            self._drop_fence(tp)
         if not actives:
             return
         try:
@@ -131,6 +171,49 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
         kept = {partition for _, partition in active_tps}
         for tp in [tp for tp in self.offsets if tp.partition not in kept]:
             del self.offsets[tp]
+            self._drop_fence(tp)
+        self.take_fences(active_tps)
+
+    def take_fences(self, active_tps: set[TP]) -> None:
+        """The fences of this worker's ownership of its active partitions, as of now (its
+        restore complete, in its generation); what it writes from now on carries them, and
+        its reads go on from them."""
+        changelog = self.table.changelog_topic.get_topic_name()
+        generation = self.app.consumer_generation_id
+        self.fences = {}
+        for tp in active_tps:
+            if tp.topic != changelog:
+                continue
+            own = fence(self.offsets.get(tp, -1), generation)
+            self.fences[tp.partition] = ((FENCE_HEADER, own),)
+            seen = self.read_fence.get(tp)
+            if seen is None or own > seen:
+                self.read_fence[tp] = own
+        if self.fenced_out:
+            log.warning("changelog_fenced_out", table=self.table_name, records=self.fenced_out)
+            self.fenced_out = 0
+
+    def _drop_fence(self, tp: TP) -> None:
+        """The partition is to be read from its start (or a file's offset) again."""
+        self.read_fence.pop(tp, None)
+        self.read_at.pop(tp, None)
+
+    def _admits(self, tp: TP, offset: int, headers: Any) -> bool:
+        """Whether a record read from the changelog is applied: not when its fence is
+        lower than one read before it on its partition (module text)."""
+        at = self.read_at.get(tp)
+        if at is not None and offset <= at:
+            self.read_fence.pop(tp, None)  # read again from further back: start over
+        self.read_at[tp] = offset
+        got = fence_in(headers)
+        if got is None:
+            return True
+        seen = self.read_fence.get(tp)
+        if seen is None or got >= seen:
+            self.read_fence[tp] = got
+            return True
+        self.fenced_out += 1
+        return False
 
     # ------------------------------------------------------------------ bulk read
     async def bulk_read(self, tps: set[TP]) -> None:
@@ -192,6 +275,8 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
         """Whatever is in memory of partitions about to be read from nothing (a standby's
         partial copy): gone first, or a key removed on the changelog meanwhile, its
         tombstone since compacted away, would stay."""
+        for tp in tps:
+            self._drop_fence(tp)
         parts = {tp.partition for tp in tps}
         if not self._key_partition:
             return
@@ -231,13 +316,15 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
             log.error("snapshot_skipped", table=self.table_name, unplaced=unplaced)
             return
         saved_at = self.wall().timestamp()
+        fences = {tp.partition: f for tp, f in self.read_fence.items() if tp.topic == topic}
 
         def write_all() -> int:
             # Files of partitions not saved now (an earlier stop's) go: no file outlives
             # the stop that saved it by more than one start, whatever is assigned then.
             self._remove_files()
             return sum(snapshots.write(self.snapshot_folder, r, topic=topic, partition=p,
-                                       offset=tps[p], saved_at=saved_at)
+                                       offset=tps[p], saved_at=saved_at,
+                                       fence=fences.get(p, b""))
                        for p, r in rows.items())
 
         try:
@@ -289,6 +376,8 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
             self.data.update(zip(keys, values, strict=True))
             self._key_partition.update(dict.fromkeys(keys, tp.partition))
             self.offsets[tp] = header.offset
+            if header.fence:
+                self.read_fence[tp] = header.fence  # the read goes on from the file's
             loaded.append(tp.partition)
             entries += len(keys)
             del keys, values
@@ -330,8 +419,10 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
         return self.snapshot_max_age
 
     def _apply(self, tp: TP, messages: list[Any]) -> None:
-        data, where = self.data, self._key_partition
+        data, where, admits = self.data, self._key_partition, self._admits
         for m in messages:
+            if not admits(tp, m.offset, m.headers):
+                continue
             if m.value is None:
                 data.pop(m.key, None)
                 where.pop(m.key, None)

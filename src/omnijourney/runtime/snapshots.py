@@ -5,7 +5,9 @@ One file per changelog partition, ``<partition>.snap`` in the table's snapshot f
 
 - a header line, JSON: format, changelog topic and partition, the highest changelog
   offset whose record the entries reflect, when it was saved, how many entries, how many
-  body bytes, and a CRC-32C of those fields and the body;
+  body bytes, the highest fence read on the partition (hex, runtime/restore.py; left out
+  when none, and by files saved before there were fences), and a CRC-32C of those fields
+  and the body;
 - the body: the key and value lengths (unsigned 32-bit, little-endian, interleaved), then
   every key and value, in that order.
 
@@ -48,13 +50,17 @@ class Header:
     entries: int
     body: int
     crc: int
+    fence: bytes = b""  # the highest fence read on the partition (b"": none)
 
     def fields(self) -> bytes:
         """Every field but the checksum, as the checksum covers them."""
-        return json.dumps({"format": FORMAT, "topic": self.topic, "partition": self.partition,
-                           "offset": self.offset, "saved_at": self.saved_at,
-                           "entries": self.entries, "body": self.body},
-                          separators=(",", ":")).encode()
+        doc: dict[str, object] = {
+            "format": FORMAT, "topic": self.topic, "partition": self.partition,
+            "offset": self.offset, "saved_at": self.saved_at, "entries": self.entries,
+            "body": self.body}
+        if self.fence:
+            doc["fence"] = self.fence.hex()
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     def to_json(self) -> bytes:
         return self.fields()[:-1] + b',"crc32c":' + str(self.crc).encode() + b"}"
@@ -75,15 +81,16 @@ def _lengths(rows: list[tuple[bytes, bytes]]) -> array[int]:
 
 
 def write(folder: Path, rows: list[tuple[bytes, bytes]], *, topic: str, partition: int,
-          offset: int, saved_at: float) -> int:
+          offset: int, saved_at: float, fence: bytes = b"") -> int:
     """Write the partition's file (replacing any earlier one); returns its size."""
     folder.mkdir(parents=True, exist_ok=True)
     lengths = _lengths(rows).tobytes()
     data = b"".join([part for row in rows for part in row])
     body = len(lengths) + len(data)
-    unsigned = Header(topic, partition, offset, saved_at, len(rows), body, 0)
+    unsigned = Header(topic, partition, offset, saved_at, len(rows), body, 0, fence)
     crc = crc32c.crc32c(data, crc32c.crc32c(lengths, crc32c.crc32c(unsigned.fields())))
-    header = Header(topic, partition, offset, saved_at, len(rows), body, crc).to_json()
+    header = Header(topic, partition, offset, saved_at, len(rows), body, crc,
+                    fence).to_json()
     target = path_of(folder, partition)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
@@ -109,7 +116,7 @@ def _header(line: bytes) -> Header:
             raise Refused(f"format {doc.get('format')!r}, this reader knows {FORMAT}")
         header = Header(str(doc["topic"]), int(doc["partition"]), int(doc["offset"]),
                         float(doc["saved_at"]), int(doc["entries"]), int(doc["body"]),
-                        int(doc["crc32c"]))
+                        int(doc["crc32c"]), bytes.fromhex(str(doc.get("fence", ""))))
     except Refused:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
