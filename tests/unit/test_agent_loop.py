@@ -275,6 +275,28 @@ def test_the_worker_s_state_records_carry_the_fence_of_its_ownership(tmp_path: P
                if o.topic != rig.worker.changelog)
 
 
+def test_states_a_zombie_wrote_over_are_written_again_with_the_owner_s_fence(
+        tmp_path: Path) -> None:
+    """The restore skipped a fenced-out writer's records of ``ana`` (held here) and ``zed``
+    (not held: the zombie's alone); compaction would keep those records, so the owner
+    writes its own again: ana's state, and a tombstone for zed. Once."""
+    rig = Rig(tmp_path)
+    rig.run(rig.batch(signup(customer="ana", at="2026-03-02T10:00:00Z")))
+    rig.sent.clear()
+    worker = rig.worker
+    store = worker.table.data
+    own = ((FENCE_HEADER, fence(9, 4)),)
+    store.fences = {0: own}
+    store.data[b"ana"] = rig.table[b"ana"]
+    store.overwritten = {TP(worker.changelog, 0): {b"ana", b"zed"}}
+    asyncio.run(worker.reassert())
+    assert [(o.key, o.value, o.partition, o.headers) for o in rig.sent] == [
+        (b"ana", rig.table[b"ana"], 0, own), (b"zed", None, 0, own)]
+    assert not store.overwritten
+    asyncio.run(worker.reassert())
+    assert len(rig.sent) == 2
+
+
 # ------------------------------------------------------------- in-process ticks
 
 def _waiting_rig(tmp_path: Path, ack_delay: float = 0.02) -> Rig:

@@ -155,6 +155,15 @@ def test_a_record_of_a_writer_fenced_out_is_skipped_wherever_it_lands() -> None:
     assert store.data[b"old"] == b"no fence"
     assert store.persisted_offset(ACTIVE) == 7  # read past what was skipped
     assert store.fenced_out == 2
+    # Both keys' latest records are the zombie's: to be written again by the owner, once
+    # this worker owns the partition (its restore complete, it has a fence there).
+    assert store.take_overwritten() == {}
+    store.fences = {0: ((FENCE_HEADER, owner),)}
+    assert store.take_overwritten() == {0: {b"k", b"z"}}
+    assert store.take_overwritten() == {}
+    apply(store, event(ACTIVE, 8, b"k", b"zombie again", zombie),
+          event(ACTIVE, 9, b"k", b"owner again", owner))  # superseded: nothing to do
+    assert store.take_overwritten() == {}
 
 
 def test_the_bulk_read_skips_them_too_and_a_read_from_the_start_starts_over() -> None:

@@ -463,6 +463,33 @@ class Worker:
         log.info("due_index_rebuilt", partitions=sorted(owned), waiting=len(self.index.entries),
                  seconds=round(time.perf_counter() - started, 2))
 
+    async def reassert(self) -> None:
+        """Write again, with this worker's fence, the states whose latest changelog record
+        is a fenced-out writer's (its restore skipped them, runtime/restore.py): the
+        changelog is compacted, and compaction keeps a key's latest record. On the turn
+        of the state table, so no batch's write of the same keys is in flight."""
+        store = self.table.data
+        if not isinstance(store, BulkRestoredStore) or not store.overwritten:
+            return
+        async with self.turn:
+            keys = store.take_overwritten()
+            if not keys:
+                return
+            held = store.data
+            outgoing = [Outgoing(self.changelog, key, held.get(key), partition,
+                                 store.fences.get(partition, ()))
+                        for partition, ks in sorted(keys.items()) for key in sorted(ks)]
+            try:
+                acked = await self.send_all(outgoing)
+            except Exception as exc:
+                store.put_back(self.changelog, keys)  # the next pass tries again
+                if not isinstance(exc, Fenced):
+                    log.warning("changelog_reassert_failed", error=brief(exc))
+                return
+            self._reflect(self.table, outgoing, acked)
+            log.warning("changelog_reasserted", records=len(outgoing),
+                        partitions=sorted(keys))
+
     def services(self) -> list[faust.Service]:
         """Services to run beside the app from the start: Faust starts its own timers
         only after the first table restore, too late to watch that one."""
@@ -481,6 +508,7 @@ class Worker:
         if owned != self.indexed:
             self.rebuild_index(owned)
             self.metrics.assigned.set(len(owned))
+        await self.reassert()
         self.metrics.due.set(len(self.index.entries))
         here = {p for p in owned if self.caught_up(p)}
         # A partition with records this worker has not handled yet: its ticks go on the

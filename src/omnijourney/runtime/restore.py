@@ -35,7 +35,10 @@ then its group generation, packed so that comparing the bytes compares the pair.
 owner's fence is higher: its restore ended after every earlier owner's writes (or at the
 same offset, with a higher generation). A read keeps the highest fence seen on each
 partition and skips a record with a lower one: a fenced-out writer's. Records without the
-header (written before it existed) are read as they come.
+header (written before it existed) are read as they come. A key whose latest record was
+skipped so is written again, with what the store holds and the worker's own fence, once
+its restore completes (``Worker.reassert``): compaction keeps each key's latest record,
+which would otherwise be the fenced-out writer's.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
         self.read_fence: dict[TP, bytes] = {}
         self.read_at: dict[TP, int] = {}
         self.fenced_out = 0  # records skipped as a fenced-out writer's
+        self.overwritten: dict[TP, set[bytes]] = {}  # keys whose last record is such
         self.snapshot_max_age: float | None = None  # seconds; read from the changelog
         self.wall = wallclock.now  # when a file is saved, and how old it is when read
 
@@ -138,7 +142,7 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
                               to_value: Callable[[Any], Any]) -> None:
         events = list(batch)
         kept = [e for e in events if self._admits(e.message.tp, e.message.offset,
-                                                  e.message.headers)]
+                                                  e.message.headers, e.message.key)]
         super().apply_changelog_batch(kept, to_key, to_value)
         # Faust's own reading after a bulk read. Only for active partitions: a standby's
         # keys are dropped when a recovery completes while Faust goes on reading it from
@@ -197,23 +201,45 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
         """The partition is to be read from its start (or a file's offset) again."""
         self.read_fence.pop(tp, None)
         self.read_at.pop(tp, None)
+        self.overwritten.pop(tp, None)
 
-    def _admits(self, tp: TP, offset: int, headers: Any) -> bool:
+    def _admits(self, tp: TP, offset: int, headers: Any, key: bytes | None) -> bool:
         """Whether a record read from the changelog is applied: not when its fence is
-        lower than one read before it on its partition (module text)."""
+        lower than one read before it on its partition (module text). The keys of those
+        skipped are kept until a record admitted supersedes them (``overwritten``)."""
         at = self.read_at.get(tp)
         if at is not None and offset <= at:
-            self.read_fence.pop(tp, None)  # read again from further back: start over
+            self._drop_fence(tp)  # read again from further back: start over
         self.read_at[tp] = offset
         got = fence_in(headers)
-        if got is None:
-            return True
         seen = self.read_fence.get(tp)
-        if seen is None or got >= seen:
-            self.read_fence[tp] = got
+        if got is None or seen is None or got >= seen:
+            if got is not None:
+                self.read_fence[tp] = got
+            if self.overwritten and key is not None:
+                keys = self.overwritten.get(tp)
+                if keys:
+                    keys.discard(key)
             return True
         self.fenced_out += 1
+        if key is not None:
+            self.overwritten.setdefault(tp, set()).add(key)
         return False
+
+    def take_overwritten(self) -> dict[int, set[bytes]]:
+        """Per active partition, the keys whose latest record on the changelog is a
+        fenced-out writer's, to be written again with what this store holds: compaction
+        keeps a key's latest record, and would otherwise keep the zombie's. Handed over
+        once (``put_back`` if they could not be written)."""
+        taken = {tp.partition: keys for tp, keys in self.overwritten.items()
+                 if keys and tp.partition in self.fences}
+        for tp in [tp for tp in self.overwritten if tp.partition in taken]:
+            del self.overwritten[tp]
+        return taken
+
+    def put_back(self, topic: str, keys: dict[int, set[bytes]]) -> None:
+        for partition, ks in keys.items():
+            self.overwritten.setdefault(TP(topic, partition), set()).update(ks)
 
     # ------------------------------------------------------------------ bulk read
     async def bulk_read(self, tps: set[TP]) -> None:
@@ -421,7 +447,7 @@ class BulkRestoredStore(memory.Store[bytes, bytes]):
     def _apply(self, tp: TP, messages: list[Any]) -> None:
         data, where, admits = self.data, self._key_partition, self._admits
         for m in messages:
-            if not admits(tp, m.offset, m.headers):
+            if not admits(tp, m.offset, m.headers, m.key):
                 continue
             if m.value is None:
                 data.pop(m.key, None)
