@@ -295,17 +295,42 @@ def _instant(at: datetime) -> bool:
 
 
 def _in_utc(st: CustomerState) -> bool:
-    return ((st.clock is None or st.clock.tzinfo is UTC)
-            and all(at.tzinfo is UTC for at in st.entries.values())
-            and all(at.tzinfo is UTC for times in st.sent.values() for at in times)
-            and all(g.entered_at.tzinfo is UTC and g.deadline.tzinfo is UTC for g in st.goals))
+    # Loops, not all() over generators: a generator's frame per call was a third of the
+    # short way's checks (4.3 us of a herd's state read).
+    if st.clock is not None and st.clock.tzinfo is not UTC:
+        return False
+    for at in st.entries.values():
+        if at.tzinfo is not UTC:
+            return False
+    for times in st.sent.values():
+        for at in times:
+            if at.tzinfo is not UTC:
+                return False
+    for g in st.goals:
+        if g.entered_at.tzinfo is not UTC or g.deadline.tzinfo is not UTC:
+            return False
+    return True
+
+
+# Event types seen well formed by the short way: a state's events repeat a few types, and
+# the pattern's match cost more than the rest of the check. Bounded, whatever is stored.
+_WELL_FORMED: set[str] = set()
+_WELL_FORMED_MAX = 4096
 
 
 def _stored(ev: Event) -> bool:
     """What ``stored_event`` reads the short way: no identifiers (the long way orders
     them), ids that are not blank, a well-formed type."""
-    return (not ev.identifiers and ev.event_id.strip() != "" and ev.customer_id.strip() != ""
-            and EVENT_TYPE.match(ev.type) is not None and ev.occurred_at.tzinfo is UTC)
+    kind = ev.type
+    if kind not in _WELL_FORMED:
+        if EVENT_TYPE.match(kind) is None:
+            return False
+        if len(_WELL_FORMED) < _WELL_FORMED_MAX:
+            _WELL_FORMED.add(kind)
+    # ``s and not s.isspace()``: what ``s.strip() != ""`` says, without a copy.
+    return (not ev.identifiers and bool(ev.event_id) and not ev.event_id.isspace()
+            and bool(ev.customer_id) and not ev.customer_id.isspace()
+            and ev.occurred_at.tzinfo is UTC)
 
 
 def _state_doc(raw: bytes) -> Any:
