@@ -18,11 +18,15 @@ The baseline, measured in the same run: the due index handing out the same herd
 in-process, without Kafka or the engine.
 
     python bench/herd.py [--customers 100000] [--spread 200] [--partitions 8]
-                         [--herd-only] [--workers 1] [--profile]
+                         [--herd-only] [--workers 1] [--cold] [--profile]
 
-``--workers 2`` runs two workers in one group (each owns half the partitions, and so
-half the herd) on the same machine as the broker. ``--profile`` samples the (first)
-worker with py-spy for 8 s from the herd's due time and prints where its time goes.
+Waiting customers' states are decoded into the worker's cache ahead of their due time
+(``OMNIJOURNEY_WARM_AHEAD``, 60 s by default; the lead of 25 s and more leaves time for
+that). ``--cold`` first runs the same herd with nothing decoded ahead, and prints the
+ratio of the two. ``--workers 2`` runs two workers in one group (each owns half the
+partitions, and so half the herd) on the same machine as the broker. ``--profile``
+samples the (first) worker with py-spy for 8 s from the herd's due time and prints where
+its time goes.
 """
 
 from __future__ import annotations
@@ -148,7 +152,8 @@ def settled(logs: list[Path], partitions: int) -> bool:
 
 
 def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, work: Path,
-        workers: int = 1, profile: Path | None = None) -> dict[str, float]:
+        workers: int = 1, profile: Path | None = None,
+        extra_env: dict[str, str] | None = None) -> dict[str, float]:
     run_id = uuid.uuid4().hex[:6]
     settings = Settings(bootstrap=bootstrap, app_id=f"omnijourney-herd-{run_id}",
                         partitions=partitions, topics=Topics.with_prefix(f"herd-{run_id}-"))
@@ -164,7 +169,8 @@ def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, wo
            "OMNIJOURNEY_TOPIC_PREFIX": f"herd-{run_id}-", "OMNIJOURNEY_APP_ID": settings.app_id,
            "OMNIJOURNEY_PARTITIONS": str(partitions), "OMNIJOURNEY_CLOCK": "wall",
            "OMNIJOURNEY_JOURNEYS": str(ROOT / "journeys"), "OMNIJOURNEY_METRICS_PORT": "off",
-           "OMNIJOURNEY_RECOVERY_STALL": "0", "OMNIJOURNEY_DATADIR": str(work / f"{kind}-data")}
+           "OMNIJOURNEY_RECOVERY_STALL": "0", "OMNIJOURNEY_DATADIR": str(work / f"{kind}-data"),
+           **(extra_env or {})}
     logs = [work / (f"{kind}.log" if w == 0 else f"{kind}-{w + 1}.log")
             for w in range(workers)]
     procs = []
@@ -211,7 +217,10 @@ def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, wo
     # before its due time's), or such a state would count as early by 0.72 ms.
     due_s = {f"h{i:08d}": math.floor(due_of[i].timestamp() * 1000) / 1000 for i in range(n)}
     late = [seen[c] - due_s[c] for c in seen]
-    return {"ready": ready, "handled": len(seen), "lost": n - len(seen),
+    warmed = sum(json.loads(line[line.index("{"):]).get("states", 0)
+                 for log in logs for line in log.read_text(errors="replace").splitlines()
+                 if '"states_warmed"' in line)
+    return {"ready": ready, "handled": len(seen), "lost": n - len(seen), "warmed": warmed,
             "early": sum(1 for x in late if x < 0), "p50": pct(late, 0.5),
             "p99": pct(late, 0.99), "max": max(late, default=float("nan")),
             "drained": max(seen.values(), default=float("nan")) - first_due.timestamp(),
@@ -231,6 +240,9 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--herd-only", action="store_true")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--cold", action="store_true",
+                    help="first the same herd with nothing decoded ahead "
+                         "(OMNIJOURNEY_WARM_AHEAD=0): the ratio of the two")
     ap.add_argument("--profile", action="store_true",
                     help="py-spy the worker for 8 s of the herd: where its time goes")
     args = ap.parse_args()
@@ -240,6 +252,9 @@ def main() -> int:
     print(f"{n:,} waiting customers, {args.partitions} partitions, {args.workers} "
           f"worker(s); logs in {work}")
     with kafka_node() as bootstrap:
+        cold = run("herd-cold", n, spread=0.0, partitions=args.partitions,
+                   bootstrap=bootstrap, work=work, workers=args.workers,
+                   extra_env={"OMNIJOURNEY_WARM_AHEAD": "0"}) if args.cold else None
         herd = run("herd", n, spread=0.0, partitions=args.partitions, bootstrap=bootstrap,
                    work=work, workers=args.workers,
                    profile=work / "herd.pyspy" if args.profile else None)
@@ -253,6 +268,13 @@ def main() -> int:
           f" {herd['handled'] / max(herd['drained'], 1e-9):,.0f} ticks/s)")
     print(f"  lateness p50 {herd['p50']:.2f} s, p99 {herd['p99']:.2f} s; the worker's CPU "
           f"{herd['cpu_us']:.0f} us per tick (all workers, from ready to the last handled)")
+    print(f"  states decoded ahead of the due time (OMNIJOURNEY_WARM_AHEAD): "
+          f"{herd['warmed']:,.0f}")
+    if cold is not None:
+        print(f"herd with nothing decoded ahead: the last {cold['drained']:.1f} s after the "
+              f"due time (lost {cold['lost']:,}, early {cold['early']:,}; the worker's CPU "
+              f"{cold['cpu_us']:.0f} us per tick); decoded ahead "
+              f"{cold['drained'] / max(herd['drained'], 1e-9):.2f}x as fast")
     if args.profile and (work / "herd.pyspy").exists():
         print("  where the worker's time goes (py-spy, 8 s of the herd, self time):")
         for line in where_time_goes(work / "herd.pyspy", top=25):

@@ -74,6 +74,10 @@ class Settings:
     # short interval is cheap; at 1 s the lateness p99 was 1.1 s, at 0.25 s 0.45 s
     # (bench/herd.py, waits spread out).
     tick_interval: float = 0.25
+    # Seconds ahead of their due time that waiting customers' states are decoded into
+    # the state cache, while the worker has nothing due to hand out (``Worker.warm``):
+    # a herd due in one second then finds its states read (0: off).
+    warm_ahead: float = 60.0
     batch_size: int = 500
     # A batch closes when full, when nothing more waits on the stream, or this many
     # seconds after its first event (runtime/batching.py).
@@ -132,6 +136,7 @@ class Settings:
                                                cls.max_poll_interval)),
             "recovery_stall": float(env.get("OMNIJOURNEY_RECOVERY_STALL", cls.recovery_stall)),
             "tick_interval": float(env.get("OMNIJOURNEY_TICK_INTERVAL", cls.tick_interval)),
+            "warm_ahead": float(env.get("OMNIJOURNEY_WARM_AHEAD", cls.warm_ahead)),
             "cluster_patience": float(env.get("OMNIJOURNEY_CLUSTER_PATIENCE",
                                               cls.cluster_patience)),
             "batch_size": int(env.get("OMNIJOURNEY_BATCH_SIZE", cls.batch_size)),
@@ -172,6 +177,8 @@ class Settings:
             raise ValueError("OMNIJOURNEY_FETCH_WAIT must be 0 to 5 seconds")
         if not values["tick_interval"] > 0:
             raise ValueError("OMNIJOURNEY_TICK_INTERVAL must be a positive number of seconds")
+        if not 0 <= values["warm_ahead"] <= 86_400:
+            raise ValueError("OMNIJOURNEY_WARM_AHEAD must be 0 to 86400 seconds")
         if values["clock"] not in tuple(ClockMode):
             raise ValueError("OMNIJOURNEY_CLOCK must be 'wall' or 'event'")
         values["clock"] = ClockMode(values["clock"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from faust.types import TP
 
-from omnijourney.codecs import decode_command, decode_state, encode_event
+from omnijourney.codecs import decode_command, decode_state, encode_event, encode_state
 from omnijourney.config import load
 from omnijourney.core import Event
 from omnijourney.runtime.app import Worker
@@ -24,7 +24,7 @@ from omnijourney.runtime.engine import Outgoing
 from omnijourney.runtime.restore import FENCE_HEADER, fence
 from omnijourney.runtime.states import StateStore
 from omnijourney.settings import Settings
-from tests.helpers import ev, signup
+from tests.helpers import ev, signup, t
 
 REPO = Path(__file__).resolve().parents[2]
 JS = load(REPO / "journeys").journey_set
@@ -297,6 +297,34 @@ def test_states_a_zombie_wrote_over_are_written_again_with_the_owner_s_fence(
     assert len(rig.sent) == 2
 
 
+def test_identity_claims_a_zombie_wrote_over_are_written_again_with_the_owner_s_fence(
+        tmp_path: Path) -> None:
+    """The same for the identity table: the claim held here (email key -> ana) is
+    written again, a key only the zombie claimed gets a tombstone; on the resolver's
+    turn, after its batch in flight."""
+    rig = Rig(tmp_path)
+    worker = rig.worker
+    store = worker.identity.data
+    own = ((FENCE_HEADER, fence(5, 3)),)
+    store.fences = {2: own}
+    store.data[b"email:a@example.com"] = b"ana"
+    store.overwritten = {TP(worker.identity_changelog, 2): {b"email:a@example.com",
+                                                            b"phone:+1555"}}
+
+    async def resolver_batch_then_reassert() -> None:
+        async with worker.identity_turn:  # a batch of the resolver in flight
+            task = asyncio.ensure_future(worker.reassert())
+            await asyncio.sleep(0.05)
+            assert not rig.sent  # waits for the batch
+        await task
+
+    asyncio.run(resolver_batch_then_reassert())
+    assert [(o.topic, o.key, o.value, o.partition, o.headers) for o in rig.sent] == [
+        (worker.identity_changelog, b"email:a@example.com", b"ana", 2, own),
+        (worker.identity_changelog, b"phone:+1555", None, 2, own)]
+    assert not store.overwritten
+
+
 # ------------------------------------------------------------- in-process ticks
 
 def _waiting_rig(tmp_path: Path, ack_delay: float = 0.02) -> Rig:
@@ -398,6 +426,74 @@ def test_a_turns_batches_take_one_round_trip_each_their_states_going_with_the_ne
         assert len(commands) == 2 and _commands_of(rig, cid) == commands
         assert rig.table[cid.encode()] == state
         assert cid in worker.states.cache  # served from the cache once written
+
+
+def test_states_due_soon_are_decoded_ahead_and_their_ticks_send_what_cold_ticks_send(
+        tmp_path: Path) -> None:
+    """Half an hour before their reminders, the worker decodes the three waiting
+    customers' states into its cache (``Worker.warm``), writing nothing. bo then orders:
+    his new state replaces the one warmed. At the due time, the ticks send and store
+    exactly what a worker that warmed nothing sends and stores."""
+    customers = ["ana", "bo", "cy"]
+    outcome = {}
+    for warm in (False, True):
+        rig = _herd_rig(tmp_path / f"warm-{warm}", customers, batch_size=2)
+        worker = rig.worker
+        worker.settings = replace(worker.settings, warm_ahead=3600.0)
+        now = [t("2026-03-02T10:30:00Z")]  # the carts' waits end at 11:05
+        worker.clock._wall = lambda now=now: now[0]  # the engine's clock too
+        worker.states.cache.clear()  # as after a restore: the table's bytes only
+        if warm:
+            asyncio.run(worker.warm())
+            assert sorted(worker.states.cache) == customers
+            assert rig.log == [] and rig.sent == []  # read, nothing written
+            assert worker.metrics.registry.get_sample_value(
+                "omnijourney_states_warmed_total") == 3
+            for cid in customers:
+                assert encode_state(0, worker.states.cache[cid]) == rig.table[cid.encode()]
+        now[0] = t("2026-03-02T10:45:00Z")
+        rig.run(rig.batch(ev("order.placed", "2026-03-02T10:40:00Z", "bo", "o-bo",
+                             cart_id="k-bo", order_id="o1")))
+        now[0] = t("2026-03-02T12:00:00Z")
+        asyncio.run(worker.hand_ticks())
+        assert not worker.index.pending
+        outcome[warm] = ({cid: _commands_of(rig, cid) for cid in customers},
+                         {cid: rig.table[cid.encode()] for cid in customers})
+    assert outcome[True] == outcome[False]
+    steps = {cid: [step for _, _, step in cmds] for cid, cmds in outcome[True][0].items()}
+    assert steps["ana"] == steps["cy"] == ["cart_reminder"] and "cart_reminder" not in steps["bo"]
+
+
+def test_nothing_is_warmed_while_a_tick_is_due_or_nobody_comes_due_soon(
+        tmp_path: Path) -> None:
+    rig = _herd_rig(tmp_path, ["ana", "bo"])
+    worker = rig.worker
+    worker.settings = replace(worker.settings, warm_ahead=60.0)
+    now = [t("2026-03-02T10:30:00Z")]
+    worker.clock._wall = lambda: now[0]
+    worker.states.cache.clear()
+    asyncio.run(worker.warm())  # 35 minutes to go, a minute ahead: nobody yet
+    assert not worker.states.cache and worker.warm_after > 0
+    now[0] = t("2026-03-02T11:05:30Z")  # both due: their ticks decode their own states
+    worker.warm_after = 0.0
+    asyncio.run(worker.warm())
+    assert not worker.states.cache
+    now[0] = t("2026-03-02T11:04:30Z")  # half a minute to go: both
+    asyncio.run(worker.warm())
+    assert sorted(worker.states.cache) == ["ana", "bo"]
+    worker.states.cache.clear()
+    worker.states.cache_size = 2  # warmed only into the cache's first half
+    asyncio.run(worker.warm())
+    assert len(worker.states.cache) == 1
+
+
+def test_an_assignment_has_the_due_index_and_the_state_cache_built_again(
+        tmp_path: Path) -> None:
+    """Even for the partitions it had: another worker may have written to them."""
+    rig = _waiting_rig(tmp_path)
+    worker = rig.worker
+    asyncio.run(worker.on_assigned(None, signal=None))
+    assert worker.indexed is None
 
 
 def test_a_failed_round_trip_hands_its_batches_again_from_the_table(tmp_path: Path) -> None:

@@ -241,8 +241,11 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIJOURNEY_BATCH_WINDOW", "0.2")
     monkeypatch.setenv("OMNIJOURNEY_FETCH_WAIT", "0")
     assert (Settings.from_env().batch_window, Settings.from_env().fetch_wait) == (0.2, 0.0)
+    assert s.warm_ahead == 60.0
+    monkeypatch.setenv("OMNIJOURNEY_WARM_AHEAD", "0")
+    assert Settings.from_env().warm_ahead == 0.0
     for name, bad in (("OMNIJOURNEY_BATCH_SIZE", "0"), ("OMNIJOURNEY_BATCH_WINDOW", "0"),
-                      ("OMNIJOURNEY_FETCH_WAIT", "30"),
+                      ("OMNIJOURNEY_FETCH_WAIT", "30"), ("OMNIJOURNEY_WARM_AHEAD", "-1"),
                       ("OMNIJOURNEY_PRODUCER_BATCH_BYTES", "2000000"),
                       ("OMNIJOURNEY_PRODUCER_BATCH_BYTES", "0")):
         monkeypatch.setenv(name, bad)
@@ -314,6 +317,67 @@ def test_the_due_index_hands_out_each_due_customer_once_by_time_and_loses_none()
     clock.observe(1, base + timedelta(minutes=9), inclusive=True)
     assert sorted(c for c, _, _ in index.due(clock, {1})) == ["c5", "c7", "c9"]
     assert "c3" not in index.entries and "idle" not in index.entries
+
+
+def test_the_due_index_names_who_is_due_soon_without_handing_anyone_out() -> None:
+    """Warming ahead asks the index who comes due within a span: exactly those (already
+    due ones too), neither handed out nor superseded, earliest first per partition, at
+    most the limit; the index itself is left as it was. Checked against a plain scan of
+    the entries, over random heaps with updates, releases and ticks on their way."""
+    import random
+
+    rng = random.Random(13)
+    base = t("2026-03-02T10:00:00Z")
+    for _ in range(200):
+        clock = Clock("event")
+        rows = [(f"c{i}", rng.randrange(3), base + timedelta(seconds=rng.randrange(600)))
+                for i in range(rng.randrange(1, 60))]
+        index = DueIndex.of(rows)
+        for cid, part, _ in rng.sample(rows, len(rows) // 3):  # moved: old heap items stale
+            index.update(cid, part, base + timedelta(seconds=rng.randrange(600)))
+        for p in range(3):
+            clock.observe(p, base + timedelta(seconds=rng.randrange(200)), inclusive=True)
+        handed = {c for c, _, _ in index.due(clock, limit=rng.randrange(5))}  # pending
+        ahead = timedelta(seconds=rng.randrange(300))
+        entries, heaps = dict(index.entries), {p: list(h) for p, h in index._heaps.items()}
+        limit = rng.randrange(1, 80)
+        got = index.upcoming(clock, ahead, [0, 1, 2], limit)
+        want = [cid for p in range(3) for _, cid in sorted(
+            (due, cid) for cid, (part, due) in entries.items()
+            if part == p and cid not in handed and due <= clock.now(p) + ahead)][:limit]
+        assert got == want
+        assert index.entries == entries and index.pending == handed
+        assert {p: list(h) for p, h in index._heaps.items()} == heaps
+        assert index.any_due(clock, [0, 1, 2]) == any(
+            h and h[0][0] <= clock.now(p) for p, h in heaps.items())
+    assert DueIndex().upcoming(Clock("event"), timedelta(hours=1), [0], 10) == []
+    assert not DueIndex().any_due(Clock("event"), [0])
+
+
+def test_states_warmed_ahead_are_what_the_table_holds_and_never_push_others_out() -> None:
+    """``StateStore.warm`` decodes into the cache what ``load`` would decode from the
+    table; it passes over states already cached, customers the table no longer holds and
+    values that do not read (their tick finds them, as it would have); it stops when the
+    cache is full rather than evict anything; a state written after it replaces it."""
+    from omnijourney.codecs import encode_state
+    from omnijourney.runtime.states import StateStore
+
+    engine, store = Engine(JS, TOPICS, Clock("event")), Store()
+    store.apply(engine.process([rec(encode_event(signup(customer=c)), key=c.encode())
+                                for c in ("a", "b", "c", "d")], store.load))
+    data = {c.encode(): encode_state(0, st) for c, st in store.states.items()}
+    data[b"bad"] = b'{"p":0,"d":"2026-03-03T10:00:00Z","s":{"customer_id":7}}'
+    states = StateStore(lambda: data, cache_size=3)
+    kept = CustomerState("a")
+    states.cache["a"] = kept  # written by this worker: the truth already
+    assert states.warm(["a", "gone", "bad", "b", "c", "d"]) == 2  # b and c: then full
+    assert list(states.cache) == ["a", "b", "c"] and states.cache["a"] is kept
+    assert encode_state(0, states.cache["b"]) == data[b"b"]
+    assert encode_state(0, states.load("c")) == data[b"c"]  # handed over, out of the cache
+    assert "c" not in states.cache
+    newer = CustomerState("b")
+    states.put("b", newer, encode_state(0, newer))
+    assert states.load("b") is newer
 
 
 def test_the_timer_index_is_built_from_the_head_of_each_value_and_old_values_still_read() -> None:

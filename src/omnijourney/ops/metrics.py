@@ -121,6 +121,9 @@ class WorkerMetrics(ProcessMetrics):
                               registry=r)
         self.rebalances = Counter(f"{NS}_rebalances", "Partition assignments received",
                                   registry=r)
+        self.warmed = Counter(f"{NS}_states_warmed", "Waiting customers' states decoded "
+                              "into the state cache ahead of their due time "
+                              "(OMNIJOURNEY_WARM_AHEAD)", registry=r)
         self.lease_waits = Counter(f"{NS}_lease_waits", "Writes held because this worker's "
                                    "group lease had run out, by outcome: renewed (a "
                                    "heartbeat came back) or fenced (a rebalance began; the "

@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 import faust
@@ -76,6 +76,11 @@ GC_THRESHOLDS = (200_000, 50, 100)
 # The timer's in-process ticks: batches per turn of the state table (``tick_turn``); the
 # agent's batches wait at most this many.
 TICK_TURN_BATCHES = 4
+# Warming ahead (``Worker.warm``): states decoded per turn of the state table (a few ms,
+# so a batch waits at most that), and how long to wait before looking again when there
+# was nothing to decode.
+WARM_CHUNK = 200
+WARM_IDLE = 1.0
 
 
 def tune_collector() -> None:
@@ -99,9 +104,12 @@ class Worker:
         # One batch at a time on the state table: the agent's, or the timer's ticks
         # handed to the engine in-process (drive_waits).
         self.turn = asyncio.Lock()
+        self.identity_turn = asyncio.Lock()  # the same for the identity table's batches
         # The last offset handled on each source partition since the last assignment.
         self.read_to: dict[tuple[str, int], int] = {}
         self.handing: asyncio.Future[None] | None = None  # the timer's in-process ticks
+        self.warming: asyncio.Future[None] | None = None  # states decoded ahead (warm)
+        self.warm_after = 0.0  # monotonic time of the next look for states to warm
         self.metrics = WorkerMetrics()
         # Alive while the timer runs (the event loop is not stuck) or a restore progresses.
         self.alive = Heartbeat(within=max(30.0, 10 * settings.tick_interval))
@@ -159,6 +167,10 @@ class Worker:
         # it is restored (what the last owner wrote), before anything reads the clock.
         self.clock.forget()
         self.read_to.clear()
+        # The due index and the state cache are built again once the tables are restored
+        # (rebuild_index), even for the same partitions: in between, another worker may
+        # have owned one and written to it.
+        self.indexed = None
 
     async def on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Faust waits for the agent's batch in flight before a rebalance goes on; this
@@ -227,7 +239,7 @@ class Worker:
         await self._run(stream, self.handle, self.turn)
 
     async def run_identity_stream(self, stream: StreamT[Any]) -> None:
-        await self._run(stream, self.handle_identity)
+        await self._run(stream, self.handle_identity, self.identity_turn)
 
     async def _run(self, stream: StreamT[Any], handle: Handler,
                    turn: asyncio.Lock | None = None) -> None:
@@ -464,30 +476,36 @@ class Worker:
                  seconds=round(time.perf_counter() - started, 2))
 
     async def reassert(self) -> None:
-        """Write again, with this worker's fence, the states whose latest changelog record
-        is a fenced-out writer's (its restore skipped them, runtime/restore.py): the
-        changelog is compacted, and compaction keeps a key's latest record. On the turn
-        of the state table, so no batch's write of the same keys is in flight."""
-        store = self.table.data
+        """Write again, with this worker's fence, the records whose latest changelog
+        record is a fenced-out writer's (its restore skipped them, runtime/restore.py):
+        the changelog is compacted, and compaction keeps a key's latest record. For the
+        state table on its turn, for the identity table on the resolver's, so no batch's
+        write of the same keys is in flight."""
+        await self._reassert(self.table, self.changelog, self.turn)
+        await self._reassert(self.identity, self.identity_changelog, self.identity_turn)
+
+    async def _reassert(self, table: Any, changelog: str, turn: asyncio.Lock) -> None:
+        store = table.data
         if not isinstance(store, BulkRestoredStore) or not store.overwritten:
             return
-        async with self.turn:
+        async with turn:
             keys = store.take_overwritten()
             if not keys:
                 return
             held = store.data
-            outgoing = [Outgoing(self.changelog, key, held.get(key), partition,
+            outgoing = [Outgoing(changelog, key, held.get(key), partition,
                                  store.fences.get(partition, ()))
                         for partition, ks in sorted(keys.items()) for key in sorted(ks)]
             try:
                 acked = await self.send_all(outgoing)
             except Exception as exc:
-                store.put_back(self.changelog, keys)  # the next pass tries again
+                store.put_back(changelog, keys)  # the next pass tries again
                 if not isinstance(exc, Fenced):
-                    log.warning("changelog_reassert_failed", error=brief(exc))
+                    log.warning("changelog_reassert_failed", changelog=changelog,
+                                error=brief(exc))
                 return
-            self._reflect(self.table, outgoing, acked)
-            log.warning("changelog_reasserted", records=len(outgoing),
+            self._reflect(table, outgoing, acked)
+            log.warning("changelog_reasserted", changelog=changelog, records=len(outgoing),
                         partitions=sorted(keys))
 
     def services(self) -> list[faust.Service]:
@@ -518,6 +536,56 @@ class Worker:
         # (a herd takes longer than a timer's interval).
         if here and (self.handing is None or self.handing.done()):
             self.handing = self.app.add_future(self.hand_ticks())
+        if (self.settings.warm_ahead > 0 and self._idle(self.warming)
+                and time.monotonic() >= self.warm_after):
+            self.warming = self.app.add_future(self.warm())
+
+    @staticmethod
+    def _idle(task: asyncio.Future[None] | None) -> bool:
+        return task is None or task.done()
+
+    async def warm(self) -> None:
+        """Decode ahead, into the state cache (``StateStore.warm``), the states of the
+        customers due within ``settings.warm_ahead`` seconds, earliest first, while
+        nothing is due: a herd due in one second then finds its states read, a
+        fifth of each tick's cost paid before its time. A few states per turn of the
+        state table, so the agent's batches go between; it stops when a tick is due, a
+        rebalance begins, the index is built again or the cache is half full (the rest
+        is for the states written meanwhile). Only an optimisation: a state not warmed
+        is decoded at its tick, as before."""
+        store = self.states
+        owned = self.indexed
+        room = store.cache_size // 2 - len(store.cache)
+        if owned is None or self.index.any_due(self.clock, owned):
+            return  # ticks first; the timer looks again at its next turn
+        cids = ([] if room <= 0 else
+                [c for c in self.index.upcoming(
+                    self.clock, timedelta(seconds=self.settings.warm_ahead), sorted(owned),
+                    room) if c not in store.cache])
+        if not cids:
+            self.warm_after = time.monotonic() + WARM_IDLE
+            return
+        started, warmed = time.perf_counter(), 0
+        try:
+            for i in range(0, len(cids), WARM_CHUNK):
+                async with self.turn:
+                    if (self.indexed != owned or self.app.rebalancing or self.app.in_recovery
+                            or self.index.any_due(self.clock, owned)):
+                        break  # ticks first: they decode their own states
+                    warmed += store.warm(cids[i:i + WARM_CHUNK])
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an optimisation only: the ticks decode as before
+            log.warning("warm_failed", error=brief(exc))
+        if warmed:
+            # Not frozen out of the collector's sight as the restored table is
+            # (rebuild_index): that is once an assignment, and a pass comes every second
+            # while waits come due; freezing each time would keep any garbage cycle
+            # made meanwhile for good.
+            self.metrics.warmed.inc(warmed)
+            log.info("states_warmed", states=warmed, cached=len(store.cache),
+                     seconds=round(time.perf_counter() - started, 2))
 
     async def hand_ticks(self) -> None:
         """Each due customer of a caught-up partition (``caught_up``) gets its tick
@@ -642,7 +710,14 @@ class Worker:
                                             for cid, _, now in due])
 
     async def send_ticks(self, due: list[tuple[str, int, datetime]]) -> None:
-        """Each due customer a tick record on its own partition of the ticks topic."""
+        """Each due customer a tick record on its own partition of the ticks topic.
+
+        Straight to the producer, past the lease (``send_all``): a tick carries no state,
+        only a customer and a time. The partition's owner evaluates it against the state
+        it holds, so it fires only waits due by then, which the owner's own timer fires
+        too (and under the event clock, a tick from beyond what the owner has read is
+        passed over: ``Engine._tick``). A tick sent by a worker out of its group changes
+        nothing the owner would not do."""
         if not due:
             return
         self._count_ticks(due, "topic")

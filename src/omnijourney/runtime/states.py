@@ -51,6 +51,32 @@ class StateStore:
         st.hand_over()
         return st
 
+    def warm(self, cids: list[str]) -> int:
+        """Decode ahead the states of ``cids`` (customers soon due) into the cache, while
+        it has room: their ticks then find them decoded. Only what the table holds now
+        is decoded, as ``load`` would decode it; a state written later replaces it
+        (``put``), an erasure drops it, and ``waiting`` (a new assignment) clears it.
+        Never evicts. Returns how many were decoded; a value that does not read is left
+        for its tick to find, as it would be."""
+        data = self._data()
+        cache = self.cache
+        warmed = 0
+        for cid in cids:
+            if len(cache) >= self.cache_size:
+                break
+            if cid in cache:
+                continue
+            raw = data.get(cid.encode())
+            if raw is None:
+                continue
+            try:
+                _, st = decode_state(raw)
+            except Exception:
+                continue
+            cache[cid] = st
+            warmed += 1
+        return warmed
+
     def put(self, cid: str, st: CustomerState, doc: bytes) -> None:
         self._data()[cid.encode()] = doc
         self._remember(cid, st)

@@ -111,6 +111,51 @@ class DueIndex:
             heapq.heapify(heap)
         return index
 
+    def any_due(self, clock: Clock, partitions: Iterable[int]) -> bool:
+        """Whether a customer is due on one of ``partitions``, by a peek at each heap (a
+        superseded time on top, not yet dropped by ``due``, also says yes)."""
+        for part in partitions:
+            heap = self._heaps.get(part)
+            if heap:
+                now = clock.now(part)
+                if now is not None and heap[0][0] <= now:
+                    return True
+        return False
+
+    def upcoming(self, clock: Clock, ahead: timedelta, partitions: Iterable[int],
+                 limit: int) -> list[str]:
+        """Customers due within ``ahead`` of their partition's clock (already due ones
+        too), not handed out, at most ``limit``, earliest first per partition; the
+        index is left as it is. A heap's walk is pruned below any time past the bound
+        (its subtree is later still), so it costs what it finds plus its border."""
+        out: list[str] = []
+        for part in partitions:
+            heap = self._heaps.get(part)
+            now = clock.now(part)
+            if not heap or now is None:
+                continue
+            bound = now + ahead
+            found: list[tuple[datetime, str]] = []
+            stack = [0]
+            size = len(heap)
+            while stack:
+                i = stack.pop()
+                due, cid = heap[i]
+                if due > bound:
+                    continue
+                if cid not in self.pending and self.entries.get(cid) == (part, due):
+                    found.append((due, cid))
+                child = 2 * i + 1
+                if child < size:
+                    stack.append(child)
+                    if child + 1 < size:
+                        stack.append(child + 1)
+            found.sort()
+            out.extend(cid for _, cid in found)
+            if len(out) >= limit:
+                return out[:limit]
+        return out
+
     def due(self, clock: Clock, partitions: Iterable[int] | None = None,
             limit: int | None = None) -> list[tuple[str, int, datetime]]:
         """Every customer due by its partition's clock (at most ``limit``), earliest first
