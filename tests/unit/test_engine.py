@@ -320,10 +320,11 @@ def test_the_due_index_hands_out_each_due_customer_once_by_time_and_loses_none()
 
 
 def test_the_due_index_names_who_is_due_soon_without_handing_anyone_out() -> None:
-    """Warming ahead asks the index who comes due within a span: exactly those (already
-    due ones too), neither handed out nor superseded, earliest first per partition, at
-    most the limit; the index itself is left as it was. Checked against a plain scan of
-    the entries, over random heaps with updates, releases and ticks on their way."""
+    """Warming ahead walks the index for who comes due within a span: exactly those
+    (already due ones too), neither handed out nor superseded, earliest first across the
+    partitions, a few at a time; the index itself is left as it was. Checked against a
+    plain scan of the entries, over random heaps with updates and ticks on their way;
+    changed between two steps of the walk, it names no one at a time no longer theirs."""
     import random
 
     rng = random.Random(13)
@@ -340,17 +341,31 @@ def test_the_due_index_names_who_is_due_soon_without_handing_anyone_out() -> Non
         handed = {c for c, _, _ in index.due(clock, limit=rng.randrange(5))}  # pending
         ahead = timedelta(seconds=rng.randrange(300))
         entries, heaps = dict(index.entries), {p: list(h) for p, h in index._heaps.items()}
-        limit = rng.randrange(1, 80)
-        got = index.upcoming(clock, ahead, [0, 1, 2], limit)
-        want = [cid for p in range(3) for _, cid in sorted(
+        walk, got = index.walk(clock, ahead, [0, 1, 2]), []
+        while not walk.done:
+            got += walk.take(rng.randrange(1, 8))
+        assert got == [cid for _, cid in sorted(
             (due, cid) for cid, (part, due) in entries.items()
-            if part == p and cid not in handed and due <= clock.now(p) + ahead)][:limit]
-        assert got == want
+            if cid not in handed and due <= clock.now(part) + ahead)]
         assert index.entries == entries and index.pending == handed
         assert {p: list(h) for p, h in index._heaps.items()} == heaps
         assert index.any_due(clock, [0, 1, 2]) == any(
             h and h[0][0] <= clock.now(p) for p, h in heaps.items())
-    assert DueIndex().upcoming(Clock("event"), timedelta(hours=1), [0], 10) == []
+        # Changed half-way: moved, handed out or done with waiting since the walk began.
+        walk = index.walk(clock, ahead, [0, 1, 2])
+        first = walk.take(len(rows) // 2)
+        for cid, part, _ in rng.sample(rows, len(rows) // 3):
+            index.update(cid, part, rng.choice([None, base + timedelta(seconds=rng.randrange(600))]))
+        index.due(clock, limit=2)
+        rest = []
+        while not walk.done:
+            rest += walk.take(3)
+        for cid in rest:
+            part, due = index.entries[cid]
+            assert cid not in index.pending and due <= clock.now(part) + ahead
+            assert entries.get(cid) == (part, due)  # named at a time that is still its own
+        assert len(set(first + rest)) == len(first + rest)
+    assert DueIndex().walk(Clock("event"), timedelta(hours=1), [0]).done
     assert not DueIndex().any_due(Clock("event"), [0])
 
 

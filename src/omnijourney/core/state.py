@@ -224,8 +224,12 @@ class CustomerState(_Holding):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CustomerState:
+        cid = d["customer_id"]
+        if not isinstance(cid, str):
+            # As the compiled class refuses it (a number here read as a number before).
+            raise TypeError(f"customer_id is not a string but {type(cid).__name__}")
         return cls(
-            customer_id=d["customer_id"],
+            customer_id=cid,
             profile=d.get("profile") or {},
             instances={k: Instance.from_dict(v) for k, v in (d.get("instances") or {}).items()},
             entries={k: parse_instant(v) for k, v in (d.get("entries") or {}).items()},

@@ -76,9 +76,9 @@ GC_THRESHOLDS = (200_000, 50, 100)
 # The timer's in-process ticks: batches per turn of the state table (``tick_turn``); the
 # agent's batches wait at most this many.
 TICK_TURN_BATCHES = 4
-# Warming ahead (``Worker.warm``): states decoded per turn of the state table (a few ms,
-# so a batch waits at most that), and how long to wait before looking again when there
-# was nothing to decode.
+# Warming ahead (``Worker.warm``): customers looked at (and at most decoded) per turn of
+# the state table (a few ms, so a batch waits at most that), and how soon a walk cut
+# short is tried again.
 WARM_CHUNK = 200
 WARM_IDLE = 1.0
 
@@ -547,42 +547,43 @@ class Worker:
     async def warm(self) -> None:
         """Decode ahead, into the state cache (``StateStore.warm``), the states of the
         customers due within ``settings.warm_ahead`` seconds, earliest first, while
-        nothing is due: a herd due in one second then finds its states read, a
-        fifth of each tick's cost paid before its time. A few states per turn of the
-        state table, so the agent's batches go between; it stops when a tick is due, a
-        rebalance begins, the index is built again or the cache is half full (the rest
-        is for the states written meanwhile). Only an optimisation: a state not warmed
-        is decoded at its tick, as before."""
+        nothing is due: a herd due in one second then finds its states read, a fifth of
+        each tick's cost paid before its time. A walk of the due index (``DueIndex.walk``)
+        of ``WARM_CHUNK`` customers per turn of the state table, so the agent's batches
+        go between; it stops when a tick is due, a rebalance begins, the index is built
+        again or the cache is half full (the rest is for the states written meanwhile).
+        A whole walk is made every half ``warm_ahead`` (so a customer is warmed at least
+        that long before its time), as it passes over those already warmed too; one cut
+        short is tried again a second later. Only an optimisation: a state not warmed is
+        decoded at its tick, as before."""
         store = self.states
         owned = self.indexed
-        room = store.cache_size // 2 - len(store.cache)
+        self.warm_after = time.monotonic() + WARM_IDLE
         if owned is None or self.index.any_due(self.clock, owned):
-            return  # ticks first; the timer looks again at its next turn
-        cids = ([] if room <= 0 else
-                [c for c in self.index.upcoming(
-                    self.clock, timedelta(seconds=self.settings.warm_ahead), sorted(owned),
-                    room) if c not in store.cache])
-        if not cids:
-            self.warm_after = time.monotonic() + WARM_IDLE
-            return
+            return  # ticks first; looked at again in a second
+        ahead = self.settings.warm_ahead
+        walk = self.index.walk(self.clock, timedelta(seconds=ahead), sorted(owned))
+        cap = store.cache_size // 2
         started, warmed = time.perf_counter(), 0
         try:
-            for i in range(0, len(cids), WARM_CHUNK):
+            while not walk.done and len(store.cache) < cap:
                 async with self.turn:
                     if (self.indexed != owned or self.app.rebalancing or self.app.in_recovery
                             or self.index.any_due(self.clock, owned)):
                         break  # ticks first: they decode their own states
-                    warmed += store.warm(cids[i:i + WARM_CHUNK])
+                    cids = [c for c in walk.take(WARM_CHUNK) if c not in store.cache]
+                    warmed += store.warm(cids[:cap - len(store.cache)])
                 await asyncio.sleep(0)
+            else:
+                self.warm_after = time.monotonic() + max(WARM_IDLE, ahead / 2)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an optimisation only: the ticks decode as before
             log.warning("warm_failed", error=brief(exc))
         if warmed:
             # Not frozen out of the collector's sight as the restored table is
-            # (rebuild_index): that is once an assignment, and a pass comes every second
-            # while waits come due; freezing each time would keep any garbage cycle
-            # made meanwhile for good.
+            # (rebuild_index): that is once an assignment; freezing after each walk
+            # would keep any garbage cycle made meanwhile for good.
             self.metrics.warmed.inc(warmed)
             log.info("states_warmed", states=warmed, cached=len(store.cache),
                      seconds=round(time.perf_counter() - started, 2))

@@ -122,39 +122,16 @@ class DueIndex:
                     return True
         return False
 
-    def upcoming(self, clock: Clock, ahead: timedelta, partitions: Iterable[int],
-                 limit: int) -> list[str]:
-        """Customers due within ``ahead`` of their partition's clock (already due ones
-        too), not handed out, at most ``limit``, earliest first per partition; the
-        index is left as it is. A heap's walk is pruned below any time past the bound
-        (its subtree is later still), so it costs what it finds plus its border."""
-        out: list[str] = []
+    def walk(self, clock: Clock, ahead: timedelta, partitions: Iterable[int]) -> Walk:
+        """The customers due within ``ahead`` of their partition's clock (already due
+        ones too), earliest first across ``partitions``, a few at a time (``Walk``)."""
+        heaps: dict[int, tuple[list[tuple[datetime, str]], datetime]] = {}
         for part in partitions:
             heap = self._heaps.get(part)
             now = clock.now(part)
-            if not heap or now is None:
-                continue
-            bound = now + ahead
-            found: list[tuple[datetime, str]] = []
-            stack = [0]
-            size = len(heap)
-            while stack:
-                i = stack.pop()
-                due, cid = heap[i]
-                if due > bound:
-                    continue
-                if cid not in self.pending and self.entries.get(cid) == (part, due):
-                    found.append((due, cid))
-                child = 2 * i + 1
-                if child < size:
-                    stack.append(child)
-                    if child + 1 < size:
-                        stack.append(child + 1)
-            found.sort()
-            out.extend(cid for _, cid in found)
-            if len(out) >= limit:
-                return out[:limit]
-        return out
+            if heap and now is not None and heap[0][0] <= now + ahead:
+                heaps[part] = (list(heap), now + ahead)  # else nobody there within the span
+        return Walk(self, heaps)
 
     def due(self, clock: Clock, partitions: Iterable[int] | None = None,
             limit: int | None = None) -> list[tuple[str, int, datetime]]:
@@ -176,4 +153,45 @@ class DueIndex:
                     continue  # superseded, or already handed out
                 self.pending.add(cid)
                 out.append((cid, part, now))
+        return out
+
+
+class Walk:
+    """A walk of the due index's heaps in due-time order, up to a bound per partition,
+    that goes on where it stopped (``take``) however the index changes in between: it
+    walks copies of the heaps as they were when it began (a copy is one pass over a list
+    of pointers). A heap's walk never goes below a time past its bound (that subtree is
+    later still), so a walk costs what it finds plus its border. Each customer it names
+    is checked against the index as it is then: still due at that time, not handed out."""
+
+    def __init__(self, index: DueIndex,
+                 heaps: dict[int, tuple[list[tuple[datetime, str]], datetime]]) -> None:
+        self._index = index
+        self._heaps = heaps
+        self._frontier: list[tuple[datetime, str, int, int]] = [
+            (heap[0][0], heap[0][1], part, 0) for part, (heap, bound) in heaps.items()
+            if heap[0][0] <= bound]
+        heapq.heapify(self._frontier)
+
+    @property
+    def done(self) -> bool:
+        return not self._frontier
+
+    def take(self, visits: int) -> list[str]:
+        """The customers among the next ``visits`` heap items of the walk."""
+        out: list[str] = []
+        frontier = self._frontier
+        entries, pending = self._index.entries, self._index.pending
+        while frontier and visits > 0:
+            visits -= 1
+            due, cid, part, i = heapq.heappop(frontier)
+            if cid not in pending and entries.get(cid) == (part, due):
+                out.append(cid)
+            heap, bound = self._heaps[part]
+            child = 2 * i + 1
+            for c in (child, child + 1):
+                if c < len(heap):
+                    at, who = heap[c]
+                    if at <= bound:
+                        heapq.heappush(frontier, (at, who, part, c))
         return out
