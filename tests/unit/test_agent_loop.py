@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -485,6 +486,37 @@ def test_nothing_is_warmed_while_a_tick_is_due_or_nobody_comes_due_soon(
     worker.states.cache_size = 2  # warmed only into the cache's first half
     asyncio.run(worker.warm())
     assert len(worker.states.cache) == 1
+
+
+def test_the_timer_warms_with_nothing_due_then_waits_half_the_span(tmp_path: Path) -> None:
+    """The timer's pass starts a walk while nothing is due; the next walk comes half
+    the span later, not at every pass; with ``warm_ahead`` 0 none starts."""
+    for ahead in (3600.0, 0.0):
+        rig = _herd_rig(tmp_path / f"ahead-{ahead}", ["ana", "bo"])
+        worker = rig.worker
+        worker.settings = replace(worker.settings, warm_ahead=ahead)
+        worker.clock._wall = lambda: t("2026-03-02T10:30:00Z")
+        worker.states.cache.clear()
+        worker.diagnostics = True  # no signal handler in a test
+
+        async def two_passes(worker: Worker = worker) -> asyncio.Future[None] | None:
+            await worker.drive_waits()
+            first = worker.warming
+            if first is not None:
+                await first
+            await worker.drive_waits()
+            assert worker.warming is first  # no second walk yet
+            if worker.handing is not None:
+                await worker.handing
+            return first
+
+        first = asyncio.run(two_passes())
+        assert rig.log == []  # nothing due: nothing written
+        if ahead:
+            assert first is not None and sorted(worker.states.cache) == ["ana", "bo"]
+            assert worker.warm_after - time.monotonic() > 1700
+        else:
+            assert first is None and not worker.states.cache
 
 
 def test_an_assignment_has_the_due_index_and_the_state_cache_built_again(
