@@ -312,14 +312,24 @@ def test_identity_claims_a_zombie_wrote_over_are_written_again_with_the_owner_s_
     store.overwritten = {TP(worker.identity_changelog, 2): {b"email:a@example.com",
                                                             b"phone:+1555"}}
 
-    async def resolver_batch_then_reassert() -> None:
+    async def resolver_batch_then_reassert_then_a_revoke() -> int:
         async with worker.identity_turn:  # a batch of the resolver in flight
             task = asyncio.ensure_future(worker.reassert())
             await asyncio.sleep(0.05)
             assert not rig.sent  # waits for the batch
         await task
+        # A rebalance's revoke waits for a rewrite in flight: its claims are on the
+        # changelog before another worker may take the partition.
+        store.overwritten = {TP(worker.identity_changelog, 2): {b"email:b@example.com"}}
+        rewrite = asyncio.ensure_future(worker.reassert())
+        await asyncio.sleep(0.005)  # its send in flight (the broker's round trip)
+        await worker.on_revoked(None, signal=None)
+        sent_by_then = len(rig.sent)
+        await rewrite
+        return sent_by_then
 
-    asyncio.run(resolver_batch_then_reassert())
+    assert asyncio.run(resolver_batch_then_reassert_then_a_revoke()) == 3
+    del rig.sent[2:]
     assert [(o.topic, o.key, o.value, o.partition, o.headers) for o in rig.sent] == [
         (worker.identity_changelog, b"email:a@example.com", b"ana", 2, own),
         (worker.identity_changelog, b"phone:+1555", None, 2, own)]

@@ -173,10 +173,13 @@ class Worker:
         self.indexed = None
 
     async def on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """Faust waits for the agent's batch in flight before a rebalance goes on; this
-        waits for a batch of the timer's in-process ticks, so its states are on the
-        changelog before another worker may take the partition and read it."""
+        """Faust waits for the agents' batches in flight before a rebalance goes on; this
+        waits for what the timer writes beside them (a batch of in-process ticks, a
+        rewrite of states or identity claims: ``reassert``), so it is on the changelog
+        before another worker may take the partition and read it."""
         async with self.turn:
+            pass
+        async with self.identity_turn:
             pass
 
     def start_ops(self, port: int | None) -> None:
