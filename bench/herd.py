@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import math
 import os
 import subprocess
@@ -54,7 +52,7 @@ from omnijourney.runtime.topics import changelog_topic, ensure_topics
 from omnijourney.settings import ClockMode, Settings, Topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live import where_time_goes  # --profile: as live.py shows a profile
+from live import log_events, where_time_goes  # log lines, a profile: as live.py reads them
 from recovery import bench_dir, kafka_node, produce, wait_line  # as the restore bench does
 from scale import real_states  # the same states as the rebuild bench
 
@@ -140,14 +138,10 @@ def settled(logs: list[Path], partitions: int) -> bool:
     """Every worker has built its due index, and together they own every partition."""
     owned = []
     for log in logs:
-        rebuilt = []
-        for line in log.read_text(errors="replace").splitlines():
-            if '"due_index_rebuilt"' in line:
-                with contextlib.suppress(ValueError, KeyError):  # a line still being written
-                    rebuilt.append(json.loads(line[line.index("{"):])["partitions"])
+        rebuilt = log_events(log, "due_index_rebuilt")
         if not rebuilt:
             return False
-        owned.extend(rebuilt[-1])
+        owned.extend(rebuilt[-1]["partitions"])
     return sorted(owned) == list(range(partitions))
 
 
@@ -217,9 +211,7 @@ def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, wo
     # before its due time's), or such a state would count as early by 0.72 ms.
     due_s = {f"h{i:08d}": math.floor(due_of[i].timestamp() * 1000) / 1000 for i in range(n)}
     late = [seen[c] - due_s[c] for c in seen]
-    warmed = sum(json.loads(line[line.index("{"):]).get("states", 0)
-                 for log in logs for line in log.read_text(errors="replace").splitlines()
-                 if '"states_warmed"' in line)
+    warmed = sum(doc["states"] for log in logs for doc in log_events(log, "states_warmed"))
     return {"ready": ready, "handled": len(seen), "lost": n - len(seen), "warmed": warmed,
             "early": sum(1 for x in late if x < 0), "p50": pct(late, 0.5),
             "p99": pct(late, 0.99), "max": max(late, default=float("nan")),

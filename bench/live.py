@@ -346,18 +346,23 @@ def _wait_drained(procs: list[subprocess.Popen[bytes]], logs: list[Path], n: int
     raise RuntimeError("the workers did not finish in 10 minutes")
 
 
-def _batches(log: Path) -> list[dict[str, Any]]:
+def log_events(log: Path, event: str) -> list[dict[str, Any]]:
+    """The worker's JSON log lines of one ``event`` (``batch``, ``due_index_rebuilt`` ...)."""
     out = []
     for line in log.read_text(errors="replace").splitlines():
-        if '"batch"' not in line:
+        if f'"{event}"' not in line:
             continue
         try:  # a line may still be half-written, or carry a terminal escape before it
             doc = json.loads(line[line.index("{"):])
         except ValueError:
             continue
-        if doc.get("event") == "batch":
+        if doc.get("event") == event:
             out.append(doc)
     return out
+
+
+def _batches(log: Path) -> list[dict[str, Any]]:
+    return log_events(log, "batch")
 
 
 def three_loops(bootstrap: str, records: list[tuple[bytes, bytes]], log_dir: Path,

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -439,6 +440,19 @@ def test_a_turns_batches_take_one_round_trip_each_their_states_going_with_the_ne
         assert cid in worker.states.cache  # served from the cache once written
 
 
+def _ahead_rig(tmp_path: Path, customers: list[str], ahead: float, now: list[datetime],
+               batch_size: int = 1) -> Rig:
+    """``_herd_rig`` with states warmed ``ahead`` seconds before they are due, the
+    worker's (and its engine's) wall clock at ``now[0]``, and the cache empty, as after
+    a restore: the table's bytes only."""
+    rig = _herd_rig(tmp_path, customers, batch_size)
+    worker = rig.worker
+    worker.settings = replace(worker.settings, warm_ahead=ahead)
+    worker.clock._wall = lambda: now[0]
+    worker.states.cache.clear()
+    return rig
+
+
 def test_states_due_soon_are_decoded_ahead_and_their_ticks_send_what_cold_ticks_send(
         tmp_path: Path) -> None:
     """Half an hour before their reminders, the worker decodes the three waiting
@@ -448,12 +462,9 @@ def test_states_due_soon_are_decoded_ahead_and_their_ticks_send_what_cold_ticks_
     customers = ["ana", "bo", "cy"]
     outcome = {}
     for warm in (False, True):
-        rig = _herd_rig(tmp_path / f"warm-{warm}", customers, batch_size=2)
-        worker = rig.worker
-        worker.settings = replace(worker.settings, warm_ahead=3600.0)
         now = [t("2026-03-02T10:30:00Z")]  # the carts' waits end at 11:05
-        worker.clock._wall = lambda now=now: now[0]  # the engine's clock too
-        worker.states.cache.clear()  # as after a restore: the table's bytes only
+        rig = _ahead_rig(tmp_path / f"warm-{warm}", customers, 3600.0, now, batch_size=2)
+        worker = rig.worker
         if warm:
             asyncio.run(worker.warm())
             assert sorted(worker.states.cache) == customers
@@ -477,12 +488,9 @@ def test_states_due_soon_are_decoded_ahead_and_their_ticks_send_what_cold_ticks_
 
 def test_nothing_is_warmed_while_a_tick_is_due_or_nobody_comes_due_soon(
         tmp_path: Path) -> None:
-    rig = _herd_rig(tmp_path, ["ana", "bo"])
-    worker = rig.worker
-    worker.settings = replace(worker.settings, warm_ahead=60.0)
     now = [t("2026-03-02T10:30:00Z")]
-    worker.clock._wall = lambda: now[0]
-    worker.states.cache.clear()
+    rig = _ahead_rig(tmp_path, ["ana", "bo"], 60.0, now)
+    worker = rig.worker
     asyncio.run(worker.warm())  # 35 minutes to go, a minute ahead: nobody yet
     assert not worker.states.cache and worker.warm_after > 0
     now[0] = t("2026-03-02T11:05:30Z")  # both due: their ticks decode their own states
@@ -502,11 +510,9 @@ def test_the_timer_warms_with_nothing_due_then_waits_half_the_span(tmp_path: Pat
     """The timer's pass starts a walk while nothing is due; the next walk comes half
     the span later, not at every pass; with ``warm_ahead`` 0 none starts."""
     for ahead in (3600.0, 0.0):
-        rig = _herd_rig(tmp_path / f"ahead-{ahead}", ["ana", "bo"])
+        rig = _ahead_rig(tmp_path / f"ahead-{ahead}", ["ana", "bo"], ahead,
+                         [t("2026-03-02T10:30:00Z")])
         worker = rig.worker
-        worker.settings = replace(worker.settings, warm_ahead=ahead)
-        worker.clock._wall = lambda: t("2026-03-02T10:30:00Z")
-        worker.states.cache.clear()
         worker.diagnostics = True  # no signal handler in a test
 
         async def two_passes(worker: Worker = worker) -> asyncio.Future[None] | None:

@@ -393,6 +393,8 @@ def test_states_warmed_ahead_are_what_the_table_holds_and_never_push_others_out(
     newer = CustomerState("b")
     states.put("b", newer, encode_state(0, newer))
     assert states.load("b") is newer
+    roomy = StateStore(lambda: data, cache_size=10)
+    assert roomy.warm(["a", "b", "c", "d"], limit=2) == 2 and list(roomy.cache) == ["a", "b"]
 
 
 def test_the_timer_index_is_built_from_the_head_of_each_value_and_old_values_still_read() -> None:

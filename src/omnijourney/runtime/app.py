@@ -537,7 +537,7 @@ class Worker:
         await self.send_ticks(self.index.due(self.clock, owned - here))
         # The others' ticks are handed to the engine in-process, by a task of their own
         # (a herd takes longer than a timer's interval).
-        if here and (self.handing is None or self.handing.done()):
+        if here and self._idle(self.handing):
             self.handing = self.app.add_future(self.hand_ticks())
         if (self.settings.warm_ahead > 0 and self._idle(self.warming)
                 and time.monotonic() >= self.warm_after):
@@ -574,8 +574,7 @@ class Worker:
                     if (self.indexed != owned or self.app.rebalancing or self.app.in_recovery
                             or self.index.any_due(self.clock, owned)):
                         break  # ticks first: they decode their own states
-                    cids = [c for c in walk.take(WARM_CHUNK) if c not in store.cache]
-                    warmed += store.warm(cids[:cap - len(store.cache)])
+                    warmed += store.warm(walk.take(WARM_CHUNK), cap)
                 await asyncio.sleep(0)
             else:
                 self.warm_after = time.monotonic() + max(WARM_IDLE, ahead / 2)

@@ -51,18 +51,20 @@ class StateStore:
         st.hand_over()
         return st
 
-    def warm(self, cids: list[str]) -> int:
-        """Decode ahead the states of ``cids`` (customers soon due) into the cache, while
-        it has room: their ticks then find them decoded. Only what the table holds now
-        is decoded, as ``load`` would decode it; a state written later replaces it
-        (``put``), an erasure drops it, and ``waiting`` (a new assignment) clears it.
-        Never evicts. Returns how many were decoded; a value that does not read is left
-        for its tick to find, as it would be."""
+    def warm(self, cids: list[str], limit: int | None = None) -> int:
+        """Decode ahead the states of ``cids`` (customers soon due) into the cache, until
+        it holds ``limit`` states (at most its size): their ticks then find them
+        decoded. Only what the table holds now is decoded, as ``load`` would decode it;
+        a state written later replaces it (``put``), an erasure drops it, and ``waiting``
+        (a new assignment) clears it. Never evicts; passes over states already cached.
+        Returns how many were decoded; a value that does not read is left for its tick to
+        find, as it would be."""
         data = self._data()
         cache = self.cache
+        full = self.cache_size if limit is None else min(limit, self.cache_size)
         warmed = 0
         for cid in cids:
-            if len(cache) >= self.cache_size:
+            if len(cache) >= full:
                 break
             if cid in cache:
                 continue

@@ -168,9 +168,9 @@ class Walk:
                  heaps: dict[int, tuple[list[tuple[datetime, str]], datetime]]) -> None:
         self._index = index
         self._heaps = heaps
+        # ``DueIndex.walk`` copies only heaps whose earliest time is within the bound.
         self._frontier: list[tuple[datetime, str, int, int]] = [
-            (heap[0][0], heap[0][1], part, 0) for part, (heap, bound) in heaps.items()
-            if heap[0][0] <= bound]
+            (heap[0][0], heap[0][1], part, 0) for part, (heap, _) in heaps.items()]
         heapq.heapify(self._frontier)
 
     @property
