@@ -52,7 +52,7 @@ from omnijourney.runtime.topics import changelog_topic, ensure_topics
 from omnijourney.settings import ClockMode, Settings, Topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live import log_events, where_time_goes  # log lines, a profile: as live.py reads them
+from live import broker_cpu, log_events, where_time_goes  # as live.py reads them
 from recovery import bench_dir, kafka_node, produce, wait_line  # as the restore bench does
 from scale import real_states  # the same states as the rebuild bench
 
@@ -184,6 +184,7 @@ def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, wo
             time.sleep(0.1)
         start = asyncio.run(end_offsets(bootstrap, topic, partitions))
         cpu_before = sum(cpu_seconds(p.pid) for p in procs)
+        node_before = broker_cpu()
         slack = (first_due - datetime.now(UTC)).total_seconds()
         if slack < 0:
             print(f"  ({kind}: the worker was ready {-slack:.1f} s after the first due time;"
@@ -198,6 +199,7 @@ def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, wo
         seen = asyncio.run(handled(bootstrap, topic, start, n,
                                    timeout=max(0.0, slack) + spread + 120))
         cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
+        node = [after - before for after, before in zip(broker_cpu(), node_before, strict=True)]
         for sampler in spy:
             sampler.wait(30)
     finally:
@@ -216,7 +218,7 @@ def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, wo
             "early": sum(1 for x in late if x < 0), "p50": pct(late, 0.5),
             "p99": pct(late, 0.99), "max": max(late, default=float("nan")),
             "drained": max(seen.values(), default=float("nan")) - first_due.timestamp(),
-            "cpu_us": cpu / max(len(seen), 1) * 1e6}
+            "cpu_us": cpu / max(len(seen), 1) * 1e6, "node_cpu": node[0], "node_jit": node[1]}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -260,12 +262,15 @@ def main() -> int:
           f" {herd['handled'] / max(herd['drained'], 1e-9):,.0f} ticks/s)")
     print(f"  lateness p50 {herd['p50']:.2f} s, p99 {herd['p99']:.2f} s; the worker's CPU "
           f"{herd['cpu_us']:.0f} us per tick (all workers, from ready to the last handled)")
+    print(f"  the Kafka node meanwhile: {herd['node_cpu']:.1f} s of CPU, "
+          f"{herd['node_jit']:.1f} s of it compiling (its JIT)")
     print(f"  states decoded ahead of the due time (OMNIJOURNEY_WARM_AHEAD): "
           f"{herd['warmed']:,.0f}")
     if cold is not None:
         print(f"herd with nothing decoded ahead: the last {cold['drained']:.1f} s after the "
               f"due time (lost {cold['lost']:,}, early {cold['early']:,}; the worker's CPU "
-              f"{cold['cpu_us']:.0f} us per tick); decoded ahead "
+              f"{cold['cpu_us']:.0f} us per tick; the node's JIT {cold['node_jit']:.1f} s of "
+              f"CPU meanwhile); decoded ahead "
               f"{cold['drained'] / max(herd['drained'], 1e-9):.2f}x as fast")
     if args.profile and (work / "herd.pyspy").exists():
         print("  where the worker's time goes (py-spy, 8 s of the herd, self time):")

@@ -154,8 +154,14 @@ def test_a_second_worker_takes_over_partitions_with_their_state_and_waits(
     assert len(as_rows(got)) == len(expected)  # repeats, if any, are byte-identical
     # Both workers evaluated: the new one took partitions, it did not sit idle.
     for worker in (engine, other):
-        assert any(x.get("event") == "sent" for p in worker.log_dir.glob("worker-*.log")
-                   for x in logged(p.read_text(errors="replace"))), worker.log_dir
+        lines = [x for p in worker.log_dir.glob("worker-*.log")
+                 for x in logged(p.read_text(errors="replace"))]
+        assert any(x.get("event") == "sent" for x in lines), worker.log_dir
+        # Neither read the other's changelogs as a standby: what a standby holds is
+        # never used (a partition taken over is read whole), and it cost CPU and memory.
+        recoveries = [x for x in lines if x.get("event") == "recovery_completed"]
+        assert recoveries and all(x["standbys"] == 0 for x in recoveries), recoveries
+        assert any(x["actives"] > 0 for x in recoveries), recoveries
 
 
 def test_a_new_owner_keeps_the_event_time_its_predecessor_read(engine: LiveEngine) -> None:

@@ -191,7 +191,8 @@ def _resume_sources_after_queues_clear(app: faust.App) -> None:
         current = app.consumer_generation_id
         log.info("recovery_completed", generation=generation_id, current=current,
                  resumed=len(held) if held and current == generation_id else 0,
-                 held=len(held))
+                 held=len(held), actives=len(recovery.active_tps),
+                 standbys=len(recovery.standby_tps))
         if held and current == generation_id:
             consumer.resume_partitions(held)
 
