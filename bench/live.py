@@ -447,14 +447,25 @@ def three_loops(bootstrap: str, records: list[tuple[bytes, bytes]], log_dir: Pat
         asyncio.run(fill(bootstrap, src, records))
     asyncio.run(fill(bootstrap, settings.topics.touchpoints, records))
     n = len(records)
+    jit = broker_cpu()[1]
+
+    def compiled(label: str) -> None:  # the node's JIT takes from whichever loop runs
+        nonlocal jit
+        now = broker_cpu()[1]
+        print(f"  ({label}: the node's JIT {now - jit:.1f} s of CPU meanwhile)", flush=True)
+        jit = now
+
     raw_s = asyncio.run(raw_loop(bootstrap, *pairs["raw"], n))
+    compiled("raw loop")
     raw_profile = log_dir / f"floor-{run}.pyspy" if profile else None
     floor_s = faust_floor(bootstrap, *pairs["floor"], n, log_dir / f"floor-{run}.log",
                           profile=raw_profile)
+    compiled("floor")
     show_profile("the Faust floor", raw_profile)
     engine_profile = log_dir / f"worker-{run}.pyspy" if profile else None
     live_s = live_engine(settings, prefix, n, log_dir / f"worker-{run}.log",
                          profile=engine_profile)
+    compiled("engine")
     show_profile("the engine", engine_profile)
     return raw_s, floor_s, live_s
 
