@@ -79,7 +79,7 @@ bench: install ## Evaluator throughput (100k customers); timers at 1M, index reb
 bench-live: install kafka ## Live engine vs raw aiokafka loop and Faust floor, real Kafka and embedded
 	cd bench && ../$(BIN)/python live.py --broker both
 
-bench-scale: install kafka ## 1 vs 2 workers on a real 3-node cluster (and the single-node table)
+bench-scale: install kafka ## 1 vs 2 workers on a real 3-node cluster, warmed up first (and the single-node table)
 	cd bench && ../$(BIN)/python live.py --scale
 
 bench-herd: install kafka ## Timers through real Kafka: 100k waits ending in one second, then spread out
