@@ -55,7 +55,7 @@ from omnijourney.runtime.topics import changelog_topic, ensure_topics
 from omnijourney.settings import ClockMode, Settings, Topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live import broker_cpu, log_events, where_time_goes  # as live.py reads them
+from live import broker_cpu, cpu_seconds, log_events, where_time_goes  # as live.py reads
 from recovery import bench_dir, kafka_node, produce, wait_line  # as the restore bench does
 from scale import real_states  # the same states as the rebuild bench
 
@@ -225,11 +225,6 @@ def run(kind: str, n: int, *, spread: float, partitions: int, bootstrap: str, wo
             "drained": max(seen.values(), default=float("nan")) - first_due.timestamp(),
             "cpu_us": cpu / max(len(seen), 1) * 1e6, "node_cpu": node[0], "node_jit": node[1]}
 
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:

@@ -175,8 +175,7 @@ def broker_cpu() -> tuple[float, float]:
                 continue
             for task in (proc / "task").iterdir():
                 stat = (task / "stat").read_text()
-                ticks = stat.rsplit(")", 1)[1].split()
-                seconds = (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")
+                seconds = stat_seconds(stat)
                 total += seconds
                 if "CompilerThre" in stat[stat.index("("):stat.rindex(")")]:
                     jit += seconds
@@ -367,7 +366,7 @@ def drain_seconds(argv: list[str], env: dict[str, str], n: int, log: Path,
     deadline = time.monotonic() + 120
     while not _batches(log) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)  # past start-up first
-    cpu0, wall0 = _cpu_seconds(proc.pid), time.monotonic()
+    cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
     if profile is not None:
         py_spy = str(Path(sys.executable).with_name("py-spy"))  # installed beside python
         spy = subprocess.Popen([py_spy, "record", "--pid", str(proc.pid), "-d", "10", "-r",
@@ -376,7 +375,7 @@ def drain_seconds(argv: list[str], env: dict[str, str], n: int, log: Path,
                                stderr=subprocess.DEVNULL)
     try:
         seconds = _wait_drained([proc], [log], n)
-        cpu, wall = _cpu_seconds(proc.pid) - cpu0, time.monotonic() - wall0
+        cpu, wall = cpu_seconds(proc.pid) - cpu0, time.monotonic() - wall0
         print(f"  ({label}: {cpu / wall:.0%} of a core while draining)", flush=True)
         return seconds
     finally:
@@ -386,13 +385,19 @@ def drain_seconds(argv: list[str], env: dict[str, str], n: int, log: Path,
         proc.wait(30)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a running process (Linux /proc)."""
+def stat_seconds(stat: str) -> float:
+    """User and system CPU seconds in the text of a /proc ``stat`` file (a process's or
+    one of its threads')."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a running process (Linux /proc); 0 once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return stat_seconds(Path(f"/proc/{pid}/stat").read_text())
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_drained(procs: list[subprocess.Popen[bytes]], logs: list[Path], n: int) -> float:
