@@ -33,7 +33,7 @@ def command_id(*parts: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ChannelCommand:
     command_id: str
     journey: str
@@ -50,6 +50,30 @@ class ChannelCommand:
     trigger_event_id: str
     instance_key: str
     locale: str | None = None
+
+    # Written out (``init=False``) so that mypyc compiles it (native.py: "initialisers"):
+    # a command is made for every send.
+    def __init__(  # noqa: PLR0917 (as the dataclass's)
+            self, command_id: str, journey: str, journey_version: str, step: str,
+            channel: str, customer_id: str, send_at: datetime, deadline: datetime,
+            template: str | None, to: str | None, content: dict[str, Any],
+            transactional: bool, trigger_event_id: str, instance_key: str,
+            locale: str | None = None) -> None:
+        object.__setattr__(self, "command_id", command_id)
+        object.__setattr__(self, "journey", journey)
+        object.__setattr__(self, "journey_version", journey_version)
+        object.__setattr__(self, "step", step)
+        object.__setattr__(self, "channel", channel)
+        object.__setattr__(self, "customer_id", customer_id)
+        object.__setattr__(self, "send_at", send_at)
+        object.__setattr__(self, "deadline", deadline)
+        object.__setattr__(self, "template", template)
+        object.__setattr__(self, "to", to)
+        object.__setattr__(self, "content", content)
+        object.__setattr__(self, "transactional", transactional)
+        object.__setattr__(self, "trigger_event_id", trigger_event_id)
+        object.__setattr__(self, "instance_key", instance_key)
+        object.__setattr__(self, "locale", locale)
 
     @classmethod
     def from_dict(cls, rec: dict[str, Any]) -> ChannelCommand:

@@ -43,7 +43,7 @@ class Tick:
 TICK = Tick()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Evaluation:
     state: CustomerState
     commands: list[ChannelCommand]
@@ -52,6 +52,16 @@ class Evaluation:
     # The given state was handed over (``unshared``) and evaluated in place: ``state`` is
     # that object, changed. Otherwise a result that is the given state is unchanged.
     in_place: bool = False
+
+    # Compiled (native.py: "initialisers"); ``outbox`` None is an empty one.
+    def __init__(self, state: CustomerState, commands: list[ChannelCommand],
+                 trace: list[TraceEntry], outbox: list[Message] | None = None,
+                 in_place: bool = False) -> None:
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "commands", commands)
+        object.__setattr__(self, "trace", trace)
+        object.__setattr__(self, "outbox", [] if outbox is None else outbox)
+        object.__setattr__(self, "in_place", in_place)
 
 
 Input = Event | Tick | Identified | Linked | MergeOffer | Handover | Absorbed

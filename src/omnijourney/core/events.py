@@ -275,7 +275,7 @@ def fingerprint(ev: Event) -> str:
     return hashlib.blake2b(body, digest_size=5).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Event:
     event_id: str
     type: str
@@ -285,6 +285,20 @@ class Event:
     properties: Mapping[str, Any] = field(default_factory=dict)
     # kind -> normalized value, strongest first (core/identity.py)
     identifiers: Mapping[str, str] = field(default_factory=dict)
+
+    # Compiled (native.py: "initialisers"): one for every event read; ``properties`` or
+    # ``identifiers`` None is an empty one.
+    def __init__(  # noqa: PLR0917 (as the dataclass's)
+            self, event_id: str, type: str, customer_id: str, occurred_at: datetime,
+            source: str | None = None, properties: Mapping[str, Any] | None = None,
+            identifiers: Mapping[str, str] | None = None) -> None:
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "customer_id", customer_id)
+        object.__setattr__(self, "occurred_at", occurred_at)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "properties", {} if properties is None else properties)
+        object.__setattr__(self, "identifiers", {} if identifiers is None else identifiers)
 
     def to_dict(self) -> dict[str, Any]:
         d = {

@@ -21,22 +21,37 @@ from omnijourney.core.state import CustomerState
 from omnijourney.core.timeutil import ContactWindow, format_duration, zone
 
 
-@dataclass(frozen=True, slots=True)
+# One of these for every send: initialisers compiled (native.py: "initialisers"); a
+# ``detail`` of None is an empty one.
+@dataclass(frozen=True, slots=True, init=False)
 class Allowed:
     to: str  # the address the message goes to
 
+    def __init__(self, to: str) -> None:
+        object.__setattr__(self, "to", to)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Deferred:
     until: datetime
     reason: str  # quiet_hours | frequency_cap
     detail: dict[str, Any] = field(default_factory=dict)
 
+    def __init__(self, until: datetime, reason: str,
+                 detail: dict[str, Any] | None = None) -> None:
+        object.__setattr__(self, "until", until)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "detail", {} if detail is None else detail)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Suppressed:
     reason: str  # no_address | address_bounced | no_consent | no_topic_consent | frequency_cap
     detail: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, reason: str, detail: dict[str, Any] | None = None) -> None:
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "detail", {} if detail is None else detail)
 
 
 Decision = Allowed | Deferred | Suppressed

@@ -28,7 +28,7 @@ InstanceStatus = Literal["running", "wait", "wait_for", "deferred", "done"]
 INSTANCE_STATUSES: tuple[InstanceStatus, ...] = get_args(InstanceStatus)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Instance:
     """One customer's live run through one journey (per correlation key)."""
 
@@ -44,6 +44,26 @@ class Instance:
     due_at: datetime | None = None
     cohort: str | None = None
     visits: dict[str, int] = field(default_factory=dict)
+
+    # Compiled (native.py: "initialisers"): one per entry, and per run in a clone;
+    # ``visits`` None is an empty one.
+    def __init__(  # noqa: PLR0917 (as the dataclass's)
+            self, journey: str, version: int, key: str, instance_id: str,
+            trigger: Event, last_event: Event, entered_at: datetime, step: str,
+            status: InstanceStatus = "running", due_at: datetime | None = None,
+            cohort: str | None = None, visits: dict[str, int] | None = None) -> None:
+        self.journey = journey
+        self.version = version
+        self.key = key
+        self.instance_id = instance_id
+        self.trigger = trigger
+        self.last_event = last_event
+        self.entered_at = entered_at
+        self.step = step
+        self.status = status
+        self.due_at = due_at
+        self.cohort = cohort
+        self.visits = {} if visits is None else visits
 
     @property
     def slot(self) -> str:
