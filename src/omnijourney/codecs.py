@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -387,6 +388,19 @@ def decode_watermark(raw: bytes) -> datetime:
 
 def tick_record(customer_id: str, now: datetime) -> bytes:
     return orjson.dumps({"customer_id": customer_id, "now": format_instant(now)})
+
+
+def tick_records(due: Iterable[tuple[str, datetime]]) -> list[bytes]:
+    """``tick_record`` of each (customer, time), the same bytes, each distinct time
+    written once (a herd's batch of ticks shares one)."""
+    stamps: dict[datetime, bytes] = {}
+    out = []
+    for cid, now in due:
+        stamp = stamps.get(now)
+        if stamp is None:
+            stamp = stamps[now] = b',"now":' + orjson.dumps(format_instant(now)) + b"}"
+        out.append(b'{"customer_id":' + orjson.dumps(cid) + stamp)
+    return out
 
 
 def read_tick_record(value: bytes) -> tuple[str, datetime]:

@@ -2,9 +2,9 @@
 
 The same source, type-checked as it already is, runs as a C extension: of the pure core
 the evaluator, its step machine, the state, the events, the profile, the policies' gate,
-the contexts, the command ids, the plain-text templates and the time helpers; of the
-runtime the engine, the decision lines, the timers and the state table; and the
-Avro writer of commands (``wire``) (``MODULES``).
+the contexts, the command ids, the plain-text templates, the time helpers and the counting
+of a trace (analytics); of the runtime the engine, the decision lines, the timers and the
+state table; and the Avro writer of commands (``wire``) (``MODULES``).
 The Python sources stay the reference and the fallback:
 
 - ``python -m omnijourney.nativebuild build`` (``make install`` runs it) compiles them
@@ -53,7 +53,8 @@ MANIFEST = PACKAGE / "native.json"
 GROUP = "omnijourney_core"  # the compiled modules' shared library: omnijourney_core__mypyc
 MODULES = ("core.evaluator", "core.steps", "core.state", "core.events", "core.profile",
            "core.gate", "core.context", "core.commands", "core.plaintext", "core.timeutil",
-           "runtime.engine", "runtime.decisions", "runtime.timers", "runtime.states", "wire")
+           "core.analytics", "runtime.engine", "runtime.decisions", "runtime.timers",
+           "runtime.states", "wire")
 SWITCH = "OMNIJOURNEY_NATIVE"  # "off": the sources, even when compiled
 
 

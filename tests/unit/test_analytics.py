@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from omnijourney.core.analytics import LABELS, JourneyStats, facts
+from omnijourney.core.analytics import LABELS, JourneyStats, facts, tally
+from omnijourney.core.trace import TraceKind
 from tests.helpers import Driver, build, ev, signup
 
 AB = """
@@ -74,3 +75,20 @@ def test_every_fact_has_its_declared_labels() -> None:
             assert len(values) == len(LABELS[name]), name
             seen.add(name)
     assert {"entries", "steps", "cohorts", "goals", "exits"} <= seen
+
+
+def test_a_batch_s_trace_is_tallied_as_its_entries_facts_added_up() -> None:
+    """``tally`` (the worker's one pass over a batch's trace): the same counts as ``facts``
+    entry by entry, and the entries of the kinds asked for, in order."""
+    d = Driver(build(AB))
+    for i in range(40):
+        d.send(signup(customer=f"c{i}"), ev("product.viewed", "2026-03-02T11:00:00Z", f"c{i}"))
+    d.send(ev("customer.deleted", "2026-03-02T12:00:00Z", "c1"))
+    d.advance("2026-03-09T00:00:00Z")
+    one_by_one = Counter(f for x in d.trace for f in facts(x))
+    also = frozenset({TraceKind.SPLIT, TraceKind.EXITED})
+    counts, picked = tally(d.trace, also)
+    assert counts == dict(one_by_one)
+    assert sum(counts.values()) > 40 and {n for n, _ in counts} >= {"entries", "cohorts"}
+    assert picked == [x for x in d.trace if x.kind in also] and len(picked) >= 40
+    assert tally([], also) == ({}, [])

@@ -23,6 +23,9 @@ from omnijourney.codecs import (
     encode_dead_letter,
     encode_event,
     events,
+    read_tick_record,
+    tick_record,
+    tick_records,
 )
 from omnijourney.config import load
 from omnijourney.core.channels import CHANNELS
@@ -468,3 +471,17 @@ def test_what_the_command_writer_cannot_take_fastavro_writes_or_refuses_as_befor
         ch: bytes([i << 1]) for i, ch in enumerate(["email", "sms", "push", "ads", "webhook"])}
     schema["fields"].insert(3, {"name": "priority", "type": "int", "default": 0})
     assert _command_channels(AvroCodec(schema)) is None
+
+
+@given(hst.lists(hst.tuples(_TEXT,
+                            hst.sampled_from([datetime(2026, 3, 2, 10, tzinfo=UTC),
+                                              datetime(2026, 3, 2, 10, 0, 0, 1, tzinfo=UTC),
+                                              datetime(1969, 12, 31, 23, tzinfo=UTC)])),
+                 max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_a_batch_of_tick_records_is_each_tick_record(due: list[tuple[str, datetime]]) -> None:
+    """The timer writes a batch of ticks at once (``tick_records``, each time written once):
+    byte for byte what ``tick_record`` writes, and each reads back to its customer and
+    time, whatever the id holds (quotes, escapes, multi-byte)."""
+    assert tick_records(due) == [tick_record(cid, now) for cid, now in due]
+    assert [read_tick_record(v) for v in tick_records(due)] == due

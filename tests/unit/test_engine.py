@@ -100,6 +100,12 @@ def test_event_clock_and_due_index_drive_ticks_without_firing_early() -> None:
     assert index.due(clock) == [("c1", 3, due)]
     result = engine.process([rec(tick_record("c1", due), topic=TOPICS.ticks)], store.load)
     assert [decode_command(c.value).step for c in result.commands] == ["welcome_followup"]
+    # A tick the timer hands over in-process carries its customer and time, decoded: the
+    # same evaluation, not read back from the value.
+    handed = Record(TOPICS.ticks, 3, -1, b"c1", b"not read", ("c1", due))
+    again = engine.process([handed], store.load)
+    assert [c.value for c in again.commands] == [c.value for c in result.commands]
+    assert (again.dead_reasons, again.ticked) == ([], ["c1"])
 
 
 def test_only_a_well_formed_clock_record_moves_the_clock() -> None:

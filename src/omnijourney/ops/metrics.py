@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from omnijourney import wallclock
-from omnijourney.core.analytics import FACT_OF, FACTS
+from omnijourney.core.analytics import FACTS, tally
 from omnijourney.core.trace import TraceEntry, TraceKind
 from omnijourney.ops.lag import LagReader, PartitionLag, known_groups
 from omnijourney.serving import LOOPBACK, BackgroundServer, QuietHandler
@@ -150,19 +150,13 @@ class WorkerMetrics(ProcessMetrics):
         for reason in dead:
             key = (self.dead, (reason,))
             counts[key] = counts.get(key, 0) + 1
+        facts, rare = tally(trace, _RARE_KINDS)
         journey = self.journey
-        rare = _RARE_KINDS
-        rules = FACT_OF
-        for entry in trace:
+        for (name, values), n in facts.items():
+            key = (journey[name], values)
+            counts[key] = counts.get(key, 0) + n
+        for entry in rare:
             kind = entry.kind
-            rule = rules.get(kind)
-            if rule is not None:
-                got = rule(entry)
-                if got is not None:
-                    key = (journey[got[0]], got[1])
-                    counts[key] = counts.get(key, 0) + 1
-            if kind not in rare:
-                continue
             if kind == TraceKind.RUNAWAY:
                 key = (self.runaway, (entry.journey or "",))
             elif kind == TraceKind.TRAIT_REJECTED:

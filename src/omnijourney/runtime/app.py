@@ -27,6 +27,7 @@ from faust.types import TP, EventT, StreamT
 from omnijourney.codecs import (
     encode_watermark,
     tick_record,
+    tick_records,
     watermark_key,
 )
 from omnijourney.core import CustomerState, JourneySet
@@ -621,8 +622,9 @@ class Worker:
             return None
         self._count_ticks(due, "in_process")
         topic = self.settings.topics.ticks
-        return [Handed(Record(topic, partition, -1, cid.encode(), tick_record(cid, now)))
-                for cid, partition, now in due]
+        values = tick_records((cid, now) for cid, _, now in due)
+        return [Handed(Record(topic, partition, -1, cid.encode(), value, (cid, now)))
+                for (cid, partition, now), value in zip(due, values, strict=True)]
 
     async def tick_turn(self) -> bool:
         """One turn of the state table for the timer: up to ``TICK_TURN_BATCHES`` batches
