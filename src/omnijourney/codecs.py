@@ -37,7 +37,7 @@ from omnijourney.core.merging import Identified, Linked, Message
 from omnijourney.core.state import CustomerState, GoalWatch, Instance
 from omnijourney.core.timeutil import format_instant, parse_instant
 from omnijourney.native import restore_annotations
-from omnijourney.wire import avro_long, command_body
+from omnijourney.wire import avro_long, command_body, event_record
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC = b"\xc3\x01"
@@ -153,10 +153,12 @@ def encode_event(ev: Event) -> bytes:
 def decode_event(data: bytes) -> Event:
     """An Avro or JSON touchpoint event; InvalidEvent (with the reason) otherwise."""
     if data[:2] == MAGIC:
-        try:
-            rec = events().decode(data)
-        except CodecError as exc:
-            raise InvalidEvent(str(exc)) from None
+        rec = _event_record(data)
+        if rec is None:
+            try:
+                rec = events().decode(data)
+            except CodecError as exc:
+                raise InvalidEvent(str(exc)) from None
         # fastavro decodes strings as strict UTF-8, so the text encodes back: once, here,
         # for both the parser and the size bound.
         body = rec["properties"].encode("utf-8")
@@ -169,6 +171,33 @@ def decode_event(data: bytes) -> Event:
     if text[:1] != b"{":
         raise InvalidEvent("neither Avro (C3 01 ...) nor a JSON object")
     return parse_event(parse_json(data, "malformed JSON"), text_bytes=len(data))
+
+
+# The fields ``wire.event_record`` reads, in order, with their Avro types as fastavro
+# parses schemas/touchpoint_event.avsc: if the schema ever says otherwise, fastavro reads.
+_EVENT_LAYOUT = (
+    ("event_id", "string"), ("type", "string"), ("customer_id", "string"),
+    ("occurred_at", "timestamp-micros"), ("source", "null|string"), ("properties", "string"),
+    ("identifiers", "map<string>"))
+
+
+@cache
+def _event_reader(codec_: AvroCodec) -> bool:
+    """Whether ``wire.event_record`` reads what this codec's schema writes (found once)."""
+    return isinstance(codec_.schema, dict) and _layout(codec_.schema) == _EVENT_LAYOUT
+
+
+def _event_record(data: bytes) -> dict[str, Any] | None:
+    """An event written with today's schema, read by the compiled reader (``wire``); None
+    for anything else: one written with an earlier schema (read through resolution), a
+    body the reader cannot take. fastavro reads those, or refuses them with the reason."""
+    codec_ = events()
+    if data[2:10] != codec_.fingerprint or not _event_reader(codec_):
+        return None
+    try:
+        return event_record(data, 10)
+    except (IndexError, ValueError, OverflowError):  # UnicodeDecodeError is a ValueError
+        return None
 
 
 def _aware(dt: datetime) -> datetime:

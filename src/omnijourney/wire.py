@@ -1,15 +1,20 @@
-"""The Avro binary the engine writes for every send, compiled (native.py's ``MODULES``).
+"""The Avro binary the engine reads for every event and writes for every send, compiled
+(native.py's ``MODULES``).
 
-``codecs.encode_command`` puts a command's single-object header before ``command_body``
-and falls back to fastavro for anything this writer cannot take; the layout it writes is
-checked against the schema there (``codecs._COMMAND_LAYOUT``). Kept apart from the codecs
-so that mypyc compiles these two functions alone: interpreted, they were a tenth of a
-herd's tick. No I/O here, only bytes.
+``codecs.encode_command`` puts a command's single-object header before ``command_body``,
+and ``codecs.decode_event`` reads an event's body with ``event_record``; each falls back
+to fastavro for anything these cannot take (fastavro then reads or refuses it, as it
+always did), and each layout is checked against its schema there
+(``codecs._COMMAND_LAYOUT``, ``codecs._EVENT_LAYOUT``). Kept apart from the codecs so that
+mypyc compiles these functions alone: interpreted, the command's writer was a tenth of a
+herd's tick, and fastavro's reading a tenth of an event's evaluation. No I/O here, only
+bytes.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from omnijourney.core.commands import ChannelCommand
 
@@ -79,3 +84,65 @@ def command_body(cmd: ChannelCommand, channels: dict[str, bytes]) -> bytes:
         put(short[len(b)] if len(b) < 64 else avro_long(len(b)))
         put(b)
     return b"".join(out)
+
+
+def _read_long(data: bytes, pos: int) -> tuple[int, int]:
+    """The Avro long at ``pos`` (zig-zag, base-128 varint) and the position after it;
+    IndexError past the end, ValueError for a varint longer than a long's ten bytes."""
+    b = data[pos]
+    pos += 1
+    n = b & 0x7F
+    shift = 7
+    while b & 0x80:
+        if shift > 63:
+            raise ValueError("varint longer than a long")
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _read_text(data: bytes, pos: int) -> tuple[str, int]:
+    """The Avro string at ``pos`` (length, then UTF-8, strict) and the position after it."""
+    n, pos = _read_long(data, pos)
+    end = pos + n
+    if n < 0 or end > len(data):
+        raise ValueError("string length out of bounds")
+    return data[pos:end].decode(), end
+
+
+def event_record(data: bytes, start: int) -> dict[str, Any]:
+    """The record of touchpoint_event.avsc whose body starts at ``start``, as fastavro's
+    ``schemaless_reader`` reads it with that schema (its time an aware UTC datetime, bytes
+    after the record left unread). Raises on anything else (a truncated body, a union
+    index out of range, text that is not UTF-8, a time out of range): the caller lets
+    fastavro read it, or refuse it, instead."""
+    rec: dict[str, Any] = {}
+    pos = start
+    rec["event_id"], pos = _read_text(data, pos)
+    rec["type"], pos = _read_text(data, pos)
+    rec["customer_id"], pos = _read_text(data, pos)
+    micros, pos = _read_long(data, pos)
+    rec["occurred_at"] = EPOCH + timedelta(microseconds=micros)
+    branch, pos = _read_long(data, pos)
+    if branch == 0:
+        rec["source"] = None
+    elif branch == 1:
+        rec["source"], pos = _read_text(data, pos)
+    else:
+        raise ValueError("union index out of range")
+    rec["properties"], pos = _read_text(data, pos)
+    identifiers: dict[str, str] = {}
+    while True:
+        count, pos = _read_long(data, pos)
+        if count == 0:
+            break
+        if count < 0:  # a block that gives its size in bytes too
+            count = -count
+            _, pos = _read_long(data, pos)
+        for _ in range(count):
+            key, pos = _read_text(data, pos)
+            identifiers[key], pos = _read_text(data, pos)
+    rec["identifiers"] = identifiers
+    return rec

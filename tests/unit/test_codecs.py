@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from fastavro import schemaless_reader
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
+import omnijourney.codecs as codecs_module
 from omnijourney.codecs import (
     MAGIC,
+    AvroCodec,
+    _event_reader,
+    _event_record,
     command_record,
     commands,
     crc64_avro,
@@ -33,6 +39,7 @@ from omnijourney.core.commands import ChannelCommand
 from omnijourney.core.events import Event, InvalidEvent
 from omnijourney.schemacheck import check_dir, compare
 from omnijourney.simulator import read_events, simulate
+from omnijourney.wire import event_record
 
 REPO = Path(__file__).resolve().parents[2]
 EVENT = Event("e1", "order.placed", "c1", datetime(2026, 3, 2, 10, 0, tzinfo=UTC), "web",
@@ -485,3 +492,78 @@ def test_a_batch_of_tick_records_is_each_tick_record(due: list[tuple[str, dateti
     time, whatever the id holds (quotes, escapes, multi-byte)."""
     assert tick_records(due) == [tick_record(cid, now) for cid, now in due]
     assert [read_tick_record(v) for v in tick_records(due)] == due
+
+
+_EPOCH_MICROS = 62_135_596_800 * 10**6  # from 0001-01-01 to 1970-01-01
+
+
+@hst.composite
+def _event_records(draw: hst.DrawFn) -> dict[str, object]:
+    at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=draw(
+        hst.integers(-_EPOCH_MICROS, 10**17)))
+    return {"event_id": draw(_TEXT), "type": draw(_TEXT), "customer_id": draw(_TEXT),
+            "occurred_at": at, "source": draw(hst.none() | _TEXT),
+            "properties": draw(_TEXT),
+            "identifiers": draw(hst.dictionaries(_TEXT, _TEXT, max_size=3)
+                                | hst.dictionaries(hst.text(min_size=2, max_size=4), _TEXT,
+                                                   min_size=64, max_size=70))}
+
+
+def _fastavro_event(data: bytes) -> dict[str, object]:
+    return schemaless_reader(io.BytesIO(data[10:]), events().schema, None)
+
+
+def _decoded(data: bytes, *, compiled: bool) -> Event | str:
+    """``decode_event``'s event, or its refusal's reason; with ``compiled`` False, as it
+    read before the compiled reader (fastavro alone)."""
+    saved = codecs_module._event_record
+    if not compiled:
+        codecs_module._event_record = lambda _: None
+    try:
+        return decode_event(data)
+    except InvalidEvent as exc:
+        return str(exc)
+    finally:
+        codecs_module._event_record = saved
+
+
+@given(_event_records(), hst.lists(hst.tuples(hst.integers(0, 10**4), hst.integers(0, 255)),
+                                   max_size=3), hst.integers(0, 10**4))
+@settings(max_examples=400, deadline=None)
+def test_an_event_is_read_as_fastavro_reads_it(rec: dict[str, object],
+                                               flips: list[tuple[int, int]], cut: int) -> None:
+    """``decode_event`` reads today's events with a compiled reader (``wire.event_record``):
+    the record fastavro reads, for any text, any map size, either side of 1970. Whatever
+    it cannot read (bytes changed, cut short: a length past the end, a bad union index,
+    text that is not UTF-8) it hands to fastavro, and what it does read of such bytes is
+    what fastavro reads of them."""
+    data = events().encode(rec)
+    assert event_record(data, 10) == _fastavro_event(data) == rec
+    assert _event_record(data) == rec
+    body = bytearray(data)
+    for at, value in flips:
+        body[10 + at % (len(body) - 10)] = value
+    for changed in (bytes(body), bytes(body[:10 + cut % (len(body) - 9)])):
+        read = _event_record(changed)
+        if read is not None:
+            assert read == _fastavro_event(changed)
+        assert _decoded(changed, compiled=True) == _decoded(changed, compiled=False)
+
+
+def test_an_event_of_an_earlier_schema_is_not_for_the_compiled_reader() -> None:
+    data = events().encode({"event_id": "e1", "type": "page.viewed", "customer_id": "c1",
+                            "occurred_at": datetime(2026, 3, 2, tzinfo=UTC), "source": None,
+                            "properties": "{}", "identifiers": {}})
+    assert _event_record(data) is not None
+    # A map in blocks that give their size in bytes (a negative count, as Java writers
+    # may write): read as fastavro reads it.
+    blocked = data[:-1] + b"\x03" + b"\x10" + b"\x02a\x02b" + b"\x02c\x02d" + b"\x01" + b"\x08" + \
+        b"\x02e\x02f" + b"\x00"
+    assert event_record(blocked, 10)["identifiers"] == {"a": "b", "c": "d", "e": "f"}
+    assert event_record(blocked, 10) == _fastavro_event(blocked)
+    other = data[:2] + bytes(8) + data[10:]  # another writer's fingerprint
+    assert _event_record(other) is None
+    assert _event_reader(events())
+    schema = json.loads((REPO / "schemas" / "touchpoint_event.avsc").read_text())
+    schema["fields"].insert(3, {"name": "channel", "type": "string", "default": ""})
+    assert not _event_reader(AvroCodec(schema))
