@@ -416,12 +416,14 @@ def decode_watermark(raw: bytes) -> datetime:
 # -------------------------------------------------- tick and clock records
 
 def tick_record(customer_id: str, now: datetime) -> bytes:
-    return orjson.dumps({"customer_id": customer_id, "now": format_instant(now)})
+    """``{"customer_id": ..., "now": ...}``, as JSON (``tick_records`` writes it)."""
+    return tick_records([(customer_id, now)])[0]
 
 
 def tick_records(due: Iterable[tuple[str, datetime]]) -> list[bytes]:
-    """``tick_record`` of each (customer, time), the same bytes, each distinct time
-    written once (a herd's batch of ticks shares one)."""
+    """The tick record of each (customer, time), each distinct time written once (a
+    herd's batch of ticks shares one): the object orjson writes for
+    ``{"customer_id": customer, "now": format_instant(time)}``."""
     stamps: dict[datetime, bytes] = {}
     out = []
     for cid, now in due:

@@ -88,7 +88,8 @@ def command_body(cmd: ChannelCommand, channels: dict[str, bytes]) -> bytes:
 
 def _read_long(data: bytes, pos: int) -> tuple[int, int]:
     """The Avro long at ``pos`` (zig-zag, base-128 varint) and the position after it;
-    IndexError past the end, ValueError for a varint longer than a long's ten bytes."""
+    IndexError past the end, ValueError for a varint past a long's 64 bits (fastavro's C
+    reader would wrap it: such a body is left to fastavro)."""
     b = data[pos]
     pos += 1
     n = b & 0x7F
@@ -100,6 +101,8 @@ def _read_long(data: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         n |= (b & 0x7F) << shift
         shift += 7
+    if n >> 64:
+        raise ValueError("varint longer than a long")
     return (n >> 1) ^ -(n & 1), pos
 
 

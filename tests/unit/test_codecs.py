@@ -567,3 +567,19 @@ def test_an_event_of_an_earlier_schema_is_not_for_the_compiled_reader() -> None:
     schema = json.loads((REPO / "schemas" / "touchpoint_event.avsc").read_text())
     schema["fields"].insert(3, {"name": "channel", "type": "string", "default": ""})
     assert not _event_reader(AvroCodec(schema))
+
+
+def test_a_varint_past_64_bits_is_left_to_fastavro() -> None:
+    """A long of ten bytes whose last sets bits past 64 (fastavro's C reader would wrap
+    it) is not the compiled reader's: ``decode_event`` says what fastavro alone says."""
+    data = events().encode({"event_id": "e1", "type": "page.viewed", "customer_id": "c1",
+                            "occurred_at": datetime(2026, 3, 2, tzinfo=UTC), "source": None,
+                            "properties": "{}", "identifiers": {}})
+    head = data[:10] + b"\x04e1\x16page.viewed\x04c1"
+    assert data.startswith(head)
+    for last in (b"\x01", b"\x02", b"\x7f"):  # 2**63 fits (a time out of range), not more
+        long_time = head + b"\x80" * 9 + last + data[len(head) + 8:]
+        with pytest.raises(OverflowError if last == b"\x01" else ValueError):
+            event_record(long_time, 10)
+        assert _event_record(long_time) is None
+        assert _decoded(long_time, compiled=True) == _decoded(long_time, compiled=False)

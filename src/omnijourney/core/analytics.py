@@ -110,15 +110,11 @@ def tally(trace: Iterable[TraceEntry],
     counts every entry of every batch, five a tick."""
     counts: dict[Increment, int] = {}
     others: list[TraceEntry] = []
-    rules = FACT_OF
     for entry in trace:
-        kind = entry.kind
-        rule = rules.get(kind)
-        if rule is not None:
-            got = rule(entry)
-            if got is not None:
-                counts[got] = counts.get(got, 0) + 1
-        if kind in also:
+        got = fact(entry)
+        if got is not None:
+            counts[got] = counts.get(got, 0) + 1
+        if entry.kind in also:
             others.append(entry)
     return counts, others
 
