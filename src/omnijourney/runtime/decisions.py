@@ -67,7 +67,17 @@ def log_batch(result: BatchResult) -> None:
     when it can (``logs.lines``)."""
     with held():
         lines = logs_lines()
-        for e in result.evaluated:
-            log_evaluation(e, lines)
+        if lines is None:
+            for e in result.evaluated:
+                log_evaluation(e, None)
+        else:
+            # Rendered here (compiled: linetext.py) and handed to the sink at once.
+            lines.held = []
+            try:
+                for e in result.evaluated:
+                    log_evaluation(e, lines)
+            finally:
+                lines.sink.write_all(lines.held)
+                lines.held = None
         for reason in result.dead_reasons:
             log.warning("dead_letter", reason=reason)
