@@ -38,8 +38,8 @@ def render_json(event: dict[str, Any], default: Callable[[Any], Any] | None = No
 class LineWriter:
     """Lines at ``level`` or above, rendered as structlog's chain renders them (the
     context's fields, the line's, ``event``, ``level``, ``timestamp``: ``stamp``), for the
-    sink: each written as it comes, or, while ``held`` is a list, kept there for the
-    caller to hand over at once (``LineSink.write_all``)."""
+    sink: each written as it comes, or, between ``hold`` and ``release``, kept and handed
+    over at once (``LineSink.write_all``)."""
 
     def __init__(self, sink: Any, level: int, stamp: str, context: dict[str, Any]) -> None:
         self.sink = sink
@@ -47,6 +47,18 @@ class LineWriter:
         self.stamp = stamp
         self.context = context
         self.held: list[str] | None = None
+
+    def hold(self) -> None:
+        """Keep the lines written from now on, until ``release``."""
+        if self.held is None:
+            self.held = []
+
+    def release(self) -> None:
+        """The lines kept since ``hold`` to the sink, in one call; each written as it
+        comes again."""
+        held, self.held = self.held, None
+        if held:
+            self.sink.write_all(held)
 
     def enabled(self, level: int) -> bool:
         return level >= self.level

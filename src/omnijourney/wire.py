@@ -1,5 +1,6 @@
-"""The Avro binary the engine reads for every event and writes for every send, compiled
-(native.py's ``MODULES``).
+"""The Avro binary the engine reads for every event and writes for every send, and the
+hash that places each keyed record it sends (``murmur2``), compiled (native.py's
+``MODULES``).
 
 ``codecs.encode_command`` puts a command's single-object header before ``command_body``,
 and ``codecs.decode_event`` reads an event's body with ``event_record``; each falls back
@@ -156,7 +157,6 @@ def event_record(data: bytes, start: int) -> dict[str, Any]:
     return rec
 
 
-
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 of ``data`` (the Java client's ``Utils.murmur2``, aiokafka's
     ``partitioner.murmur2``: the same unsigned 32-bit value), from which the default
@@ -168,7 +168,7 @@ def murmur2(data: bytes) -> int:
     m: i64 = 0x5BD1E995
     mask: i64 = 0xFFFFFFFF
     length: i64 = len(data)
-    h: i64 = 0x9747B28C ^ length
+    h: i64 = (0x9747B28C ^ length) & mask  # Java's int: every product below 2**63
     end: i64 = length & ~3
     i: i64 = 0
     while i < end:

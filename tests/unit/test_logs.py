@@ -242,3 +242,20 @@ def test_direct_lines_carry_bound_contextvars(stream: Stream) -> None:
     (line,) = lines(stream)
     assert line["worker"] == "w1" and line["customer_id"] == "c<1>\"\n" and line["n"] == 2**64
     assert (line["event"], line["level"]) == ("sent", "info")
+
+
+def test_a_writer_holding_its_lines_hands_them_over_in_one_write(stream: Stream) -> None:
+    from omnijourney.logs import lines as direct_lines
+
+    writer = direct_lines()
+    assert writer is not None
+    writer.hold()
+    writer.write(20, "sent", {"customer_id": "c1"})
+    writer.write(10, "quiet", {"customer_id": "c2"})  # below info: not kept either
+    writer.write(20, "sent", {"customer_id": "c3"})
+    assert stream.getvalue() == ""
+    writer.release()
+    assert [x["customer_id"] for x in lines(stream)] == ["c1", "c3"]
+    assert (stream.writes, stream.flushes) == (1, 1)
+    writer.write(20, "sent", {"customer_id": "c4"})  # released: written as it comes
+    assert (stream.writes, stream.flushes) == (2, 2)

@@ -67,17 +67,13 @@ def log_batch(result: BatchResult) -> None:
     when it can (``logs.lines``)."""
     with held():
         lines = logs_lines()
-        if lines is None:
+        if lines is not None:
+            lines.hold()  # rendered compiled (linetext.py), handed to the sink at once
+        try:
             for e in result.evaluated:
-                log_evaluation(e, None)
-        else:
-            # Rendered here (compiled: linetext.py) and handed to the sink at once.
-            lines.held = []
-            try:
-                for e in result.evaluated:
-                    log_evaluation(e, lines)
-            finally:
-                lines.sink.write_all(lines.held)
-                lines.held = None
+                log_evaluation(e, lines)
+        finally:
+            if lines is not None:
+                lines.release()
         for reason in result.dead_reasons:
             log.warning("dead_letter", reason=reason)
