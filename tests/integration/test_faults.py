@@ -90,6 +90,39 @@ def scenario(customers: int = CUSTOMERS) -> Scenario:
     return Scenario(events, simulate(js, events).commands)
 
 
+# Lines of every worker's log a loss is read against: where the group moved partitions.
+GROUP_EVENTS = frozenset({"recovery_completed", "due_index_rebuilt", "lease_fenced",
+                          "batch_fenced", "ticks_fenced", "ticks_again", "batch_failed",
+                          "changelog_reasserted", "changelog_fenced_out", "snapshots_loaded",
+                          "snapshot_refused", "rebalance_stalled", "agent_failed"})
+
+
+def story(log_dir: Path, customers: list[str], limit: int = 150) -> str:
+    """What the kept logs (every worker's starts, the adapters) say of ``customers`` and
+    of the group meanwhile, in time order: the CI output alone then tells a loss, as
+    the worker-chaos failure of session 20 could not (its logs went with its runner)."""
+    wanted = set(customers)
+    rows: list[tuple[str, str, str]] = []
+    for path in sorted(log_dir.rglob("*.log")):
+        name = str(path.relative_to(log_dir))
+        for line in path.read_text(errors="replace").splitlines():
+            start = line.find("{")
+            if start < 0:
+                continue
+            try:
+                x = json.loads(line[start:])
+            except ValueError:
+                continue
+            if x.get("customer_id") in wanted or x.get("event") in GROUP_EVENTS:
+                at = str(x.pop("timestamp", ""))
+                x.pop("level", None)
+                rows.append((at, name, json.dumps(x, sort_keys=True)[:300]))
+    rows.sort()
+    told = [f"{at[11:23]} {name} {text}" for at, name, text in rows[-limit:]]
+    return (f"\nwhat the logs say of {', '.join(customers)} and the group "
+            f"(last {len(told)} of {len(rows)} lines):\n" + "\n".join(told))
+
+
 class Sinks:
     """The email and SMS adapters as their own processes, delivering to real local sinks."""
 
@@ -140,7 +173,8 @@ class Sinks:
                  f"{partition_of(c.customer_id, partitions)}, send_at "
                  f"{c.send_at.isoformat()}) {c.command_id}" for c in lost[:20]]
         return (f"missing after {timeout:.0f}s: {len(lost)} commands; "
-                f"{len(extra)} delivered that the simulator never made\n" + "\n".join(lines))
+                f"{len(extra)} delivered that the simulator never made\n" + "\n".join(lines)
+                + story(self.log_dir, sorted({c.customer_id for c in lost})[:3]))
 
     def check_exactly_once(self, s: Scenario) -> None:
         emails, sms = self.emails(), self.sms()

@@ -540,8 +540,17 @@ def test_an_assignment_has_the_due_index_and_the_state_cache_built_again(
     """Even for the partitions it had: another worker may have written to them."""
     rig = _waiting_rig(tmp_path)
     worker = rig.worker
+    assert "ana" in worker.states.cache  # decoded when the agent stored it
+    # Meanwhile the partition was another worker's, which moved ana on; the restore put
+    # its state in the table (no rebuild of the index between: two rebalances in a row).
+    partition, st = decode_state(rig.table[b"ana"])
+    st.profile.setdefault("attributes", {})["moved_on"] = "elsewhere"
+    rig.table[b"ana"] = encode_state(partition, st)
     asyncio.run(worker.on_assigned(None, signal=None))
     assert worker.indexed is None
+    assert not worker.states.cache  # nothing decoded before the restore is taken
+    loaded = worker.states.load("ana")
+    assert loaded is not None and loaded.profile["attributes"]["moved_on"] == "elsewhere"
 
 
 def test_a_failed_round_trip_hands_its_batches_again_from_the_table(tmp_path: Path) -> None:

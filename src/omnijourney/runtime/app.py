@@ -168,10 +168,14 @@ class Worker:
         # it is restored (what the last owner wrote), before anything reads the clock.
         self.clock.forget()
         self.read_to.clear()
-        # The due index and the state cache are built again once the tables are restored
-        # (rebuild_index), even for the same partitions: in between, another worker may
-        # have owned one and written to it.
+        # The due index is built again once the tables are restored (rebuild_index),
+        # even for the same partitions: in between, another worker may have owned one
+        # and written to it. The decoded states go now: the agent reads records as soon
+        # as the restore completes, before the timer's next pass rebuilds the index, and
+        # a state decoded before the worker last lost a partition (two rebalances with
+        # no timer pass between) would otherwise be taken over the newer one restored.
         self.indexed = None
+        self.states.cache.clear()
 
     async def on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Faust waits for the agents' batches in flight before a rebalance goes on; this
