@@ -30,6 +30,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.partitioner.default import murmur2
 
 from omnijourney.config import load
+from omnijourney.core.channels import CHANNELS
 from omnijourney.core.commands import ChannelCommand
 from omnijourney.core.events import Event
 from omnijourney.runtime.kraft import KafkaCluster
@@ -182,6 +183,25 @@ class Sinks:
         assert len(emails) == len(set(emails)), "an email went out twice"
         assert set(sms) == s.ids("sms")
         assert len(sms) == len(set(sms)), "an SMS went out twice"
+        self.check_every_channel(s)
+
+    def check_every_channel(self, s: Scenario) -> None:
+        """The channels without a sink here (ads, push, webhook) too: every command the
+        simulator makes is on its topic, and nothing else is (repeats of an id are at
+        least once, and the adapters drop them). Two and a half times the commands the
+        sinks alone check, so a loss that spares email and SMS is seen too."""
+        want = {c.command_id: c for c in s.expected}
+        topics = self.engine.settings.topics
+        got = {r["command_id"] for r in self.engine.read(
+            [topics.command(ch) for ch in CHANNELS], until=len(want), distinct="command_id",
+            timeout=60, settle=2)}
+        lost = [c for i, c in want.items() if i not in got]
+        extra = got - set(want)
+        assert not lost and not extra, (
+            f"{len(lost)} commands never produced, {len(extra)} the simulator never made:\n"
+            + "\n".join(f"{c.channel} {c.journey}/{c.step} for {c.customer_id} "
+                        f"(send_at {c.send_at.isoformat()}) {c.command_id}" for c in lost[:20])
+            + story(self.log_dir, sorted({c.customer_id for c in lost})[:3]))
 
     def close(self) -> None:
         for proc in self.procs:
