@@ -37,6 +37,7 @@ from omnijourney.runtime.kraft import KafkaCluster
 from omnijourney.runtime.topics import changelog_topic
 from omnijourney.simulator import simulate
 from omnijourney.synthetic import synth
+from tests.helpers import logged
 from tests.integration.harness import REPO, LiveEngine
 from tests.provider import Provider
 from tests.smtp import SmtpServer
@@ -106,14 +107,7 @@ def story(log_dir: Path, customers: list[str], limit: int = 150) -> str:
     rows: list[tuple[str, str, str]] = []
     for path in sorted(log_dir.rglob("*.log")):
         name = str(path.relative_to(log_dir))
-        for line in path.read_text(errors="replace").splitlines():
-            start = line.find("{")
-            if start < 0:
-                continue
-            try:
-                x = json.loads(line[start:])
-            except ValueError:
-                continue
+        for x in logged(path.read_text(errors="replace")):
             if x.get("customer_id") in wanted or x.get("event") in GROUP_EVENTS:
                 at = str(x.pop("timestamp", ""))
                 x.pop("level", None)
@@ -405,17 +399,8 @@ def test_a_worker_paused_past_its_session_timeout_comes_back(
 
 def _lines(worker: LiveEngine) -> list[dict[str, Any]]:
     """The worker's JSON log lines, all its starts, in order (Faust's own lines left out)."""
-    out = []
-    for path in sorted(worker.log_dir.glob("worker-*.log")):
-        for line in path.read_text(errors="replace").splitlines():
-            start = line.find("{")
-            if start < 0:
-                continue
-            try:
-                out.append(json.loads(line[start:]))
-            except ValueError:
-                continue
-    return out
+    return [x for path in sorted(worker.log_dir.glob("worker-*.log"))
+            for x in logged(path.read_text(errors="replace"))]
 
 
 def _quiet(worker: LiveEngine, seconds: float, timeout: float = 120) -> None:
